@@ -1,0 +1,57 @@
+//! The bus port: publish envelopes to topics, subscribe as a consumer group.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::Envelope;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    #[error("malformed event: {0}")]
+    Malformed(String),
+    #[error("bad bus url: {0}")]
+    Config(String),
+}
+
+/// One event handed to a subscriber; ack it once handled.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub envelope: Envelope,
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Publishes one event; returns once the bus has accepted it durably.
+    async fn publish(&self, topic: &str, envelope: &Envelope) -> Result<(), BusError>;
+    /// Joins consumer group `group` on `topics`. Each event reaches one member of each group.
+    /// A new group starts from the oldest retained event.
+    async fn subscribe(&self, topics: &[String], group: &str) -> Result<Box<dyn Subscription>, BusError>;
+    /// Creates topics that do not exist yet (no-op where topics need no creation).
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError>;
+    /// Cheap reachability check for readiness probes.
+    async fn ping(&self) -> Result<(), BusError>;
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next event; waits until one arrives.
+    async fn next(&mut self) -> Result<Delivery, BusError>;
+    /// Marks `delivery` (and everything before it on its partition) handled for this group.
+    async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError>;
+}
+
+/// Picks the adapter by URL scheme: `memory://` (in-process) or `kafka://host:port[,host:port]`
+/// with optional `?session_timeout_ms=N&partitions=N`.
+pub async fn connect(url: &str) -> Result<Arc<dyn EventBus>, BusError> {
+    match url.split_once("://").map(|(s, _)| s) {
+        Some("memory") => Ok(Arc::new(crate::memory::MemoryBus::new())),
+        Some("kafka") => Ok(Arc::new(crate::kafka::KafkaBus::connect(url)?)),
+        _ => Err(BusError::Config(format!("unsupported bus url scheme in {url:?} (memory://, kafka://)"))),
+    }
+}

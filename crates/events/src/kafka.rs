@@ -1,0 +1,223 @@
+//! The Kafka adapter (rdkafka with a bundled librdkafka). Publishing waits for the broker's ack
+//! (acks=all, idempotent producer); consuming commits offsets only after the handler acked.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use prost::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::bus::{BusError, Delivery, EventBus, Subscription};
+use crate::Envelope;
+
+/// Settings parsed from `kafka://host:port[,host:port][?session_timeout_ms=N&partitions=N]`.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub session_timeout_ms: u32,
+    pub partitions: i32,
+}
+
+impl KafkaSettings {
+    pub fn parse(url: &str) -> Result<Self, BusError> {
+        let rest = url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| BusError::Config(format!("{url:?} is not a kafka:// url")))?;
+        let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let hosts = hosts.trim_end_matches('/');
+        if hosts.is_empty() {
+            return Err(BusError::Config("kafka:// url names no broker".into()));
+        }
+        let mut s = KafkaSettings { brokers: hosts.to_owned(), session_timeout_ms: 10_000, partitions: 6 };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = || BusError::Config(format!("bad value for {k} in kafka url"));
+            match k {
+                "session_timeout_ms" => s.session_timeout_ms = v.parse().map_err(|_| bad())?,
+                "partitions" => s.partitions = v.parse().map_err(|_| bad())?,
+                _ => return Err(BusError::Config(format!("unknown kafka url option {k}"))),
+            }
+        }
+        Ok(s)
+    }
+}
+
+pub struct KafkaBus {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+impl KafkaBus {
+    pub fn connect(url: &str) -> Result<Self, BusError> {
+        let settings = KafkaSettings::parse(url)?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "5000")
+            .set("socket.timeout.ms", "5000")
+            .set("log_level", "3")
+            .create()
+            .map_err(unavailable)?;
+        Ok(Self { settings, producer })
+    }
+
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>, BusError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.settings.brokers)
+            .set("log_level", "3")
+            .create()
+            .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl EventBus for KafkaBus {
+    async fn publish(&self, topic: &str, envelope: &Envelope) -> Result<(), BusError> {
+        let payload = envelope.encode_to_vec();
+        let mut headers = OwnedHeaders::new().insert(Header { key: "agora-event-type", value: Some(&envelope.r#type) });
+        if !envelope.traceparent.is_empty() {
+            headers = headers.insert(Header { key: "traceparent", value: Some(&envelope.traceparent) });
+        }
+        if !envelope.tracestate.is_empty() {
+            headers = headers.insert(Header { key: "tracestate", value: Some(&envelope.tracestate) });
+        }
+        let record = FutureRecord::to(topic).key(&envelope.aggregate_id).payload(&payload).headers(headers);
+        self.producer
+            .send(record, Duration::from_secs(5))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| unavailable(e))
+    }
+
+    async fn subscribe(&self, topics: &[String], group: &str) -> Result<Box<dyn Subscription>, BusError> {
+        let heartbeat = (self.settings.session_timeout_ms / 4).max(100);
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.settings.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", self.settings.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", heartbeat.to_string())
+            .set("log_level", "3")
+            .create()
+            .map_err(unavailable)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(unavailable)?;
+        Ok(Box::new(KafkaSubscription { consumer, group: group.to_owned() }))
+    }
+
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
+        let admin = self.admin()?;
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, self.settings.partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+        let results = admin.create_topics(&new, &opts).await.map_err(unavailable)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => return Err(BusError::Unavailable(format!("creating topic {t}: {code}"))),
+            }
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(None, Duration::from_secs(2)).map(|_| ()).map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+struct KafkaSubscription {
+    consumer: StreamConsumer,
+    group: String,
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next(&mut self) -> Result<Delivery, BusError> {
+        loop {
+            let msg = self.consumer.recv().await.map_err(unavailable)?;
+            let Some(payload) = msg.payload() else {
+                tracing::warn!(topic = msg.topic(), offset = msg.offset(), "skipping event with no payload");
+                self.commit(msg.topic(), msg.partition(), msg.offset())?;
+                continue;
+            };
+            let mut envelope = match Envelope::decode(payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    // A poison message must not wedge the partition: log, count, skip.
+                    metrics::counter!("agora_consumer_malformed_total", "group" => self.group.clone()).increment(1);
+                    tracing::error!(topic = msg.topic(), offset = msg.offset(), error = %e, "undecodable event skipped");
+                    self.commit(msg.topic(), msg.partition(), msg.offset())?;
+                    continue;
+                }
+            };
+            if let Some(headers) = msg.headers() {
+                let map: HashMap<&str, &[u8]> =
+                    headers.iter().filter_map(|h| h.value.map(|v| (h.key, v))).collect();
+                if envelope.traceparent.is_empty() {
+                    if let Some(tp) = map.get("traceparent") {
+                        envelope.traceparent = String::from_utf8_lossy(tp).into_owned();
+                    }
+                }
+            }
+            if let Ok((_, high)) = self.consumer.fetch_watermarks(msg.topic(), msg.partition(), Duration::ZERO) {
+                metrics::gauge!("agora_consumer_lag", "group" => self.group.clone(), "topic" => msg.topic().to_owned())
+                    .set((high - msg.offset() - 1).max(0) as f64);
+            }
+            return Ok(Delivery {
+                topic: msg.topic().to_owned(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                envelope,
+            });
+        }
+    }
+
+    async fn ack(&mut self, d: &Delivery) -> Result<(), BusError> {
+        self.commit(&d.topic, d.partition, d.offset)
+    }
+}
+
+impl KafkaSubscription {
+    fn commit(&self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset + 1)).map_err(unavailable)?;
+        self.consumer.commit(&tpl, CommitMode::Async).map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let s = KafkaSettings::parse("kafka://a:9092,b:9092?session_timeout_ms=2000&partitions=3").unwrap();
+        assert_eq!(s.brokers, "a:9092,b:9092");
+        assert_eq!(s.session_timeout_ms, 2000);
+        assert_eq!(s.partitions, 3);
+        assert!(KafkaSettings::parse("kafka://").is_err());
+        assert!(KafkaSettings::parse("kafka://a:1?bogus=1").is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! agora-events: how Agora services announce and react to state changes.
+//!
+//! - [`Envelope`](agora_proto::events::v1::Envelope) wraps every event; topics are
+//!   `agora.<domain>.v1`, keyed by aggregate id.
+//! - [`EventBus`] has two adapters: Kafka ([`kafka::KafkaBus`]) and in-process ([`memory::MemoryBus`]).
+//! - [`outbox`]: the state change and its event commit in one transaction; [`outbox::OutboxRelay`]
+//!   publishes pending rows with retry and backoff.
+//! - [`consumer`]: runs handlers at-least-once; [`dedupe`] makes them effectively exactly-once.
+//!
+//! This crate must never know a service's domain: it moves opaque payloads.
+
+pub mod bus;
+pub mod consumer;
+pub mod dedupe;
+pub mod kafka;
+pub mod memory;
+pub mod outbox;
+
+pub use agora_proto::events::v1::Envelope;
+pub use bus::{BusError, Delivery, EventBus, Subscription, connect};
+
+use agora_kit::IdGenerator;
+
+/// The topic of an event type: `user.created` → `agora.user.v1`.
+pub fn topic_for(event_type: &str) -> String {
+    let domain = event_type.split('.').next().unwrap_or(event_type);
+    format!("agora.{domain}.v1")
+}
+
+/// Builds an envelope for `payload`, stamped with a fresh id, the time and the current trace.
+pub fn envelope<M: prost::Message>(
+    ids: &IdGenerator,
+    producer: &str,
+    event_type: &str,
+    aggregate_id: impl ToString,
+    payload: &M,
+) -> Envelope {
+    let trace = agora_kit::telemetry::current_trace_context();
+    Envelope {
+        id: ids.next_id(),
+        r#type: event_type.to_owned(),
+        occurred_at_ms: agora_kit::time::now_ms(),
+        producer: producer.to_owned(),
+        aggregate_id: aggregate_id.to_string(),
+        payload: payload.encode_to_vec(),
+        traceparent: trace.get("traceparent").cloned().unwrap_or_default(),
+        tracestate: trace.get("tracestate").cloned().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,131 @@
+//! Prometheus metrics: one global recorder per process, RED helpers for HTTP routes and RPCs,
+//! and a tower layer that measures every gRPC call a server handles.
+
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Installs the recorder once; later calls return the same handle. `None` if another recorder
+/// was installed first (metrics then go there).
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+                .ok()?;
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+/// The text exposition of every metric recorded so far.
+pub fn render() -> String {
+    install().map(|h| h.render()).unwrap_or_default()
+}
+
+pub fn record_http(route: &str, method: &str, status: u16, started: Instant) {
+    let labels = [
+        ("route", route.to_owned()),
+        ("method", method.to_owned()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("agora_http_requests_total", &labels).increment(1);
+    metrics::histogram!(
+        "agora_http_request_duration_seconds",
+        "route" => route.to_owned(),
+        "method" => method.to_owned()
+    )
+    .record(started.elapsed().as_secs_f64());
+}
+
+pub fn record_grpc(side: &'static str, path: &str, code: &str, started: Instant) {
+    let (service, method) = split_grpc_path(path);
+    metrics::counter!(
+        "agora_grpc_requests_total",
+        "side" => side, "service" => service.to_owned(), "method" => method.to_owned(), "code" => code.to_owned()
+    )
+    .increment(1);
+    metrics::histogram!(
+        "agora_grpc_request_duration_seconds",
+        "side" => side, "service" => service.to_owned(), "method" => method.to_owned()
+    )
+    .record(started.elapsed().as_secs_f64());
+}
+
+fn split_grpc_path(path: &str) -> (&str, &str) {
+    let trimmed = path.trim_start_matches('/');
+    trimmed.split_once('/').unwrap_or((trimmed, ""))
+}
+
+/// Tower layer for tonic servers: counts and times every RPC by method and status code.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcMetricsLayer;
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path().to_owned();
+        let started = Instant::now();
+        let span = tracing::info_span!("rpc", rpc.path = %path, otel.kind = "server");
+        let parent: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
+            .iter()
+            .filter_map(|k| {
+                req.headers().get(*k).and_then(|v| v.to_str().ok()).map(|v| ((*k).to_owned(), v.to_owned()))
+            })
+            .collect();
+        crate::telemetry::set_parent(&span, &parent);
+        let fut = self.inner.call(req);
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let res = fut.await;
+                let code = match &res {
+                    Ok(resp) => resp
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("0")
+                        .to_owned(),
+                    Err(_) => "transport".to_owned(),
+                };
+                record_grpc("server", &path, &code, started);
+                res
+            },
+            span,
+        ))
+    }
+}

@@ -1,0 +1,14 @@
+//! Generated tonic/prost code for Agora's gRPC contracts and event payloads. Nothing else lives
+//! here: no hand-written logic, so every service can depend on it without pulling in more.
+
+pub mod user {
+    pub mod v1 {
+        tonic::include_proto!("agora.user.v1");
+    }
+}
+
+pub mod events {
+    pub mod v1 {
+        tonic::include_proto!("agora.events.v1");
+    }
+}

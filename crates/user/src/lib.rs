@@ -1,0 +1,155 @@
+//! agora-user: accounts, credentials (argon2id), sessions and tokens, OAuth applications and
+//! profiles. It is the only issuer of access tokens and the only owner of the user tables.
+//!
+//! It must never accept an identity it did not verify itself: callers present the bearer token
+//! it issued. It never logs a password, a token or a secret.
+
+pub mod domain;
+pub mod grpc;
+pub mod service;
+pub mod store;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_events::EventBus;
+use agora_events::outbox::OutboxRelay;
+use agora_kit::config::{self, ConfigError, Env};
+use agora_kit::health::Health;
+use agora_kit::{IdGenerator, Shutdown};
+use agora_proto::user::v1::user_service_server::UserServiceServer;
+use tokio::net::TcpListener;
+
+pub use service::Accounts;
+
+/// Settings of the user service (`AGORA_USER_*`, plus shared `AGORA_*`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// gRPC address (`AGORA_USER_LISTEN`).
+    pub listen: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz` (`AGORA_USER_ADMIN_LISTEN`).
+    pub admin_listen: SocketAddr,
+    /// `postgres://…` or `sqlite://…` (`AGORA_USER_DATABASE_URL`).
+    pub database_url: String,
+    /// `memory://` or `kafka://…` (`AGORA_BUS_URL`).
+    pub bus_url: String,
+    /// The public base URL; the token issuer (`AGORA_PUBLIC_URL`).
+    pub public_url: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// Apply migrations at start (`AGORA_MIGRATE_ON_START`, default true).
+    pub migrate_on_start: bool,
+    pub worker_id: u16,
+}
+
+impl Config {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let data_dir = config::string(env, "AGORA_DATA_DIR", ".agora");
+        Ok(Self {
+            listen: config::socket_addr(env, "AGORA_USER_LISTEN", "127.0.0.1:50051")?,
+            admin_listen: config::socket_addr(env, "AGORA_USER_ADMIN_LISTEN", "127.0.0.1:9101")?,
+            database_url: config::url(
+                env,
+                "AGORA_USER_DATABASE_URL",
+                &format!("sqlite://{data_dir}/user.db"),
+                &["postgres", "postgresql", "sqlite"],
+            )?,
+            bus_url: config::url(env, "AGORA_BUS_URL", "memory://", &["memory", "kafka"])?,
+            public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080").trim_end_matches('/').to_owned(),
+            access_token_ttl: config::seconds(env, "AGORA_USER_ACCESS_TOKEN_TTL", 7 * 24 * 3600)?,
+            refresh_token_ttl: config::seconds(env, "AGORA_USER_REFRESH_TOKEN_TTL", 90 * 24 * 3600)?,
+            migrate_on_start: config::boolean(env, "AGORA_MIGRATE_ON_START", true)?,
+            worker_id: config::parse(env, "AGORA_WORKER_ID", rand::random::<u16>() % 1024)?,
+        })
+    }
+}
+
+/// A user service ready to serve: store open, keys loaded, outbox relay running.
+pub struct UserService {
+    pub accounts: Arc<Accounts>,
+    pub health: Health,
+}
+
+impl UserService {
+    /// Opens the store (migrating if configured), loads keys and starts the outbox relay and
+    /// the revocation refresher, both stopping on `shutdown`.
+    pub async fn build(config: &Config, bus: Arc<dyn EventBus>, shutdown: Shutdown) -> anyhow::Result<Self> {
+        agora_kit::metrics::install();
+        let store = store::connect(&config.database_url).await?;
+        if config.migrate_on_start {
+            store.migrate().await?;
+        }
+        bus.ensure_topics(&["agora.user.v1".to_owned()]).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not ensure topic agora.user.v1; the relay will retry publishing");
+        });
+        let relay = OutboxRelay::new("user", store.outbox(), Arc::clone(&bus));
+        let wake = relay.waker();
+        tokio::spawn(relay.run(shutdown.clone()));
+        let policy = service::TokenPolicy {
+            issuer: config.public_url.clone(),
+            access_ttl: config.access_token_ttl,
+            refresh_ttl: config.refresh_token_ttl,
+        };
+        let ids = Arc::new(IdGenerator::new(config.worker_id));
+        let accounts = Arc::new(Accounts::new(Arc::clone(&store), policy, ids, wake).await?);
+        accounts.verifier.spawn_refresh(Duration::from_secs(1), shutdown.clone());
+
+        let health = Health::new();
+        let s = Arc::clone(&store);
+        health.add_check("user-store", move || {
+            let s = Arc::clone(&s);
+            async move { s.ping().await.map_err(|e| e.to_string()) }
+        });
+        Ok(Self { accounts, health })
+    }
+
+    /// Serves gRPC on `listener` until `shutdown`, then drains in-flight calls.
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<UserServiceServer<grpc::UserGrpc>>().await;
+        let svc = UserServiceServer::new(grpc::UserGrpc { accounts: self.accounts });
+        tracing::info!(addr = %listener.local_addr()?, "user service listening");
+        tonic::transport::Server::builder()
+            .layer(agora_kit::metrics::GrpcMetricsLayer)
+            .add_service(health_service)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutdown.cancelled_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Runs the user service alone: its own bus connection and admin endpoint.
+pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let bus = agora_events::connect(&config.bus_url).await?;
+    let service = UserService::build(&config, Arc::clone(&bus), shutdown.clone()).await?;
+    let health = service.health.clone();
+    let b = Arc::clone(&bus);
+    health.add_check("bus", move || {
+        let b = Arc::clone(&b);
+        async move { b.ping().await.map_err(|e| e.to_string()) }
+    });
+    let admin = TcpListener::bind(config.admin_listen).await?;
+    let admin_task = tokio::spawn(agora_kit::health::serve_admin(admin, health.clone(), shutdown.clone()));
+    let drain = health.clone();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        sd.cancelled().await;
+        drain.set_draining();
+    });
+    service.serve(listener, shutdown).await?;
+    let _ = admin_task.await;
+    Ok(())
+}
+
+/// Applies the user store's migrations (`agora migrate`).
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! `agora-user`: the user service as its own process.
+
+use agora_kit::config::ProcessEnv;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _telemetry = agora_kit::telemetry::init("user", &ProcessEnv);
+    let config = agora_user::Config::from_env(&ProcessEnv)?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let shutdown = agora_kit::Shutdown::new();
+    tokio::spawn(agora_kit::shutdown::on_signal(shutdown.clone()));
+    agora_user::run(config, listener, shutdown).await
+}

@@ -1,0 +1,344 @@
+#!/usr/bin/env bash
+# The Agora test command: everything CI runs, in order.
+#
+#   a. install what is missing (apt, pip, npm's buf into ~/.cache/agora/tools)
+#   b. buf lint (and buf breaking against the main branch, when there is one with proto/)
+#   c. cargo build --workspace --all-targets       (CARGO_TARGET_DIR defaults to ~/.cache/agora/target)
+#   d. scripts/infra.sh up                          (private PostgreSQL, Redis, Kafka, S3, OpenSearch)
+#   e. cargo test --workspace                       (reads the AGORA_TEST_* variables)
+#   f. the Mastodon.py end-to-end suite (crates/gateway/e2e) against two deployment shapes:
+#      "dev" (agora dev, everything embedded) and "services" (agora-user + agora-gateway on the real servers)
+#   g. scripts/check-deploy.sh, when present
+#   h. a summary with the time of every step; non-zero exit if anything failed
+#
+# Every process it starts is stopped on exit, failure or Ctrl-C, and the servers are torn down.
+# Knobs: CARGO_TARGET_DIR, AGORA_TOOLS_DIR, AGORA_E2E_READY_TIMEOUT (s, default 60), AGORA_TEST_KEEP=1
+# (keep the temp dir with the logs).
+set -euo pipefail
+
+: "${HOME:=$(getent passwd "$(id -un)" | cut -d: -f6)}"
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+export AGORA_TOOLS_DIR=${AGORA_TOOLS_DIR:-$HOME/.cache/agora/tools}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/agora/target}
+export PYTHONDONTWRITEBYTECODE=1 # keep __pycache__ out of the work tree
+if [[ -n ${CI+x} ]]; then export CI; fi
+
+BUF_VERSION=1.75.0
+READY_TIMEOUT=${AGORA_E2E_READY_TIMEOUT:-60}
+APT_BUILD=(build-essential ca-certificates pkg-config libssl-dev cmake libcurl4-openssl-dev protobuf-compiler git)
+APT_INFRA=(postgresql redis-server)
+PIP_TEST=("Mastodon.py==2.3.3|Mastodon.py|mastodon" "pytest>=7|pytest|pytest")
+BUF=$AGORA_TOOLS_DIR/npm/node_modules/.bin/buf
+BIN=$CARGO_TARGET_DIR/debug
+INFRA=$REPO/scripts/infra.sh
+
+WORK=$(mktemp -d /tmp/agora-test.XXXXXX)
+chmod 755 "$WORK" # the postgres system user must reach the cluster under it
+export AGORA_INFRA_DIR=$WORK/infra # a private set of servers, never a developer's running one
+PY=""
+PIDS=() # every process this script started and has not stopped yet
+
+log() { printf '%s\n' "$*"; }
+warn() { printf 'test.sh: %s\n' "$*" >&2; }
+
+# --- process handling -------------------------------------------------------------------------
+
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        warn "pid $pid ignored SIGTERM for 10s; killing"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+stop_pids() { # PID...: stops them and forgets them
+    local pid keep=() p
+    for pid in "$@"; do stop_pid "$pid"; done
+    for p in "${PIDS[@]}"; do
+        [[ " $* " == *" $p "* ]] || keep+=("$p")
+    done
+    PIDS=("${keep[@]}")
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    ((${#PIDS[@]} == 0)) || stop_pids "${PIDS[@]}"
+    if [[ -d $AGORA_INFRA_DIR ]]; then
+        "$INFRA" down || warn "infra.sh down failed"
+    fi
+    if [[ ${AGORA_TEST_KEEP:-0} == 1 ]]; then
+        warn "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'warn "interrupted"; exit 130' INT
+trap 'warn "terminated"; exit 143' TERM
+
+free_ports() { # N -> N distinct free loopback ports
+    "$PY" - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# --- steps (each returns non-zero on failure; set -e does not reach inside them) --------------
+
+apt_install() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    ((${#missing[@]})) || return 0
+    local sudo=()
+    [[ $(id -u) == 0 ]] || sudo=(sudo -n)
+    if [[ ${AGORA_APT_UPDATED:-0} != 1 ]]; then
+        log "apt-get update"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+        export AGORA_APT_UPDATED=1
+    fi
+    log "apt-get install ${missing[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+step_deps() {
+    local pkgs=("${APT_BUILD[@]}" "${APT_INFRA[@]}")
+    command -v python3 >/dev/null 2>&1 || pkgs+=(python3 python3-venv python3-pip)
+    command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+    apt_install "${pkgs[@]}" || return 1
+
+    PY=$("$INFRA" python) || return 1
+    log "python: $PY"
+    "$INFRA" deps || return 1
+    "$INFRA" pip "${PIP_TEST[@]}" || return 1
+
+    if [[ ! -x $BUF ]] || [[ $("$BUF" --version 2>/dev/null) != "$BUF_VERSION" ]]; then
+        log "npm install @bufbuild/buf@$BUF_VERSION into $AGORA_TOOLS_DIR/npm"
+        mkdir -p "$AGORA_TOOLS_DIR/npm" || return 1
+        npm install --prefix "$AGORA_TOOLS_DIR/npm" --no-audit --no-fund --loglevel=error \
+            "@bufbuild/buf@$BUF_VERSION" || return 1
+    fi
+    log "buf: $("$BUF" --version)"
+
+    if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
+        export PATH=$HOME/.cargo/bin:$PATH
+    fi
+    command -v cargo >/dev/null 2>&1 || { warn "cargo not found: install a Rust toolchain (rustup)"; return 1; }
+    log "$(cargo --version)"
+}
+
+step_proto() {
+    [[ -f proto/buf.yaml ]] || { warn "proto/buf.yaml is missing"; return 1; }
+    (cd proto && "$BUF" lint) || return 1
+    log "buf lint: clean"
+    if git -C "$REPO" rev-parse --verify -q refs/heads/main >/dev/null &&
+        git -C "$REPO" cat-file -e main:proto 2>/dev/null; then
+        (cd proto && "$BUF" breaking --against "$REPO/.git#branch=main,subdir=proto") || return 1
+        log "buf breaking: no breaking change against main"
+    else
+        log "buf breaking: skipped (no branch main with proto/ in this repository yet)"
+    fi
+}
+
+step_build() {
+    cargo build --workspace --all-targets
+}
+
+step_infra() {
+    "$INFRA" up || return 1
+    # shellcheck disable=SC1091
+    source "$AGORA_INFRA_DIR/env" || return 1
+}
+
+step_cargo_test() {
+    cargo test --workspace
+}
+
+# wait_ready URL PIDS: GET URL answers 200 within READY_TIMEOUT, while none of PIDS (comma list) dies.
+wait_ready() {
+    log "waiting (at most ${READY_TIMEOUT}s) for $1"
+    "$INFRA" wait http "$1" "$READY_TIMEOUT" "$2"
+}
+
+show_logs() { # FILE...
+    local f
+    for f in "$@"; do
+        [[ -f $f ]] || continue
+        printf '\n----- last 100 lines of %s -----\n' "$f"
+        tail -100 "$f"
+    done
+    echo "----- end of logs -----"
+}
+
+run_pytest() { # SHAPE URL
+    log "pytest crates/gateway/e2e against $2 (shape $1)"
+    AGORA_E2E_URL=$2 AGORA_E2E_SHAPE=$1 "$PY" -m pytest -q -p no:cacheprovider crates/gateway/e2e
+}
+
+step_e2e_dev() {
+    [[ -x $BIN/agora ]] || { warn "$BIN/agora was not built"; return 1; }
+    local dir=$WORK/e2e-dev port pid rc=0
+    mkdir -p "$dir" || return 1
+    port=$(free_ports 1) || return 1
+    log "starting agora dev on 127.0.0.1:$port"
+    AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32 AGORA_PUBLIC_URL=http://127.0.0.1:$port \
+        "$BIN/agora" dev --listen "127.0.0.1:$port" --data-dir "$WORK/dev" \
+        </dev/null >"$dir/agora-dev.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_ready "http://127.0.0.1:$port/readyz" "$pid"; then
+        run_pytest dev "http://127.0.0.1:$port" || rc=$?
+    else
+        warn "agora dev did not become ready"
+        rc=1
+    fi
+    stop_pids "$pid"
+    ((rc == 0)) || show_logs "$dir/agora-dev.log"
+    return "$rc"
+}
+
+step_e2e_services() {
+    local b
+    for b in agora agora-user agora-gateway; do
+        [[ -x $BIN/$b ]] || { warn "$BIN/$b was not built"; return 1; }
+    done
+    local dir=$WORK/e2e-services p1 p2 p3 p4 db user_pid gw_pid rc=0
+    mkdir -p "$dir" || return 1
+    read -r p1 p2 p3 p4 < <(free_ports 4) || return 1
+    db=${AGORA_TEST_POSTGRES_URL%/*}/agora_e2e
+    log "creating database agora_e2e"
+    psql "$AGORA_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -q \
+        -c 'CREATE DATABASE agora_e2e' || return 1
+    log "agora migrate"
+    if ! AGORA_USER_DATABASE_URL=$db "$BIN/agora" migrate </dev/null >"$dir/migrate.log" 2>&1; then
+        warn "agora migrate failed"
+        show_logs "$dir/migrate.log"
+        return 1
+    fi
+    log "starting agora-user on 127.0.0.1:$p1 (admin $p2), agora-gateway on 127.0.0.1:$p3 (admin $p4)"
+    AGORA_USER_LISTEN=127.0.0.1:$p1 AGORA_USER_ADMIN_LISTEN=127.0.0.1:$p2 AGORA_USER_DATABASE_URL=$db \
+        AGORA_BUS_URL=$AGORA_TEST_KAFKA_URL AGORA_PUBLIC_URL=http://127.0.0.1:$p3 \
+        "$BIN/agora-user" </dev/null >"$dir/agora-user.log" 2>&1 &
+    user_pid=$!
+    PIDS+=("$user_pid")
+    AGORA_GATEWAY_LISTEN=127.0.0.1:$p3 AGORA_GATEWAY_ADMIN_LISTEN=127.0.0.1:$p4 \
+        AGORA_GATEWAY_USER_URL=http://127.0.0.1:$p1 AGORA_GATEWAY_RATE_LIMIT_URL=$AGORA_TEST_REDIS_URL \
+        AGORA_BUS_URL=$AGORA_TEST_KAFKA_URL AGORA_PUBLIC_URL=http://127.0.0.1:$p3 \
+        AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32 \
+        "$BIN/agora-gateway" </dev/null >"$dir/agora-gateway.log" 2>&1 &
+    gw_pid=$!
+    PIDS+=("$gw_pid")
+    if wait_ready "http://127.0.0.1:$p3/readyz" "$user_pid,$gw_pid"; then
+        run_pytest services "http://127.0.0.1:$p3" || rc=$?
+    else
+        warn "the services shape did not become ready"
+        rc=1
+    fi
+    stop_pids "$gw_pid" "$user_pid"
+    ((rc == 0)) || show_logs "$dir/migrate.log" "$dir/agora-user.log" "$dir/agora-gateway.log"
+    return "$rc"
+}
+
+step_check_deploy() {
+    if [[ -f scripts/check-deploy.sh ]]; then
+        bash scripts/check-deploy.sh
+    else
+        log "skipped: no scripts/check-deploy.sh"
+    fi
+}
+
+# --- driver -----------------------------------------------------------------------------------
+
+STEP_NAMES=()
+STEP_RESULTS=()
+STEP_TIMES=()
+T_START=${EPOCHREALTIME/[.,]/}
+
+fmt_secs() { # microseconds -> "12.3s"
+    local us=$1
+    printf '%d.%ds' $((us / 1000000)) $((us / 100000 % 10))
+}
+
+run_step() { # TITLE FUNCTION
+    local title=$1 fn=$2 t0 rc=0
+    printf '\n==> %s\n' "$title"
+    t0=${EPOCHREALTIME/[.,]/}
+    "$fn" || rc=$?
+    STEP_NAMES+=("$title")
+    STEP_TIMES+=("$(fmt_secs $((${EPOCHREALTIME/[.,]/} - t0)))")
+    if ((rc == 0)); then
+        STEP_RESULTS+=(ok)
+    else
+        STEP_RESULTS+=(FAILED)
+        warn "step failed: $title (exit $rc)"
+    fi
+    return "$rc"
+}
+
+skip_step() { # TITLE REASON
+    printf '\n==> %s\n' "$1"
+    log "skipped: $2"
+    STEP_NAMES+=("$1")
+    STEP_RESULTS+=(skipped)
+    STEP_TIMES+=("-")
+}
+
+summary() {
+    local i failed=0
+    printf '\n==> summary\n'
+    for i in "${!STEP_NAMES[@]}"; do
+        printf '  %-8s %8s  %s\n' "${STEP_RESULTS[$i]}" "${STEP_TIMES[$i]}" "${STEP_NAMES[$i]}"
+        [[ ${STEP_RESULTS[$i]} == FAILED ]] && failed=1
+    done
+    printf '  %-8s %8s\n' total "$(fmt_secs $((${EPOCHREALTIME/[.,]/} - T_START)))"
+    if ((failed)); then
+        printf 'RESULT: FAILED\n'
+        return 1
+    fi
+    printf 'RESULT: all steps passed\n'
+}
+
+main() {
+    local built=0 infra=0
+    if ! run_step "install dependencies" step_deps; then
+        summary || true
+        exit 1
+    fi
+    run_step "proto: buf lint / buf breaking" step_proto || true
+    run_step "cargo build --workspace --all-targets" step_build && built=1
+    if ((built)); then
+        run_step "infra: scripts/infra.sh up" step_infra && infra=1
+    else
+        skip_step "infra: scripts/infra.sh up" "the build failed"
+    fi
+    if ((built && infra)); then
+        run_step "cargo test --workspace" step_cargo_test || true
+        run_step "e2e: shape dev" step_e2e_dev || true
+        run_step "e2e: shape services" step_e2e_services || true
+    else
+        skip_step "cargo test --workspace" "the build or the servers failed"
+        skip_step "e2e: shape dev" "the build or the servers failed"
+        skip_step "e2e: shape services" "the build or the servers failed"
+    fi
+    run_step "deploy checks: scripts/check-deploy.sh" step_check_deploy || true
+    summary
+}
+
+main "$@"

@@ -1,1 +1,113 @@
-fn main(){}
+//! `agora`: the all-in-one CLI.
+//!
+//! - `agora dev` runs the gateway and every service in one process on embedded stores.
+//! - `agora serve --target <service>` runs one service from `AGORA_*` settings.
+//! - `agora migrate` applies the migrations of every configured store.
+
+use std::path::PathBuf;
+
+use agora_kit::config::ProcessEnv;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "agora", version, about = "Agora social platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole platform in this process on embedded stores (SQLite, in-process bus).
+    Dev {
+        /// Address of the public API.
+        #[arg(long, env = "AGORA_DEV_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where data is kept across restarts.
+        #[arg(long, env = "AGORA_DATA_DIR", default_value = ".agora")]
+        data_dir: PathBuf,
+    },
+    /// Run one service (or the gateway) as configured by AGORA_* variables.
+    Serve {
+        #[arg(long, value_enum)]
+        target: Target,
+    },
+    /// Apply database migrations for the configured stores.
+    Migrate,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Target {
+    Gateway,
+    User,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Dev { listen, data_dir } => dev(&listen, data_dir).await,
+        Command::Serve { target } => serve(target).await,
+        Command::Migrate => {
+            let _t = agora_kit::telemetry::init("migrate", &ProcessEnv);
+            let config = agora_user::Config::from_env(&ProcessEnv)?;
+            agora_user::migrate(&config).await?;
+            println!("user store migrated ({})", agora_kit::config::redact_url(&config.database_url));
+            Ok(())
+        }
+    }
+}
+
+async fn serve(target: Target) -> anyhow::Result<()> {
+    let shutdown = agora_kit::Shutdown::new();
+    tokio::spawn(agora_kit::shutdown::on_signal(shutdown.clone()));
+    match target {
+        Target::Gateway => {
+            let _t = agora_kit::telemetry::init("gateway", &ProcessEnv);
+            let config = agora_gateway::Config::from_env(&ProcessEnv)?;
+            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            agora_gateway::run(config, listener, shutdown).await
+        }
+        Target::User => {
+            let _t = agora_kit::telemetry::init("user", &ProcessEnv);
+            let config = agora_user::Config::from_env(&ProcessEnv)?;
+            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            agora_user::run(config, listener, shutdown).await
+        }
+    }
+}
+
+async fn dev(listen: &str, data_dir: PathBuf) -> anyhow::Result<()> {
+    let _t = agora_kit::telemetry::init("dev", &ProcessEnv);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (choose another with --listen)"))?;
+    let addr = listener.local_addr()?;
+    let public = std::env::var("AGORA_PUBLIC_URL").unwrap_or_else(|_| format!("http://{addr}"));
+    // Every AGORA_* variable set in the environment still applies (rate limits, TTLs, …).
+    let mut builder = agora_testkit::PlatformBuilder::embedded().data_dir(&data_dir).gateway_listener(listener).public_url(&public);
+    for (k, v) in std::env::vars().filter(|(k, _)| k.starts_with("AGORA_") && !k.ends_with("_DATABASE_URL") && k != "AGORA_BUS_URL") {
+        builder = builder.setting(&k, &v);
+    }
+    let platform = builder.start().await?;
+    let admin = tokio::net::TcpListener::bind(std::env::var("AGORA_DEV_ADMIN_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into())).await?;
+    let admin_addr = admin.local_addr()?;
+    let health = platform.health.clone();
+    let combined = agora_kit::health::Health::new();
+    for (i, h) in health.into_iter().enumerate() {
+        combined.add_check(&format!("component-{i}"), move || {
+            let h = h.clone();
+            async move {
+                let f = h.failures().await;
+                if f.is_empty() { Ok(()) } else { Err(f.join("; ")) }
+            }
+        });
+    }
+    tokio::spawn(agora_kit::health::serve_admin(admin, combined, platform.shutdown.clone()));
+    println!("Agora is running at {public}  (data in {}, metrics at http://{admin_addr}/metrics)", data_dir.display());
+    println!("Press Ctrl-C to stop.");
+    agora_kit::shutdown::on_signal(platform.shutdown.clone()).await;
+    platform.stop().await?;
+    println!("Agora stopped.");
+    Ok(())
+}

@@ -1,1 +1,262 @@
+//! agora-gateway: the public edge. It speaks the Mastodon client API over HTTP, validates
+//! access tokens locally (keys and revocations cached from the user service), enforces scopes
+//! and rate limits, and maps REST to gRPC calls on the services.
+//!
+//! It owns no data and must never decide who a caller is from anything but a verified token;
+//! services receive the token itself. It never logs tokens, passwords or secrets.
 
+pub mod auth;
+pub mod edge;
+pub mod entities;
+pub mod error;
+pub mod params;
+pub mod ratelimit;
+pub mod routes;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_kit::config::{self, ConfigError, Env};
+use agora_kit::health::Health;
+use agora_kit::jwt::Verifier;
+use agora_kit::Shutdown;
+use agora_proto::user::v1::user_service_client::UserServiceClient;
+use axum::Router;
+use axum::routing::{get, post};
+use http::{HeaderName, Method};
+use tokio::net::TcpListener;
+use tower::{Layer as _, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::normalize_path::NormalizePathLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::error::ApiError;
+use crate::ratelimit::Limit;
+use crate::state::AppState;
+
+pub const OOB: &str = "urn:ietf:wg:oauth:2.0:oob";
+
+/// Gateway settings (`AGORA_GATEWAY_*`, plus shared `AGORA_*`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// The user service's gRPC URL (`AGORA_GATEWAY_USER_URL`).
+    pub user_url: String,
+    /// `memory://` or `redis://…` (`AGORA_GATEWAY_RATE_LIMIT_URL`).
+    pub rate_limit_url: String,
+    /// Public base URL, e.g. `https://social.example` (`AGORA_PUBLIC_URL`).
+    pub public_url: String,
+    /// Host part of `public_url`.
+    pub domain: String,
+    pub title: String,
+    pub contact_email: String,
+    pub registrations_open: bool,
+    /// Peers whose `X-Forwarded-For` is believed (`AGORA_GATEWAY_TRUSTED_PROXIES`, CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub limit_ip: Option<Limit>,
+    pub limit_account: Option<Limit>,
+    pub limit_registration: Option<Limit>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    /// `*` or a comma-separated list of origins.
+    pub cors_origins: String,
+}
+
+fn limit(env: &dyn Env, key: &str, default: &str) -> Result<Option<Limit>, ConfigError> {
+    let raw = config::string(env, key, default);
+    Limit::parse(&raw).map_err(|e| ConfigError::new(key, &raw, e))
+}
+
+impl Config {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let public_url = config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080").trim_end_matches('/').to_owned();
+        let parsed = url::Url::parse(&public_url).map_err(|e| ConfigError::new("AGORA_PUBLIC_URL", &public_url, e))?;
+        let domain = match (parsed.host_str(), parsed.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => return Err(ConfigError::new("AGORA_PUBLIC_URL", &public_url, "needs a host")),
+        };
+        let raw_proxies = config::string(env, "AGORA_GATEWAY_TRUSTED_PROXIES", "");
+        let trusted_proxies = raw_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::new("AGORA_GATEWAY_TRUSTED_PROXIES", &raw_proxies, e))?;
+        Ok(Self {
+            listen: config::socket_addr(env, "AGORA_GATEWAY_LISTEN", "127.0.0.1:8080")?,
+            admin_listen: config::socket_addr(env, "AGORA_GATEWAY_ADMIN_LISTEN", "127.0.0.1:9100")?,
+            user_url: config::url(env, "AGORA_GATEWAY_USER_URL", "http://127.0.0.1:50051", &["http", "https"])?,
+            rate_limit_url: config::url(env, "AGORA_GATEWAY_RATE_LIMIT_URL", "memory://", &["memory", "redis", "rediss"])?,
+            public_url,
+            domain,
+            title: config::string(env, "AGORA_INSTANCE_TITLE", "Agora"),
+            contact_email: config::string(env, "AGORA_INSTANCE_EMAIL", ""),
+            registrations_open: config::boolean(env, "AGORA_REGISTRATIONS_OPEN", true)?,
+            trusted_proxies,
+            limit_ip: limit(env, "AGORA_GATEWAY_RATE_LIMIT_IP", "300/300")?,
+            limit_account: limit(env, "AGORA_GATEWAY_RATE_LIMIT_ACCOUNT", "300/300")?,
+            limit_registration: limit(env, "AGORA_GATEWAY_RATE_LIMIT_REGISTRATION", "5/1800")?,
+            max_body_bytes: config::parse(env, "AGORA_GATEWAY_MAX_BODY_BYTES", 1024 * 1024)?,
+            request_timeout: Duration::from_millis(config::parse(env, "AGORA_GATEWAY_REQUEST_TIMEOUT_MS", 15_000)?),
+            cors_origins: config::string(env, "AGORA_GATEWAY_CORS_ORIGINS", "*"),
+        })
+    }
+
+    pub fn streaming_url(&self) -> String {
+        self.public_url.replacen("http", "ws", 1)
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = if config.cors_origins.trim() == "*" {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(config.cors_origins.split(',').filter_map(|o| o.trim().parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            http::header::AUTHORIZATION,
+            http::header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            http::header::LINK,
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(3600))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<axum::body::Body> {
+    metrics::counter!("agora_gateway_panics_total").increment(1);
+    tracing::error!("handler panicked");
+    axum::response::IntoResponse::into_response(ApiError::new(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "Internal server error",
+    ))
+}
+
+/// The public API router (without trailing-slash normalisation, which wraps it in [`serve`]).
+pub fn router(state: AppState, health: Health) -> Router {
+    use routes::{accounts, instance, oauth};
+    let api = Router::new()
+        .route("/api/v1/apps", post(oauth::create_app))
+        .route("/api/v1/apps/verify_credentials", get(oauth::verify_app))
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route("/oauth/authorize", get(oauth::authorize_page).post(oauth::authorize_submit))
+        .route("/api/v1/accounts", post(accounts::register).get(accounts::batch))
+        .route("/api/v1/accounts/verify_credentials", get(accounts::verify_credentials))
+        .route("/api/v1/accounts/update_credentials", axum::routing::patch(accounts::update_credentials))
+        .route("/api/v1/accounts/lookup", get(accounts::lookup))
+        .route("/api/v1/accounts/{id}", get(accounts::get))
+        .route("/api/v1/agora/accounts/password", post(accounts::change_password))
+        .route("/api/v1/instance", get(instance::v1))
+        .route("/api/v2/instance", get(instance::v2))
+        .route("/.well-known/nodeinfo", get(instance::nodeinfo_links))
+        .route("/nodeinfo/2.0", get(instance::nodeinfo))
+        .route("/.well-known/oauth-authorization-server", get(instance::oauth_metadata))
+        .route("/api/openapi.json", get(instance::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(http::StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), edge::rate_limit))
+        .layer(axum::middleware::from_fn(edge::observe))
+        .with_state(state.clone());
+    let probes = Router::new()
+        .route("/healthz", get(agora_kit::health::healthz))
+        .route("/readyz", get(agora_kit::health::readyz))
+        .with_state(health);
+    let max_body = state.config.max_body_bytes;
+    let timeout = state.config.request_timeout;
+    api.merge(probes).layer(
+        ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(SetRequestIdLayer::x_request_id(edge::RandomRequestId))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(cors(&state.config))
+            .layer(axum::extract::DefaultBodyLimit::max(max_body))
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                timeout,
+            )),
+    )
+}
+
+/// A gateway ready to serve.
+pub struct Gateway {
+    pub state: AppState,
+    pub health: Health,
+}
+
+impl Gateway {
+    /// Connects to the user service (lazily) and the rate limiter, and starts keeping the token
+    /// keys and revocations fresh until `shutdown`.
+    pub async fn build(config: Config, shutdown: Shutdown) -> anyhow::Result<Self> {
+        agora_kit::metrics::install();
+        let channel = agora_kit::grpc::channel(&config.user_url)?;
+        let user = UserServiceClient::new(channel);
+        let limiter = ratelimit::connect(&config.rate_limit_url).await?;
+        let verifier = Verifier::new(&config.public_url, "agora", auth::shared(user.clone()));
+        if let Err(e) = verifier.prime().await {
+            tracing::warn!(error = %e, "token keys not loaded yet; retrying in the background");
+        }
+        verifier.spawn_refresh(Duration::from_secs(1), shutdown.clone());
+
+        let health = Health::new();
+        let v = Arc::clone(&verifier);
+        health.add_check("user-service", move || {
+            let v = Arc::clone(&v);
+            async move { v.refresh_keys().await.map_err(|e| e.to_string()) }
+        });
+        let l = Arc::clone(&limiter);
+        health.add_check("rate-limiter", move || {
+            let l = Arc::clone(&l);
+            async move { l.ping().await.map_err(|e| e.to_string()) }
+        });
+        let state = AppState { config: Arc::new(config), user, verifier, limiter };
+        Ok(Self { state, health })
+    }
+
+    /// Serves HTTP until `shutdown`, then stops accepting and drains in-flight requests.
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+        let app = NormalizePathLayer::trim_trailing_slash().layer(router(self.state, self.health.clone()));
+        let drain = self.health.clone();
+        tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+        axum::serve(
+            listener,
+            axum::ServiceExt::<http::Request<axum::body::Body>>::into_make_service_with_connect_info::<SocketAddr>(app),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            drain.set_draining();
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Runs the gateway alone, with its admin endpoint.
+pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let admin = TcpListener::bind(config.admin_listen).await?;
+    let gateway = Gateway::build(config, shutdown.clone()).await?;
+    let admin_task = tokio::spawn(agora_kit::health::serve_admin(admin, gateway.health.clone(), shutdown.clone()));
+    gateway.serve(listener, shutdown).await?;
+    let _ = admin_task.await;
+    Ok(())
+}

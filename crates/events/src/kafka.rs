@@ -64,7 +64,11 @@ impl KafkaBus {
         let settings = KafkaSettings::parse(url)?;
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
-            .set("enable.idempotence", "true")
+            // At-least-once is the contract (the outbox republishes, consumers dedupe); the
+            // idempotent producer adds nothing to that and can wedge after message timeouts
+            // during a broker outage. One request in flight keeps per-key order on retries.
+            .set("enable.idempotence", "false")
+            .set("max.in.flight.requests.per.connection", "1")
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("message.timeout.ms", "5000")
@@ -126,8 +130,13 @@ impl EventBus for KafkaBus {
             .iter()
             .map(|t| NewTopic::new(t, self.settings.partitions, TopicReplication::Fixed(1)))
             .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
-        let results = admin.create_topics(&new, &opts).await.map_err(unavailable)?;
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(5)))
+            .request_timeout(Some(Duration::from_secs(10)));
+        let results = tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&new, &opts))
+            .await
+            .map_err(|_| BusError::Unavailable("creating topics timed out".into()))?
+            .map_err(unavailable)?;
         for r in results {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -156,6 +156,8 @@ impl PlatformBuilder {
         }
         env = env.with("AGORA_GATEWAY_USER_URL", format!("http://{user_addr}"));
 
+        // An explicit setting wins over the backend's default (e.g. embedded stores on Kafka).
+        let bus_url = env.get("AGORA_BUS_URL").unwrap_or(bus_url);
         let bus = agora_events::connect(&bus_url).await?;
         let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
 

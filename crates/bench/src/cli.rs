@@ -1,0 +1,192 @@
+//! Command-line options.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::workload::WorkloadKind;
+
+/// Load generator for Agora's Mastodon-compatible REST API.
+///
+/// Registers throw-away accounts through the public API (not measured), then drives one workload
+/// in a closed loop (N workers back to back: saturation throughput) or an open loop (constant
+/// arrival rate, latency measured from each request's intended start: no coordinated omission).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "agora-bench", version)]
+pub struct Args {
+    /// Base URL of the gateway. All traffic goes here and nowhere else.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+
+    /// Operation mix to run.
+    #[arg(long, value_enum, default_value_t = WorkloadKind::VerifyCredentials)]
+    pub workload: WorkloadKind,
+
+    /// closed: N workers issue requests back to back; open: constant arrival rate (--rate).
+    #[arg(long, value_enum, default_value_t = Mode::Closed)]
+    pub mode: Mode,
+
+    /// Closed loop: number of concurrent workers. Open loop: base of the in-flight bound
+    /// (see --max-in-flight).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connections: u32,
+
+    /// Measured duration (e.g. 10s, 500ms, 2m, 1.5s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Unrecorded warm-up before measuring.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Open loop: target arrival rate in requests per second.
+    #[arg(long, default_value_t = 5000.0, value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// Open loop: most requests in flight at once (default: 8 x --connections). When it is
+    /// reached the dispatcher waits; those requests count as late and their wait is latency.
+    #[arg(long)]
+    pub max_in_flight: Option<u32>,
+
+    /// Accounts registered during setup; each operation picks one at random.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub users: u32,
+
+    /// Per-request timeout (connect + response + body), setup included.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Seed for the operation stream (which user, which target). Random when absent.
+    /// Usernames are always random so runs against the same data directory don't collide.
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Send a distinct fake X-Forwarded-For (198.18.0.0/15, the benchmarking range) with each
+    /// registration, for servers that trust the loopback proxy and rate-limit sign-ups per IP.
+    #[arg(long)]
+    pub spoof_forwarded_for: bool,
+
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl Args {
+    /// In-flight bound for the open loop.
+    pub fn open_loop_bound(&self) -> usize {
+        self.max_in_flight.map_or(self.connections as usize * 8, |m| m.max(1) as usize)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Closed,
+    Open,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Closed => "closed",
+            Mode::Open => "open",
+        }
+    }
+}
+
+/// `10s`, `250ms`, `2m`, `1h`, `1.5s`, `750us`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    if num.is_empty() {
+        return Err(format!("invalid duration {s:?}: expected a number with a unit, e.g. 10s or 500ms"));
+    }
+    let value: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: {num:?} is not a number"))?;
+    let secs_per_unit = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "ns" => 1e-9,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("invalid duration {s:?}: unknown unit {other:?} (use ns, us, ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(value * secs_per_unit).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s.trim().parse().map_err(|_| format!("invalid rate {s:?}: expected requests per second"))?;
+    if r.is_finite() && r > 0.0 && r <= 10_000_000.0 {
+        Ok(r)
+    } else {
+        Err(format!("invalid rate {s:?}: must be > 0 and at most 10000000 req/s"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_with_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("750us"), Ok(Duration::from_micros(750)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration(" 2s "), Ok(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn bad_durations_are_rejected() {
+        for bad in ["", "s", "10x", "-1s", "1..2s", "ms10"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("500"), Ok(500.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("-3").is_err());
+        assert!(parse_rate("inf").is_err());
+    }
+
+    #[test]
+    fn cli_parses_the_documented_flags() {
+        let a = Args::try_parse_from([
+            "agora-bench",
+            "--url",
+            "http://127.0.0.1:18181",
+            "--mode",
+            "open",
+            "--rate",
+            "500",
+            "--duration",
+            "5s",
+            "--warmup",
+            "1s",
+            "--connections",
+            "4",
+            "--no-progress",
+            "--json",
+            "out.json",
+        ]);
+        let a = match a {
+            Ok(a) => a,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(a.mode, Mode::Open);
+        assert_eq!(a.duration, Duration::from_secs(5));
+        assert_eq!(a.open_loop_bound(), 32);
+        assert_eq!(a.workload, WorkloadKind::VerifyCredentials);
+    }
+}

@@ -1,0 +1,6 @@
+//! agora-gateway integration tests: the rate-limiter conformance suite on memory and Redis, and
+//! the public API over real HTTP against an in-process platform.
+
+mod api;
+mod ratelimit;
+mod tokens;

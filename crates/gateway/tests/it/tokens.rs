@@ -1,0 +1,95 @@
+//! Tokens at the edge: what gets a 401, scope enforcement, and revocation reaching every
+//! gateway instance within seconds.
+
+use std::time::{Duration, Instant};
+
+use agora_kit::jwt::{Claims, SigningKey};
+use agora_testkit::PlatformBuilder;
+use reqwest::StatusCode;
+
+use crate::api::Api;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_get_401() {
+    let p = PlatformBuilder::embedded().setting("AGORA_GATEWAY_RATE_LIMIT_REGISTRATION", "off").start().await.unwrap();
+    let api = Api::new(&p).await;
+    let (_, token, _) = api.user().await;
+    let claims = p.accounts.verifier.verify(&token).await.unwrap();
+
+    let stranger = SigningKey::generate().unwrap();
+    let now = agora_kit::time::now_ms() / 1000;
+    let forged = |f: &dyn Fn(&mut Claims)| {
+        let mut c = claims.clone();
+        f(&mut c);
+        c
+    };
+    let expired = p.accounts.keyring.sign(&forged(&|c| c.exp = now - 600)).unwrap();
+    let other_audience = p.accounts.keyring.sign(&forged(&|c| c.aud = "somewhere-else".into())).unwrap();
+    let unknown_kid = stranger.sign(&claims).unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let tampered = format!("{}.{}x.{}", parts[0], parts[1], parts[2]);
+    let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]);
+    for (what, t) in [
+        ("expired", expired.as_str()),
+        ("other audience", other_audience.as_str()),
+        ("unknown kid", unknown_kid.as_str()),
+        ("tampered", tampered.as_str()),
+        ("alg none", alg_none.as_str()),
+        ("garbage", "abc"),
+    ] {
+        let r = api.me(t).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(body["error"].is_string());
+    }
+    let r = api.http.get(format!("{}/api/v1/accounts/verify_credentials", api.base)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(api.me(&token).await.status(), StatusCode::OK);
+
+    // A token without the needed scope is refused with 403.
+    let read_only = p.accounts.keyring.sign(&forged(&|c| c.scope = "write:statuses".into())).unwrap();
+    assert_eq!(api.me(&read_only).await.status(), StatusCode::FORBIDDEN);
+    p.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_stops_working_on_every_gateway_within_seconds() {
+    let p = PlatformBuilder::embedded().setting("AGORA_GATEWAY_RATE_LIMIT_REGISTRATION", "off").start().await.unwrap();
+    let api = Api::new(&p).await;
+    let (_, token, _) = api.user().await;
+
+    // A second gateway instance in front of the same user service.
+    let env = agora_kit::config::MapEnv::new()
+        .with("AGORA_GATEWAY_USER_URL", format!("http://{}", p.user_addr))
+        .with("AGORA_PUBLIC_URL", p.public_url.clone());
+    let config = agora_gateway::Config::from_env(&env).unwrap();
+    let second = agora_gateway::Gateway::build(config, p.shutdown.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(second.serve(listener, p.shutdown.clone()));
+    let me_on = |base: String, t: String| {
+        let http = api.http.clone();
+        async move { http.get(format!("{base}/api/v1/accounts/verify_credentials")).bearer_auth(t).send().await.unwrap().status() }
+    };
+    assert_eq!(me_on(second_url.clone(), token.clone()).await, StatusCode::OK);
+
+    let r = api
+        .http
+        .post(format!("{}/oauth/revoke", api.base))
+        .form(&[("client_id", api.client_id.as_str()), ("client_secret", &api.client_secret), ("token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let started = Instant::now();
+    loop {
+        let a = me_on(api.base.clone(), token.clone()).await;
+        let b = me_on(second_url.clone(), token.clone()).await;
+        if a == StatusCode::UNAUTHORIZED && b == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still accepted after 5 s: {a} {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.stop().await.unwrap();
+}

@@ -1,0 +1,113 @@
+//! Bus conformance: every adapter delivers in per-key order, to every group, once per group.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_events::{Envelope, EventBus, Subscription};
+
+fn topic() -> String {
+    format!("agora.test{:08x}.v1", rand::random::<u32>())
+}
+
+fn event(id: i64, key: &str) -> Envelope {
+    Envelope { id, r#type: "test.happened".into(), aggregate_id: key.into(), payload: id.to_le_bytes().to_vec(), ..Default::default() }
+}
+
+async fn take(sub: &mut Box<dyn Subscription>, n: usize) -> Vec<Envelope> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let d = tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} events arrived", out.len()))
+            .unwrap();
+        sub.ack(&d).await.unwrap();
+        out.push(d.envelope);
+    }
+    out
+}
+
+async fn late_groups_see_history_in_key_order(bus: Arc<dyn EventBus>) {
+    let t = topic();
+    bus.ensure_topics(std::slice::from_ref(&t)).await.unwrap();
+    for i in 0..20 {
+        bus.publish(&t, &event(i, if i % 2 == 0 { "even" } else { "odd" })).await.unwrap();
+    }
+    let mut sub = bus.subscribe(std::slice::from_ref(&t), "late").await.unwrap();
+    let got = take(&mut sub, 20).await;
+    let mut per_key: HashMap<String, Vec<i64>> = HashMap::new();
+    for e in &got {
+        per_key.entry(e.aggregate_id.clone()).or_default().push(e.id);
+    }
+    for ids in per_key.values() {
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "per-key order kept: {ids:?}");
+    }
+    assert_eq!(got.iter().map(|e| e.id).collect::<HashSet<_>>().len(), 20);
+    assert_eq!(got[0].payload.len(), 8, "payload intact");
+}
+
+async fn every_group_gets_every_event(bus: Arc<dyn EventBus>) {
+    let t = topic();
+    bus.ensure_topics(std::slice::from_ref(&t)).await.unwrap();
+    let mut a = bus.subscribe(std::slice::from_ref(&t), "group-a").await.unwrap();
+    let mut b = bus.subscribe(std::slice::from_ref(&t), "group-b").await.unwrap();
+    for i in 0..10 {
+        bus.publish(&t, &event(100 + i, "k")).await.unwrap();
+    }
+    let ga: Vec<i64> = take(&mut a, 10).await.iter().map(|e| e.id).collect();
+    let gb: Vec<i64> = take(&mut b, 10).await.iter().map(|e| e.id).collect();
+    assert_eq!(ga, (100..110).collect::<Vec<_>>());
+    assert_eq!(gb, ga);
+}
+
+async fn acked_events_are_not_redelivered_to_the_group(bus: Arc<dyn EventBus>) {
+    let t = topic();
+    bus.ensure_topics(std::slice::from_ref(&t)).await.unwrap();
+    for i in 0..5 {
+        bus.publish(&t, &event(200 + i, "k")).await.unwrap();
+    }
+    {
+        let mut first = bus.subscribe(std::slice::from_ref(&t), "resume").await.unwrap();
+        assert_eq!(take(&mut first, 5).await.len(), 5);
+        // Give an asynchronous offset commit time to land before the member leaves.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for i in 5..8 {
+        bus.publish(&t, &event(200 + i, "k")).await.unwrap();
+    }
+    let mut again = bus.subscribe(std::slice::from_ref(&t), "resume").await.unwrap();
+    let ids: Vec<i64> = take(&mut again, 3).await.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![205, 206, 207]);
+}
+
+async fn memory() -> Option<Arc<dyn EventBus>> {
+    Some(agora_events::connect("memory://").await.unwrap())
+}
+
+async fn kafka() -> Option<Arc<dyn EventBus>> {
+    let url = agora_testkit::test_server("AGORA_TEST_KAFKA_URL")?;
+    let url = format!("{url}?session_timeout_ms=2000&partitions=3");
+    Some(agora_events::connect(&url).await.unwrap())
+}
+
+macro_rules! backends {
+    ($($backend:ident),*) => {
+        $(mod $backend {
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        if let Some(b) = super::$backend().await {
+                            super::$name(b).await;
+                        }
+                    }
+                };
+            }
+            case!(late_groups_see_history_in_key_order);
+            case!(every_group_gets_every_event);
+            case!(acked_events_are_not_redelivered_to_the_group);
+        })*
+    };
+}
+
+backends!(memory, kafka);

@@ -3,20 +3,17 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = [
-        "agora/user/v1/user.proto",
-        "agora/events/v1/envelope.proto",
-        "agora/events/v1/user.proto",
-    ];
+    let files = ["agora/user/v1/user.proto", "agora/events/v1/envelope.proto", "agora/events/v1/user.proto"];
     let paths: Vec<_> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_with_config(config, &paths, &[root])?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_with_config(
+        config,
+        &paths,
+        &[root],
+    )?;
     Ok(())
 }

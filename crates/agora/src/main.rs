@@ -85,12 +85,17 @@ async fn dev(listen: &str, data_dir: PathBuf) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let public = std::env::var("AGORA_PUBLIC_URL").unwrap_or_else(|_| format!("http://{addr}"));
     // Every AGORA_* variable set in the environment still applies (rate limits, TTLs, …).
-    let mut builder = agora_testkit::PlatformBuilder::embedded().data_dir(&data_dir).gateway_listener(listener).public_url(&public);
-    for (k, v) in std::env::vars().filter(|(k, _)| k.starts_with("AGORA_") && !k.ends_with("_DATABASE_URL") && k != "AGORA_BUS_URL") {
+    let mut builder =
+        agora_testkit::PlatformBuilder::embedded().data_dir(&data_dir).gateway_listener(listener).public_url(&public);
+    for (k, v) in std::env::vars()
+        .filter(|(k, _)| k.starts_with("AGORA_") && !k.ends_with("_DATABASE_URL") && k != "AGORA_BUS_URL")
+    {
         builder = builder.setting(&k, &v);
     }
     let platform = builder.start().await?;
-    let admin = tokio::net::TcpListener::bind(std::env::var("AGORA_DEV_ADMIN_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into())).await?;
+    let admin =
+        tokio::net::TcpListener::bind(std::env::var("AGORA_DEV_ADMIN_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into()))
+            .await?;
     let admin_addr = admin.local_addr()?;
     let health = platform.health.clone();
     let combined = agora_kit::health::Health::new();

@@ -15,8 +15,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::bus::{BusError, Delivery, EventBus, Subscription};
 use crate::Envelope;
+use crate::bus::{BusError, Delivery, EventBus, Subscription};
 
 /// Settings parsed from `kafka://host:port[,host:port][?session_timeout_ms=N&partitions=N]`.
 #[derive(Debug, Clone)]
@@ -28,9 +28,8 @@ pub struct KafkaSettings {
 
 impl KafkaSettings {
     pub fn parse(url: &str) -> Result<Self, BusError> {
-        let rest = url
-            .strip_prefix("kafka://")
-            .ok_or_else(|| BusError::Config(format!("{url:?} is not a kafka:// url")))?;
+        let rest =
+            url.strip_prefix("kafka://").ok_or_else(|| BusError::Config(format!("{url:?} is not a kafka:// url")))?;
         let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
         let hosts = hosts.trim_end_matches('/');
         if hosts.is_empty() {
@@ -100,11 +99,7 @@ impl EventBus for KafkaBus {
             headers = headers.insert(Header { key: "tracestate", value: Some(&envelope.tracestate) });
         }
         let record = FutureRecord::to(topic).key(&envelope.aggregate_id).payload(&payload).headers(headers);
-        self.producer
-            .send(record, Duration::from_secs(5))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| unavailable(e))
+        self.producer.send(record, Duration::from_secs(5)).await.map(|_| ()).map_err(|(e, _)| unavailable(e))
     }
 
     async fn subscribe(&self, topics: &[String], group: &str) -> Result<Box<dyn Subscription>, BusError> {
@@ -126,10 +121,8 @@ impl EventBus for KafkaBus {
 
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
         let admin = self.admin()?;
-        let new: Vec<NewTopic> = topics
-            .iter()
-            .map(|t| NewTopic::new(t, self.settings.partitions, TopicReplication::Fixed(1)))
-            .collect();
+        let new: Vec<NewTopic> =
+            topics.iter().map(|t| NewTopic::new(t, self.settings.partitions, TopicReplication::Fixed(1))).collect();
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(5)))
             .request_timeout(Some(Duration::from_secs(10)));
@@ -182,8 +175,7 @@ impl Subscription for KafkaSubscription {
                 }
             };
             if let Some(headers) = msg.headers() {
-                let map: HashMap<&str, &[u8]> =
-                    headers.iter().filter_map(|h| h.value.map(|v| (h.key, v))).collect();
+                let map: HashMap<&str, &[u8]> = headers.iter().filter_map(|h| h.value.map(|v| (h.key, v))).collect();
                 if envelope.traceparent.is_empty() {
                     if let Some(tp) = map.get("traceparent") {
                         envelope.traceparent = String::from_utf8_lossy(tp).into_owned();

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::bus::{BusError, Delivery, EventBus, Subscription};
 use crate::Envelope;
+use crate::bus::{BusError, Delivery, EventBus, Subscription};
 
 /// Events older than every group's cursor are dropped once a topic holds more than this.
 const MAX_RETAINED: usize = 100_000;

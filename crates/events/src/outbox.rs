@@ -224,10 +224,8 @@ pub mod pg {
                 *leader = None;
             }
             let mut conn = PgConnection::connect(&self.url).await?;
-            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(self.lock_key)
-                .fetch_one(&mut conn)
-                .await?;
+            let got: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(self.lock_key).fetch_one(&mut conn).await?;
             if got {
                 *leader = Some(conn);
             }

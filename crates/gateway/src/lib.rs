@@ -18,10 +18,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_kit::Shutdown;
 use agora_kit::config::{self, ConfigError, Env};
 use agora_kit::health::Health;
 use agora_kit::jwt::Verifier;
-use agora_kit::Shutdown;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use axum::Router;
 use axum::routing::{get, post};
@@ -73,7 +73,8 @@ fn limit(env: &dyn Env, key: &str, default: &str) -> Result<Option<Limit>, Confi
 
 impl Config {
     pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
-        let public_url = config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080").trim_end_matches('/').to_owned();
+        let public_url =
+            config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080").trim_end_matches('/').to_owned();
         let parsed = url::Url::parse(&public_url).map_err(|e| ConfigError::new("AGORA_PUBLIC_URL", &public_url, e))?;
         let domain = match (parsed.host_str(), parsed.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
@@ -92,7 +93,12 @@ impl Config {
             listen: config::socket_addr(env, "AGORA_GATEWAY_LISTEN", "127.0.0.1:8080")?,
             admin_listen: config::socket_addr(env, "AGORA_GATEWAY_ADMIN_LISTEN", "127.0.0.1:9100")?,
             user_url: config::url(env, "AGORA_GATEWAY_USER_URL", "http://127.0.0.1:50051", &["http", "https"])?,
-            rate_limit_url: config::url(env, "AGORA_GATEWAY_RATE_LIMIT_URL", "memory://", &["memory", "redis", "rediss"])?,
+            rate_limit_url: config::url(
+                env,
+                "AGORA_GATEWAY_RATE_LIMIT_URL",
+                "memory://",
+                &["memory", "redis", "rediss"],
+            )?,
             public_url,
             domain,
             title: config::string(env, "AGORA_INSTANCE_TITLE", "Agora"),
@@ -191,10 +197,7 @@ pub fn router(state: AppState, health: Health) -> Router {
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(cors(&state.config))
             .layer(axum::extract::DefaultBodyLimit::max(max_body))
-            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                timeout,
-            )),
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(http::StatusCode::SERVICE_UNAVAILABLE, timeout)),
     )
 }
 

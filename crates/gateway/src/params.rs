@@ -106,7 +106,8 @@ impl<S: Send + Sync> FromRequest<S> for Params {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let mut params = Params::default();
         if let Some(q) = req.uri().query() {
-            let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q).map_err(|_| ApiError::bad_request("malformed query string"))?;
+            let pairs: Vec<(String, String)> =
+                serde_urlencoded::from_str(q).map_err(|_| ApiError::bad_request("malformed query string"))?;
             params.merge(pairs);
         }
         let content_type = req
@@ -128,8 +129,8 @@ impl<S: Send + Sync> FromRequest<S> for Params {
         }
         match content_type.as_str() {
             "application/json" => {
-                let value: serde_json::Value =
-                    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(&format!("malformed JSON: {e}")))?;
+                let value: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(&format!("malformed JSON: {e}")))?;
                 if !value.is_object() {
                     return Err(ApiError::bad_request("the JSON body must be an object"));
                 }
@@ -175,7 +176,10 @@ mod tests {
         let p = Params::from_pairs(pairs);
         assert_eq!(p.str("display_name"), Some("A"));
         assert_eq!(p.bool("locked").unwrap(), Some(true));
-        assert_eq!(p.nested("fields_attributes"), vec![("0".into(), "name".into(), "n".into()), ("0".into(), "value".into(), "v".into())]);
+        assert_eq!(
+            p.nested("fields_attributes"),
+            vec![("0".into(), "name".into(), "n".into()), ("0".into(), "value".into(), "v".into())]
+        );
         assert_eq!(p.str("source[privacy]"), Some("private"));
         assert_eq!(p.list("scopes"), vec!["read", "write"]);
     }

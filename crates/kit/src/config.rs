@@ -103,11 +103,7 @@ pub fn url(env: &dyn Env, key: &str, default: &str, schemes: &[&str]) -> Result<
     if schemes.contains(&scheme) {
         Ok(raw)
     } else {
-        Err(ConfigError::new(
-            key,
-            &redact_url(&raw),
-            format!("scheme must be one of {}", schemes.join(", ")),
-        ))
+        Err(ConfigError::new(key, &redact_url(&raw), format!("scheme must be one of {}", schemes.join(", "))))
     }
 }
 
@@ -131,10 +127,8 @@ mod tests {
         let env = MapEnv::new().with("AGORA_X_PORT", "eighty");
         let err = parse::<u16>(&env, "AGORA_X_PORT", 1).unwrap_err();
         assert!(err.to_string().contains("AGORA_X_PORT"));
-        let err = url(&MapEnv::new().with("AGORA_U", "mysql://a:secret@h/db"), "AGORA_U", "", &[
-            "postgres", "sqlite",
-        ])
-        .unwrap_err();
+        let err = url(&MapEnv::new().with("AGORA_U", "mysql://a:secret@h/db"), "AGORA_U", "", &["postgres", "sqlite"])
+            .unwrap_err();
         assert!(err.to_string().contains("AGORA_U"));
         assert!(!err.to_string().contains("secret"), "passwords never reach logs: {err}");
     }

@@ -55,9 +55,7 @@ impl ErrorKind {
             tonic::Code::PermissionDenied => ErrorKind::PermissionDenied,
             tonic::Code::AlreadyExists | tonic::Code::Aborted => ErrorKind::Conflict,
             tonic::Code::ResourceExhausted => ErrorKind::RateLimited,
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                ErrorKind::Unavailable
-            }
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         }
     }

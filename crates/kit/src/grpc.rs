@@ -24,10 +24,9 @@ pub fn request<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
         }
     }
     for (k, v) in crate::telemetry::current_trace_context() {
-        if let (Ok(key), Ok(val)) = (
-            tonic::metadata::MetadataKey::from_bytes(k.as_bytes()),
-            MetadataValue::try_from(v.as_str()),
-        ) {
+        if let (Ok(key), Ok(val)) =
+            (tonic::metadata::MetadataKey::from_bytes(k.as_bytes()), MetadataValue::try_from(v.as_str()))
+        {
             req.metadata_mut().insert(key, val);
         }
     }

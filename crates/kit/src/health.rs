@@ -71,18 +71,12 @@ pub async fn readyz(State(health): State<Health>) -> impl IntoResponse {
     if failures.is_empty() {
         (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"})))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "unavailable", "failing": failures})),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable", "failing": failures})))
     }
 }
 
 pub async fn metrics() -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
 }
 
 /// `/healthz`, `/readyz`, `/metrics`.
@@ -97,7 +91,5 @@ pub fn admin_router(health: Health) -> Router {
 /// Serves the admin router until `shutdown` fires.
 pub async fn serve_admin(listener: TcpListener, health: Health, shutdown: Shutdown) -> std::io::Result<()> {
     crate::metrics::install();
-    axum::serve(listener, admin_router(health))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(listener, admin_router(health)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

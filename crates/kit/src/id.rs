@@ -43,11 +43,7 @@ impl IdGenerator {
                 // next millisecond rather than repeat an id.
                 (prev_ms + 1) << SEQ_BITS
             };
-            if self
-                .state
-                .compare_exchange_weak(prev, next, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
+            if self.state.compare_exchange_weak(prev, next, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 let ms = next >> SEQ_BITS;
                 let seq = next & SEQ_MASK;
                 return ((ms << (WORKER_BITS + SEQ_BITS)) | (self.worker << SEQ_BITS) | seq) as i64;

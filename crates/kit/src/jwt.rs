@@ -64,7 +64,12 @@ impl Claims {
                 || (s == "follow"
                     && matches!(
                         needed,
-                        "read:follows" | "write:follows" | "read:blocks" | "write:blocks" | "read:mutes" | "write:mutes"
+                        "read:follows"
+                            | "write:follows"
+                            | "read:blocks"
+                            | "write:blocks"
+                            | "read:mutes"
+                            | "write:mutes"
                     ))
         })
     }

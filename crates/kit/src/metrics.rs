@@ -10,8 +10,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Installs the recorder once; later calls return the same handle. `None` if another recorder
 /// was installed first (metrics then go there).
@@ -35,11 +34,7 @@ pub fn render() -> String {
 }
 
 pub fn record_http(route: &str, method: &str, status: u16, started: Instant) {
-    let labels = [
-        ("route", route.to_owned()),
-        ("method", method.to_owned()),
-        ("status", status.to_string()),
-    ];
+    let labels = [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
     metrics::counter!("agora_http_requests_total", &labels).increment(1);
     metrics::histogram!(
         "agora_http_request_duration_seconds",
@@ -114,12 +109,9 @@ where
             async move {
                 let res = fut.await;
                 let code = match &res {
-                    Ok(resp) => resp
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("0")
-                        .to_owned(),
+                    Ok(resp) => {
+                        resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned()
+                    }
                     Err(_) => "transport".to_owned(),
                 };
                 record_grpc("server", &path, &code, started);

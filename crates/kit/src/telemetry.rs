@@ -30,9 +30,10 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber. `AGORA_LOG` is an env-filter (default `info`),
 /// `AGORA_LOG_FORMAT` is `text` (default) or `json`. Safe to call twice: the second call is a no-op.
 pub fn init(service: &str, env: &dyn Env) -> TelemetryGuard {
-    let filter = EnvFilter::try_new(env.get("AGORA_LOG").unwrap_or_else(|| {
-        "info,h2=warn,hyper=warn,tower=warn,sqlx=warn,rdkafka=warn,fred=warn".to_owned()
-    }))
+    let filter = EnvFilter::try_new(
+        env.get("AGORA_LOG")
+            .unwrap_or_else(|| "info,h2=warn,hyper=warn,tower=warn,sqlx=warn,rdkafka=warn,fred=warn".to_owned()),
+    )
     .unwrap_or_else(|_| EnvFilter::new("info"));
     let json = env.get("AGORA_LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
     let fmt_layer = if json {
@@ -44,29 +45,26 @@ pub fn init(service: &str, env: &dyn Env) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let mut provider = None;
     let otel_layer = match env.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Some(endpoint) => match opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .build()
-        {
-            Ok(exporter) => {
-                let resource = opentelemetry_sdk::Resource::builder()
-                    .with_service_name(format!("agora-{service}"))
-                    .build();
-                let p = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(resource)
-                    .build();
-                let tracer = p.tracer(format!("agora-{service}"));
-                opentelemetry::global::set_tracer_provider(p.clone());
-                provider = Some(p);
-                Some(tracing_opentelemetry::layer().with_tracer(tracer))
+        Some(endpoint) => {
+            match opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint.clone()).build() {
+                Ok(exporter) => {
+                    let resource =
+                        opentelemetry_sdk::Resource::builder().with_service_name(format!("agora-{service}")).build();
+                    let p = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                        .with_batch_exporter(exporter)
+                        .with_resource(resource)
+                        .build();
+                    let tracer = p.tracer(format!("agora-{service}"));
+                    opentelemetry::global::set_tracer_provider(p.clone());
+                    provider = Some(p);
+                    Some(tracing_opentelemetry::layer().with_tracer(tracer))
+                }
+                Err(e) => {
+                    eprintln!("OTLP exporter for {endpoint} not started: {e}");
+                    None
+                }
             }
-            Err(e) => {
-                eprintln!("OTLP exporter for {endpoint} not started: {e}");
-                None
-            }
-        },
+        }
         None => None,
     };
     let _ = tracing_subscriber::registry().with(filter).with(fmt_layer).with(otel_layer).try_init();

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use agora_kit::config::{Env, MapEnv};
 use agora_kit::Shutdown;
+use agora_kit::config::{Env, MapEnv};
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -47,7 +47,9 @@ pub fn test_server(var: &str) -> Option<String> {
             panic!("{var} is not set: CI must run this test against a real server (scripts/test.sh sets it)")
         }
         None => {
-            eprintln!("SKIPPED: {var} is not set; run scripts/test.sh (or `scripts/infra.sh up`) to test against a real server");
+            eprintln!(
+                "SKIPPED: {var} is not set; run scripts/test.sh (or `scripts/infra.sh up`) to test against a real server"
+            );
             None
         }
     }
@@ -77,7 +79,14 @@ pub struct PlatformBuilder {
 
 impl PlatformBuilder {
     pub fn new(backend: Backend) -> Self {
-        Self { backend, data_dir: None, gateway_listener: None, public_url: None, env: MapEnv::new(), with_gateway: true }
+        Self {
+            backend,
+            data_dir: None,
+            gateway_listener: None,
+            public_url: None,
+            env: MapEnv::new(),
+            with_gateway: true,
+        }
     }
 
     /// Embedded stores in a temporary directory.

@@ -16,8 +16,23 @@ pub const URL_MAX: usize = 2048;
 
 /// Usernames that would impersonate the instance or collide with routes.
 const RESERVED: &[&str] = &[
-    "admin", "administrator", "root", "support", "help", "moderator", "mod", "system", "agora",
-    "api", "oauth", "well-known", "settings", "about", "instance", "null", "undefined",
+    "admin",
+    "administrator",
+    "root",
+    "support",
+    "help",
+    "moderator",
+    "mod",
+    "system",
+    "agora",
+    "api",
+    "oauth",
+    "well-known",
+    "settings",
+    "about",
+    "instance",
+    "null",
+    "undefined",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,12 +127,37 @@ pub struct ProfilePatch {
 
 /// The scopes Agora knows, as in Mastodon.
 pub const KNOWN_SCOPES: &[&str] = &[
-    "read", "write", "follow", "push", "profile", "admin:read", "admin:write",
-    "read:accounts", "read:blocks", "read:bookmarks", "read:favourites", "read:filters", "read:follows",
-    "read:lists", "read:mutes", "read:notifications", "read:search", "read:statuses",
-    "write:accounts", "write:blocks", "write:bookmarks", "write:conversations", "write:favourites",
-    "write:filters", "write:follows", "write:lists", "write:media", "write:mutes",
-    "write:notifications", "write:reports", "write:statuses",
+    "read",
+    "write",
+    "follow",
+    "push",
+    "profile",
+    "admin:read",
+    "admin:write",
+    "read:accounts",
+    "read:blocks",
+    "read:bookmarks",
+    "read:favourites",
+    "read:filters",
+    "read:follows",
+    "read:lists",
+    "read:mutes",
+    "read:notifications",
+    "read:search",
+    "read:statuses",
+    "write:accounts",
+    "write:blocks",
+    "write:bookmarks",
+    "write:conversations",
+    "write:favourites",
+    "write:filters",
+    "write:follows",
+    "write:lists",
+    "write:media",
+    "write:mutes",
+    "write:notifications",
+    "write:reports",
+    "write:statuses",
 ];
 
 /// Parses a space- or comma-separated scope list; empty means Mastodon's default `read`.
@@ -223,11 +263,19 @@ pub fn clean_text(field: &str, raw: &str, max: usize, multiline: bool) -> Result
     for c in text.chars() {
         let allowed_ws = multiline && (c == '\n' || c == '\r' || c == '\t');
         if (c.is_control() && !allowed_ws) || is_format_char(c) {
-            return Err(Error::invalid(field, "ERR_INVALID", format!("{field} contains characters that are not allowed")));
+            return Err(Error::invalid(
+                field,
+                "ERR_INVALID",
+                format!("{field} contains characters that are not allowed"),
+            ));
         }
     }
     if text.chars().count() > max {
-        return Err(Error::invalid(field, "ERR_TOO_LONG", format!("{field} is too long (maximum is {max} characters)")));
+        return Err(Error::invalid(
+            field,
+            "ERR_TOO_LONG",
+            format!("{field} is too long (maximum is {max} characters)"),
+        ));
     }
     Ok(text)
 }
@@ -237,7 +285,10 @@ pub fn validate_url(field: &str, raw: &str) -> Result<String, Error> {
     if u.is_empty() {
         return Ok(String::new());
     }
-    if u.len() > URL_MAX || !(u.starts_with("https://") || u.starts_with("http://")) || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if u.len() > URL_MAX
+        || !(u.starts_with("https://") || u.starts_with("http://"))
+        || u.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(Error::invalid(field, "ERR_INVALID", format!("{field} must be an http(s) URL")));
     }
     Ok(u.to_owned())
@@ -273,7 +324,11 @@ pub fn validate_patch(mut p: ProfilePatch) -> Result<ProfilePatch, Error> {
     }
     if let Some(v) = p.privacy.as_deref() {
         if !matches!(v, "public" | "unlisted" | "private" | "direct") {
-            return Err(Error::invalid("source[privacy]", "ERR_INVALID", "privacy must be public, unlisted, private or direct"));
+            return Err(Error::invalid(
+                "source[privacy]",
+                "ERR_INVALID",
+                "privacy must be public, unlisted, private or direct",
+            ));
         }
     }
     if let Some(l) = p.language.as_deref() {
@@ -292,7 +347,18 @@ mod tests {
     fn usernames() {
         assert_eq!(validate_username(" alice_1 ").unwrap(), "alice_1");
         assert!(validate_username("a.b-c").is_ok());
-        for bad in ["", "bad name!", ".alice", "alice-", "ａlice", "al\u{202E}ice", "a\0b", "admin", &"x".repeat(31), "' OR 1=1 --"] {
+        for bad in [
+            "",
+            "bad name!",
+            ".alice",
+            "alice-",
+            "ａlice",
+            "al\u{202E}ice",
+            "a\0b",
+            "admin",
+            &"x".repeat(31),
+            "' OR 1=1 --",
+        ] {
             assert!(validate_username(bad).is_err(), "{bad:?} should be refused");
         }
     }
@@ -300,7 +366,17 @@ mod tests {
     #[test]
     fn emails() {
         assert!(validate_email("a@example.com").is_ok());
-        for bad in ["", "a", "a@b", "@example.com", "a b@example.com", "a@exa mple.com", "a@@example.com", "a@example..com", "a\u{200B}@example.com"] {
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "@example.com",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a@@example.com",
+            "a@example..com",
+            "a\u{200B}@example.com",
+        ] {
             assert!(validate_email(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -160,7 +160,9 @@ impl UserService for UserGrpc {
 
     async fn batch_get_accounts(&self, req: Request<pb::BatchGetAccountsRequest>) -> R<pb::BatchGetAccountsResponse> {
         let list = self.accounts.accounts(&req.into_inner().ids).await?;
-        Ok(Response::new(pb::BatchGetAccountsResponse { accounts: list.iter().map(|a| account_pb(a, false)).collect() }))
+        Ok(Response::new(pb::BatchGetAccountsResponse {
+            accounts: list.iter().map(|a| account_pb(a, false)).collect(),
+        }))
     }
 
     async fn lookup_account(&self, req: Request<pb::LookupAccountRequest>) -> R<pb::LookupAccountResponse> {
@@ -186,7 +188,9 @@ impl UserService for UserGrpc {
             header_url: r.header_url,
             locked: r.locked,
             bot: r.bot,
-            fields: r.update_fields.then(|| r.fields.into_iter().map(|f| Field { name: f.name, value: f.value }).collect()),
+            fields: r
+                .update_fields
+                .then(|| r.fields.into_iter().map(|f| Field { name: f.name, value: f.value }).collect()),
             privacy: r.privacy,
             sensitive: r.sensitive,
             language: r.language,

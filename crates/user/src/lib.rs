@@ -57,7 +57,9 @@ impl Config {
                 &["postgres", "postgresql", "sqlite"],
             )?,
             bus_url: config::url(env, "AGORA_BUS_URL", "memory://", &["memory", "kafka"])?,
-            public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080").trim_end_matches('/').to_owned(),
+            public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080")
+                .trim_end_matches('/')
+                .to_owned(),
             access_token_ttl: config::seconds(env, "AGORA_USER_ACCESS_TOKEN_TTL", 7 * 24 * 3600)?,
             refresh_token_ttl: config::seconds(env, "AGORA_USER_REFRESH_TOKEN_TTL", 90 * 24 * 3600)?,
             migrate_on_start: config::boolean(env, "AGORA_MIGRATE_ON_START", true)?,

@@ -127,14 +127,20 @@ impl Accounts {
     /// Verifies a user token (not an application token) carrying `scope`.
     pub async fn authenticate_user(&self, token: Option<&str>, scope: &str) -> Result<(Claims, i64), Error> {
         let claims = self.authenticate_token(token).await?;
-        let id = claims.account_id().ok_or_else(|| Error::unauthenticated("This method requires an authenticated user"))?;
+        let id =
+            claims.account_id().ok_or_else(|| Error::unauthenticated("This method requires an authenticated user"))?;
         if !claims.allows(scope) {
             return Err(Error::forbidden("This action is outside the authorized scopes"));
         }
         Ok((claims, id))
     }
 
-    fn issue(&self, session: &NewSession, account: Option<&Account>, refresh: Option<String>) -> Result<IssuedToken, Error> {
+    fn issue(
+        &self,
+        session: &NewSession,
+        account: Option<&Account>,
+        refresh: Option<String>,
+    ) -> Result<IssuedToken, Error> {
         let now = agora_kit::time::now_ms();
         let exp = now / 1000 + self.policy.access_ttl.as_secs() as i64;
         let claims = Claims {
@@ -158,7 +164,13 @@ impl Accounts {
         })
     }
 
-    fn new_session(&self, account_id: Option<i64>, client_id: &str, scopes: Vec<String>, with_refresh: bool) -> (NewSession, Option<String>) {
+    fn new_session(
+        &self,
+        account_id: Option<i64>,
+        client_id: &str,
+        scopes: Vec<String>,
+        with_refresh: bool,
+    ) -> (NewSession, Option<String>) {
         let now = agora_kit::time::now_ms();
         let refresh = with_refresh.then(tokens::random_secret);
         let session = NewSession {
@@ -262,7 +274,11 @@ impl Accounts {
             return Err(Error::invalid("agreement", "ERR_ACCEPTED", "Agreement must be accepted"));
         }
         let app = self.client(&claims.cid, None).await?;
-        let scopes = if scopes.iter().all(|s| s.trim().is_empty()) { app.scopes.clone() } else { self.requested_scopes(scopes, &app)? };
+        let scopes = if scopes.iter().all(|s| s.trim().is_empty()) {
+            app.scopes.clone()
+        } else {
+            self.requested_scopes(scopes, &app)?
+        };
         // Cheap pre-check so a taken name does not cost an argon2 hash; the unique index decides.
         if self.store.account_by_username(&username).await?.is_some() {
             return Err(Error::invalid("username", "ERR_TAKEN", "Username is already taken"));
@@ -271,14 +287,20 @@ impl Accounts {
         let id = self.ids.next_id();
         let now = agora_kit::time::now_ms();
         let (session, refresh) = self.new_session(Some(id), &app.client_id, scopes, true);
-        let event = agora_events::envelope(&self.ids, "user", "user.created", id, &ev::UserCreated {
-            account_id: id,
-            username: username.clone(),
-            display_name: String::new(),
-            locked: false,
-            bot: false,
-            created_at_ms: now,
-        });
+        let event = agora_events::envelope(
+            &self.ids,
+            "user",
+            "user.created",
+            id,
+            &ev::UserCreated {
+                account_id: id,
+                username: username.clone(),
+                display_name: String::new(),
+                locked: false,
+                bot: false,
+                created_at_ms: now,
+            },
+        );
         let account = self
             .store
             .create_account(&NewAccount { id, username, email, password_hash, created_at_ms: now }, &session, &event)
@@ -308,7 +330,8 @@ impl Accounts {
     }
 
     async fn check_password(&self, login: &str, password: &str) -> Result<Account, Error> {
-        let found = if login.trim().is_empty() || login.len() > 320 { None } else { self.store.credentials(login).await? };
+        let found =
+            if login.trim().is_empty() || login.len() > 320 { None } else { self.store.credentials(login).await? };
         let (account, ok) = match found {
             Some((account, hash)) => {
                 let ok = verify_password(password.to_owned(), hash).await;
@@ -323,13 +346,20 @@ impl Accounts {
             (Some(a), true) => Ok(a),
             _ => {
                 metrics::counter!("agora_user_login_failures_total").increment(1);
-                Err(invalid_grant("The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client."))
+                Err(invalid_grant(
+                    "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.",
+                ))
             }
         }
     }
 
     /// Client-credentials grant: an application token.
-    pub async fn client_grant(&self, client_id: &str, client_secret: &str, scopes: &[String]) -> Result<IssuedToken, Error> {
+    pub async fn client_grant(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        scopes: &[String],
+    ) -> Result<IssuedToken, Error> {
         let app = self.client(client_id, Some(client_secret)).await?;
         let scopes = self.requested_scopes(scopes, &app)?;
         let (session, _) = self.new_session(None, &app.client_id, scopes, false);
@@ -349,7 +379,11 @@ impl Accounts {
     ) -> Result<String, Error> {
         let app = self.client(client_id, None).await?;
         if !app.redirect_uris.iter().any(|u| u == redirect_uri) {
-            return Err(Error::invalid("redirect_uri", "ERR_INVALID", "redirect_uri is not registered for this application"));
+            return Err(Error::invalid(
+                "redirect_uri",
+                "ERR_INVALID",
+                "redirect_uri is not registered for this application",
+            ));
         }
         if !code_challenge.is_empty() && code_challenge_method != "S256" {
             return Err(Error::invalid("code_challenge_method", "ERR_INVALID", "only S256 is supported"));
@@ -381,7 +415,11 @@ impl Accounts {
     ) -> Result<IssuedToken, Error> {
         let app = self.client(client_id, Some(client_secret)).await?;
         let grant = self.store.take_auth_code(&tokens::hash_secret(code)).await?;
-        let bad = || invalid_grant("The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.");
+        let bad = || {
+            invalid_grant(
+                "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.",
+            )
+        };
         let grant = grant.ok_or_else(bad)?;
         if grant.client_id != app.client_id
             || grant.redirect_uri != redirect_uri
@@ -397,10 +435,19 @@ impl Accounts {
     }
 
     /// Rotates a refresh token. Presenting an already-spent token revokes the whole session.
-    pub async fn refresh(&self, client_id: &str, client_secret: &str, refresh_token: &str) -> Result<IssuedToken, Error> {
+    pub async fn refresh(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        refresh_token: &str,
+    ) -> Result<IssuedToken, Error> {
         let app = self.client(client_id, Some(client_secret)).await?;
         let old_hash = tokens::hash_secret(refresh_token);
-        let bad = || invalid_grant("The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.");
+        let bad = || {
+            invalid_grant(
+                "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.",
+            )
+        };
         let owner = self.store.session_by_refresh(&old_hash).await?.ok_or_else(bad)?;
         if owner.client_id != app.client_id {
             return Err(bad());
@@ -510,7 +557,8 @@ impl Accounts {
 
     pub async fn credential_account(&self, token: Option<&str>) -> Result<Account, Error> {
         let claims = self.authenticate_token(token).await?;
-        let id = claims.account_id().ok_or_else(|| Error::unauthenticated("This method requires an authenticated user"))?;
+        let id =
+            claims.account_id().ok_or_else(|| Error::unauthenticated("This method requires an authenticated user"))?;
         if !(claims.allows("read:accounts") || claims.allows("profile")) {
             return Err(Error::forbidden("This action is outside the authorized scopes"));
         }
@@ -522,17 +570,23 @@ impl Accounts {
         let patch = domain::validate_patch(patch)?;
         let ids = Arc::clone(&self.ids);
         let event = move |a: &Account| {
-            agora_events::envelope(&ids, "user", "user.updated", a.id, &ev::UserUpdated {
-                account_id: a.id,
-                username: a.username.clone(),
-                display_name: a.display_name.clone(),
-                note: a.note.clone(),
-                avatar_url: a.avatar_url.clone(),
-                header_url: a.header_url.clone(),
-                locked: a.locked,
-                bot: a.bot,
-                updated_at_ms: a.updated_at_ms,
-            })
+            agora_events::envelope(
+                &ids,
+                "user",
+                "user.updated",
+                a.id,
+                &ev::UserUpdated {
+                    account_id: a.id,
+                    username: a.username.clone(),
+                    display_name: a.display_name.clone(),
+                    note: a.note.clone(),
+                    avatar_url: a.avatar_url.clone(),
+                    header_url: a.header_url.clone(),
+                    locked: a.locked,
+                    bot: a.bot,
+                    updated_at_ms: a.updated_at_ms,
+                },
+            )
         };
         let account = self.store.update_profile(id, &patch, &event).await?;
         self.wake_outbox();

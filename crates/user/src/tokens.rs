@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use agora_kit::jwt::{Claims, KeySource, PublicKey, Revocation, SigningKey};
 use agora_kit::Error;
+use agora_kit::jwt::{Claims, KeySource, PublicKey, Revocation, SigningKey};
 use base64::Engine as _;
 use futures::future::BoxFuture;
 use parking_lot::RwLock;
@@ -54,10 +54,7 @@ impl Keyring {
             // Another replica may have raced us: whatever the store holds now is the truth.
             stored = store.signing_keys().await?;
         }
-        let keys = stored
-            .iter()
-            .map(|k| SigningKey::from_pkcs8(&k.kid, &k.pkcs8))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = stored.iter().map(|k| SigningKey::from_pkcs8(&k.kid, &k.pkcs8)).collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Self { keys: RwLock::new(keys) }))
     }
 

@@ -11,7 +11,13 @@ fn topic() -> String {
 }
 
 fn event(id: i64, key: &str) -> Envelope {
-    Envelope { id, r#type: "test.happened".into(), aggregate_id: key.into(), payload: id.to_le_bytes().to_vec(), ..Default::default() }
+    Envelope {
+        id,
+        r#type: "test.happened".into(),
+        aggregate_id: key.into(),
+        payload: id.to_le_bytes().to_vec(),
+        ..Default::default()
+    }
 }
 
 async fn take(sub: &mut Box<dyn Subscription>, n: usize) -> Vec<Envelope> {

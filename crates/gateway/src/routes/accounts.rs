@@ -50,7 +50,11 @@ pub async fn verify_credentials(State(st): State<AppState>, Authenticated(c): Au
     Ok(axum::Json(entities::credential_account(&st.config.public_url, &a)))
 }
 
-pub async fn update_credentials(State(st): State<AppState>, Authenticated(c): Authenticated, p: Params) -> ApiResult<Json> {
+pub async fn update_credentials(
+    State(st): State<AppState>,
+    Authenticated(c): Authenticated,
+    p: Params,
+) -> ApiResult<Json> {
     c.account_id()?;
     c.require("write:accounts")?;
     let nested = p.nested("fields_attributes");
@@ -81,7 +85,8 @@ pub async fn update_credentials(State(st): State<AppState>, Authenticated(c): Au
         sensitive: p.bool("source[sensitive]")?,
         language: p.str("source[language]").map(str::to_owned),
     };
-    let a = st.user.clone().update_profile(request(req, Some(&c.token))).await?.into_inner().account.unwrap_or_default();
+    let a =
+        st.user.clone().update_profile(request(req, Some(&c.token))).await?.into_inner().account.unwrap_or_default();
     Ok(axum::Json(entities::credential_account(&st.config.public_url, &a)))
 }
 
@@ -92,7 +97,14 @@ fn parse_id(raw: &str) -> Result<i64, ApiError> {
 
 pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json> {
     let id = parse_id(&id)?;
-    let a = st.user.clone().get_account(request(pb::GetAccountRequest { id }, None)).await?.into_inner().account.unwrap_or_default();
+    let a = st
+        .user
+        .clone()
+        .get_account(request(pb::GetAccountRequest { id }, None))
+        .await?
+        .into_inner()
+        .account
+        .unwrap_or_default();
     Ok(axum::Json(entities::account(&st.config.public_url, &a)))
 }
 
@@ -102,7 +114,13 @@ pub async fn batch(State(st): State<AppState>, p: Params) -> ApiResult<Json> {
     if ids.len() > 40 {
         return Err(ApiError::unprocessable("at most 40 ids"));
     }
-    let list = st.user.clone().batch_get_accounts(request(pb::BatchGetAccountsRequest { ids }, None)).await?.into_inner().accounts;
+    let list = st
+        .user
+        .clone()
+        .batch_get_accounts(request(pb::BatchGetAccountsRequest { ids }, None))
+        .await?
+        .into_inner()
+        .accounts;
     Ok(axum::Json(Value::Array(list.iter().map(|a| entities::account(&st.config.public_url, a)).collect())))
 }
 
@@ -126,14 +144,21 @@ pub async fn lookup(State(st): State<AppState>, p: Params) -> ApiResult<Json> {
 
 /// Extension: `POST /api/v1/agora/accounts/password` changes the password and signs out every
 /// other session.
-pub async fn change_password(State(st): State<AppState>, Authenticated(c): Authenticated, p: Params) -> ApiResult<Json> {
+pub async fn change_password(
+    State(st): State<AppState>,
+    Authenticated(c): Authenticated,
+    p: Params,
+) -> ApiResult<Json> {
     c.account_id()?;
     c.require("write:accounts")?;
     let resp = st
         .user
         .clone()
         .change_password(request(
-            pb::ChangePasswordRequest { current_password: p.string("current_password"), new_password: p.string("new_password") },
+            pb::ChangePasswordRequest {
+                current_password: p.string("current_password"),
+                new_password: p.string("new_password"),
+            },
             Some(&c.token),
         ))
         .await?

@@ -35,7 +35,8 @@ pub async fn create_app(State(st): State<AppState>, p: Params) -> ApiResult<axum
         redirect_uris,
         scopes: scopes(&p, "scopes"),
     };
-    let app = st.user.clone().create_application(request(req, None)).await?.into_inner().application.unwrap_or_default();
+    let app =
+        st.user.clone().create_application(request(req, None)).await?.into_inner().application.unwrap_or_default();
     Ok(axum::Json(entities::application(&app, true)))
 }
 
@@ -73,7 +74,11 @@ fn invalid_request(msg: &str) -> ApiError {
 pub async fn token(State(st): State<AppState>, headers: HeaderMap, p: Params) -> ApiResult<Response> {
     let (client_id, client_secret) = client_credentials(&headers, &p);
     if client_id.is_empty() {
-        return Err(ApiError::oauth(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed: client_id is missing."));
+        return Err(ApiError::oauth(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed: client_id is missing.",
+        ));
     }
     let mut user = st.user.clone();
     let scope = scopes(&p, "scope");
@@ -92,11 +97,15 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap, p: Params) ->
             .into_inner()
             .token
         }
-        "client_credentials" => user
-            .issue_client_token(request(pb::IssueClientTokenRequest { client_id, client_secret, scopes: scope }, None))
+        "client_credentials" => {
+            user.issue_client_token(request(
+                pb::IssueClientTokenRequest { client_id, client_secret, scopes: scope },
+                None,
+            ))
             .await?
             .into_inner()
-            .token,
+            .token
+        }
         "refresh_token" => {
             let refresh_token = p.string("refresh_token");
             if refresh_token.is_empty() {
@@ -185,7 +194,11 @@ fn login_form(p: &Params, error: Option<&str>) -> Html<String> {
 
 pub async fn authorize_page(p: Params) -> ApiResult<Response> {
     if p.str("response_type").unwrap_or("code") != "code" {
-        return Err(ApiError::oauth(StatusCode::BAD_REQUEST, "unsupported_response_type", "Only response_type=code is supported."));
+        return Err(ApiError::oauth(
+            StatusCode::BAD_REQUEST,
+            "unsupported_response_type",
+            "Only response_type=code is supported.",
+        ));
     }
     if p.string("client_id").is_empty() {
         return Err(invalid_request("client_id is required"));
@@ -215,7 +228,10 @@ pub async fn authorize_submit(State(st): State<AppState>, p: Params) -> ApiResul
         .await;
     let code = match result {
         Ok(r) => r.into_inner().code,
-        Err(s) if s.code() == tonic::Code::Unauthenticated && s.metadata().get("agora-code").is_some_and(|v| v == "invalid_grant") => {
+        Err(s)
+            if s.code() == tonic::Code::Unauthenticated
+                && s.metadata().get("agora-code").is_some_and(|v| v == "invalid_grant") =>
+        {
             let mut resp = login_form(&p, Some("Invalid username or password.")).into_response();
             *resp.status_mut() = StatusCode::UNAUTHORIZED;
             return Ok(resp);
@@ -225,11 +241,15 @@ pub async fn authorize_submit(State(st): State<AppState>, p: Params) -> ApiResul
     if redirect_uri == crate::OOB {
         return Ok(page(
             "Authorization code",
-            &format!("<h1>Authorization code</h1><p>Copy this code into the application:</p><pre>{}</pre>", escape_html(&code)),
+            &format!(
+                "<h1>Authorization code</h1><p>Copy this code into the application:</p><pre>{}</pre>",
+                escape_html(&code)
+            ),
         )
         .into_response());
     }
-    let mut url = url::Url::parse(&redirect_uri).map_err(|_| ApiError::unprocessable("redirect_uri is not a valid URL"))?;
+    let mut url =
+        url::Url::parse(&redirect_uri).map_err(|_| ApiError::unprocessable("redirect_uri is not a valid URL"))?;
     url.query_pairs_mut().append_pair("code", &code);
     if let Some(state) = p.str("state") {
         url.query_pairs_mut().append_pair("state", state);

@@ -23,7 +23,11 @@ impl Api {
         let base = p.url().to_owned();
         let app: Value = http
             .post(format!("{base}/api/v1/apps"))
-            .form(&[("client_name", "it"), ("scopes", "read write follow push"), ("redirect_uris", "urn:ietf:wg:oauth:2.0:oob")])
+            .form(&[
+                ("client_name", "it"),
+                ("scopes", "read write follow push"),
+                ("redirect_uris", "urn:ietf:wg:oauth:2.0:oob"),
+            ])
             .send()
             .await
             .unwrap()
@@ -74,7 +78,12 @@ impl Api {
     }
 
     pub async fn me(&self, token: &str) -> reqwest::Response {
-        self.http.get(format!("{}/api/v1/accounts/verify_credentials", self.base)).bearer_auth(token).send().await.unwrap()
+        self.http
+            .get(format!("{}/api/v1/accounts/verify_credentials", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -105,7 +114,8 @@ async fn register_and_read_back_in_mastodon_shapes() {
     assert!(me["id"].is_string(), "ids are strings");
     assert_eq!(me["source"]["privacy"], "public");
     let id = me["id"].as_str().unwrap();
-    let public: Value = api.http.get(format!("{}/api/v1/accounts/{id}", api.base)).send().await.unwrap().json().await.unwrap();
+    let public: Value =
+        api.http.get(format!("{}/api/v1/accounts/{id}", api.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(public["username"], name.as_str());
     assert!(public.get("source").is_none(), "private fields stay private");
     let listed: Value = api
@@ -141,16 +151,26 @@ async fn bad_input_gets_clear_4xx_never_500() {
     let (s, body) = error_of(post("{}".into(), "application/json").await.unwrap()).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["details"]["username"].is_array(), "{body}");
-    for bad in ["bad name!", "al\u{202e}ice", "аlice", "a\u{200b}b", "x'; DROP TABLE accounts; --", &"z".repeat(31), ""] {
+    for bad in ["bad name!", "al\u{202e}ice", "аlice", "a\u{200b}b", "x'; DROP TABLE accounts; --", &"z".repeat(31), ""]
+    {
         let body = json!({"username": bad, "email": "ok@example.com", "password": "long enough pw", "agreement": true, "extra": {"nested": [1]}});
         let (s, body) = error_of(post(body.to_string().into(), "application/json").await.unwrap()).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
         assert!(body["details"]["username"][0]["error"].is_string(), "{body}");
     }
-    let (s, _) = error_of(post("username=a%00b&email=x%40example.com&password=long+enough+pw&agreement=1".into(), "application/x-www-form-urlencoded").await.unwrap()).await;
+    let (s, _) = error_of(
+        post(
+            "username=a%00b&email=x%40example.com&password=long+enough+pw&agreement=1".into(),
+            "application/x-www-form-urlencoded",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     // Non-numeric and unknown ids are 404, not 500.
-    for path in ["/api/v1/accounts/abc", "/api/v1/accounts/99999999999", "/api/v1/accounts/-1", "/api/v1/nothing-here"] {
+    for path in ["/api/v1/accounts/abc", "/api/v1/accounts/99999999999", "/api/v1/accounts/-1", "/api/v1/nothing-here"]
+    {
         let (s, _) = error_of(api.http.get(format!("{}{path}", api.base)).send().await.unwrap()).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
     }
@@ -262,7 +282,8 @@ async fn the_main_flow_works_on_postgres_redis_and_kafka() {
         let _ = agora_testkit::test_server("AGORA_TEST_POSTGRES_URL");
         return;
     };
-    let p = PlatformBuilder::new(backend).setting("AGORA_GATEWAY_RATE_LIMIT_REGISTRATION", "off").start().await.unwrap();
+    let p =
+        PlatformBuilder::new(backend).setting("AGORA_GATEWAY_RATE_LIMIT_REGISTRATION", "off").start().await.unwrap();
     let api = Api::new(&p).await;
     let (name, token, _) = api.user().await;
     let me: Value = api.me(&token).await.json().await.unwrap();

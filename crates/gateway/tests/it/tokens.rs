@@ -69,7 +69,9 @@ async fn a_revoked_session_stops_working_on_every_gateway_within_seconds() {
     tokio::spawn(second.serve(listener, p.shutdown.clone()));
     let me_on = |base: String, t: String| {
         let http = api.http.clone();
-        async move { http.get(format!("{base}/api/v1/accounts/verify_credentials")).bearer_auth(t).send().await.unwrap().status() }
+        async move {
+            http.get(format!("{base}/api/v1/accounts/verify_credentials")).bearer_auth(t).send().await.unwrap().status()
+        }
     };
     assert_eq!(me_on(second_url.clone(), token.clone()).await, StatusCode::OK);
 

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use agora_kit::jwt::{Claims, PublicKey, Revocation, SigningKey, StaticKeys, VerifyError, Verifier};
+use agora_kit::jwt::{Claims, PublicKey, Revocation, SigningKey, StaticKeys, Verifier, VerifyError};
 use base64::Engine as _;
 
 const ISS: &str = "https://social.example";
@@ -74,13 +74,13 @@ async fn alg_none_and_hmac_confusion_are_refused() {
     assert!(v.verify(&none).await.is_err());
 
     // HS256 "signed" with the public key as the secret: the classic algorithm-confusion attack.
-    let header = jsonwebtoken::Header { kid: Some(key.kid.clone()), ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256) };
-    let forged = jsonwebtoken::encode(
-        &header,
-        &claims(60),
-        &jsonwebtoken::EncodingKey::from_secret(&key.public_key().key),
-    )
-    .unwrap();
+    let header = jsonwebtoken::Header {
+        kid: Some(key.kid.clone()),
+        ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+    };
+    let forged =
+        jsonwebtoken::encode(&header, &claims(60), &jsonwebtoken::EncodingKey::from_secret(&key.public_key().key))
+            .unwrap();
     assert_eq!(v.verify(&forged).await, Err(VerifyError::Invalid));
 }
 

@@ -128,7 +128,12 @@ pub trait UserStore: Send + Sync + 'static {
     async fn application_by_client_id(&self, client_id: &str) -> StoreResult<Option<Application>>;
 
     /// Creates the account, its first session and the `user.created` event in one transaction.
-    async fn create_account(&self, account: &NewAccount, session: &NewSession, event: &Envelope) -> StoreResult<Account>;
+    async fn create_account(
+        &self,
+        account: &NewAccount,
+        session: &NewSession,
+        event: &Envelope,
+    ) -> StoreResult<Account>;
     async fn account(&self, id: i64) -> StoreResult<Option<Account>>;
     /// Accounts in the order of `ids`, skipping unknown ones.
     async fn accounts(&self, ids: &[i64]) -> StoreResult<Vec<Account>>;
@@ -136,12 +141,7 @@ pub trait UserStore: Send + Sync + 'static {
     /// Account and password hash by username or email (case-insensitive).
     async fn credentials(&self, login: &str) -> StoreResult<Option<(Account, String)>>;
     /// Applies a validated patch and writes `user.updated` (built by `event` from the result).
-    async fn update_profile(
-        &self,
-        id: i64,
-        patch: &ProfilePatch,
-        event: &AccountEvent<'_>,
-    ) -> StoreResult<Account>;
+    async fn update_profile(&self, id: i64, patch: &ProfilePatch, event: &AccountEvent<'_>) -> StoreResult<Account>;
     /// Sets a new password hash and revokes every live session except `keep`, writing one
     /// `user.session_revoked` per session. Returns the revoked session ids.
     async fn change_password(

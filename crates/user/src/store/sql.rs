@@ -11,7 +11,10 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-use super::{AccountEvent, SessionEvent, AuthCode, NewAccount, NewSession, Rotation, StoreError, StoreResult, StoredKey, UserStore};
+use super::{
+    AccountEvent, AuthCode, NewAccount, NewSession, Rotation, SessionEvent, StoreError, StoreResult, StoredKey,
+    UserStore,
+};
 use crate::domain::{Account, Application, Field, ProfilePatch, Role, Session};
 use agora_events::Envelope;
 use agora_events::outbox::OutboxStore;
@@ -578,11 +581,8 @@ pub struct PgUserStore {
 
 impl PgUserStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(20)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await?;
+        let pool =
+            PgPoolOptions::new().max_connections(20).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
         let outbox = Arc::new(agora_events::outbox::pg::PgOutbox::new(pool.clone(), url, "user"));
         Ok(Self { pool, outbox })
     }

@@ -34,7 +34,14 @@ impl Broker {
             // after a restart under load.)
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
-            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&self.log).map(Stdio::from).unwrap_or(Stdio::null()))
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
             .kill_on_drop(true)
             .spawn()
             .expect("start tansu");
@@ -81,7 +88,8 @@ async fn events_written_during_a_broker_outage_arrive_once_it_is_back() {
     broker.start().await;
     let kafka = format!("kafka://127.0.0.1:{}?session_timeout_ms=2000&partitions=3", broker.port);
 
-    let platform = PlatformBuilder::embedded().without_gateway().setting("AGORA_BUS_URL", &kafka).start().await.unwrap();
+    let platform =
+        PlatformBuilder::embedded().without_gateway().setting("AGORA_BUS_URL", &kafka).start().await.unwrap();
     let a = Arc::clone(&platform.accounts);
     eprintln!("outage test: platform up");
 
@@ -116,8 +124,10 @@ async fn events_written_during_a_broker_outage_arrive_once_it_is_back() {
         let mut ids = HashSet::new();
         for _ in 0..n {
             let name = format!("o{:08x}", rand::random::<u32>());
-            let (_, acct) =
-                a.register(Some(&app_token), &name, &format!("{name}@example.com"), "long enough pw", true, &[]).await.unwrap();
+            let (_, acct) = a
+                .register(Some(&app_token), &name, &format!("{name}@example.com"), "long enough pw", true, &[])
+                .await
+                .unwrap();
             ids.insert(acct.id);
         }
         ids
@@ -142,7 +152,10 @@ async fn events_written_during_a_broker_outage_arrive_once_it_is_back() {
     all.extend(during.iter().copied());
     assert!(wait_for(&seen, &all, Duration::from_secs(90)).await, "every event arrives after the outage");
     let seen = seen.lock().await;
-    assert!(seen.iter().filter(|(id, _)| all.contains(id)).all(|(_, n)| *n == 1), "after dedupe, exactly once: {seen:?}");
+    assert!(
+        seen.iter().filter(|(id, _)| all.contains(id)).all(|(_, n)| *n == 1),
+        "after dedupe, exactly once: {seen:?}"
+    );
     assert!(raw.load(std::sync::atomic::Ordering::Relaxed) >= all.len());
     drop(seen);
     assert_eq!(a.store.outbox().backlog().await.unwrap(), 0);

@@ -6,9 +6,12 @@ use agora_user::Accounts;
 
 async fn client(a: &Accounts) -> (String, String) {
     let (app, secret) = a
-        .create_application("Test app", "", &["urn:ietf:wg:oauth:2.0:oob".into(), "https://app.example/cb".into()], &[
-            "read write follow push".into(),
-        ])
+        .create_application(
+            "Test app",
+            "",
+            &["urn:ietf:wg:oauth:2.0:oob".into(), "https://app.example/cb".into()],
+            &["read write follow push".into()],
+        )
         .await
         .unwrap();
     (app.client_id, secret)
@@ -100,19 +103,43 @@ async fn authorization_code_with_pkce() {
     let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
     let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
     let unregistered = a
-        .create_authorization_code(&cid, "https://evil.example/cb", &[], &name, "correct horse battery", challenge, "S256")
+        .create_authorization_code(
+            &cid,
+            "https://evil.example/cb",
+            &[],
+            &name,
+            "correct horse battery",
+            challenge,
+            "S256",
+        )
         .await
         .unwrap_err();
     assert_eq!(unregistered.field.as_deref(), Some("redirect_uri"));
     let code = a
-        .create_authorization_code(&cid, "https://app.example/cb", &["read".into()], &name, "correct horse battery", challenge, "S256")
+        .create_authorization_code(
+            &cid,
+            "https://app.example/cb",
+            &["read".into()],
+            &name,
+            "correct horse battery",
+            challenge,
+            "S256",
+        )
         .await
         .unwrap();
     assert!(a.exchange_code(&cid, &secret, &code, "https://app.example/cb", "wrong-verifier").await.is_err());
     // A failed exchange spends the code: it cannot be retried.
     assert!(a.exchange_code(&cid, &secret, &code, "https://app.example/cb", verifier).await.is_err());
     let code = a
-        .create_authorization_code(&cid, "https://app.example/cb", &["read".into()], &name, "correct horse battery", challenge, "S256")
+        .create_authorization_code(
+            &cid,
+            "https://app.example/cb",
+            &["read".into()],
+            &name,
+            "correct horse battery",
+            challenge,
+            "S256",
+        )
         .await
         .unwrap();
     let t = a.exchange_code(&cid, &secret, &code, "https://app.example/cb", verifier).await.unwrap();

@@ -123,7 +123,9 @@ async fn profile_updates_apply_and_announce(s: Arc<dyn UserStore>) {
     assert_eq!(updated.fields.len(), 1);
     // A partial patch leaves the rest alone.
     let again = s
-        .update_profile(a.id, &ProfilePatch { note: Some("bye".into()), ..Default::default() }, &|_| ev(id(), "user.updated"))
+        .update_profile(a.id, &ProfilePatch { note: Some("bye".into()), ..Default::default() }, &|_| {
+            ev(id(), "user.updated")
+        })
         .await
         .unwrap();
     assert_eq!(again.display_name, "Frank ✨");
@@ -218,7 +220,11 @@ async fn signing_keys_are_kept(s: Arc<dyn UserStore>) {
     s.add_signing_key(&k).await.unwrap();
     s.add_signing_key(&StoredKey { pkcs8: vec![9], ..k.clone() }).await.unwrap();
     let keys = s.signing_keys().await.unwrap();
-    assert_eq!(keys.iter().filter(|x| x.kid == k.kid).collect::<Vec<_>>(), vec![&k], "an existing kid is never overwritten");
+    assert_eq!(
+        keys.iter().filter(|x| x.kid == k.kid).collect::<Vec<_>>(),
+        vec![&k],
+        "an existing kid is never overwritten"
+    );
 }
 
 async fn racing_duplicate_registrations_admit_one(s: Arc<dyn UserStore>) {
@@ -228,7 +234,9 @@ async fn racing_duplicate_registrations_admit_one(s: Arc<dyn UserStore>) {
         let s = Arc::clone(&s);
         let mut a = account(&name);
         a.email = format!("{i}-{}", a.email);
-        tasks.push(tokio::spawn(async move { s.create_account(&a, &session(Some(a.id), None), &ev(a.id, "user.created")).await }));
+        tasks.push(tokio::spawn(async move {
+            s.create_account(&a, &session(Some(a.id), None), &ev(a.id, "user.created")).await
+        }));
     }
     let mut ok = 0;
     for t in tasks {

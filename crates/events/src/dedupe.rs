@@ -27,10 +27,10 @@ impl MemoryDedupe {
             return false;
         }
         order.push_back(event_id);
-        if order.len() > self.capacity {
-            if let Some(old) = order.pop_front() {
-                set.remove(&old);
-            }
+        if order.len() > self.capacity
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
         }
         true
     }

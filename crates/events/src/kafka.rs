@@ -176,10 +176,10 @@ impl Subscription for KafkaSubscription {
             };
             if let Some(headers) = msg.headers() {
                 let map: HashMap<&str, &[u8]> = headers.iter().filter_map(|h| h.value.map(|v| (h.key, v))).collect();
-                if envelope.traceparent.is_empty() {
-                    if let Some(tp) = map.get("traceparent") {
-                        envelope.traceparent = String::from_utf8_lossy(tp).into_owned();
-                    }
+                if envelope.traceparent.is_empty()
+                    && let Some(tp) = map.get("traceparent")
+                {
+                    envelope.traceparent = String::from_utf8_lossy(tp).into_owned();
                 }
             }
             if let Ok((_, high)) = self.consumer.fetch_watermarks(msg.topic(), msg.partition(), Duration::ZERO) {

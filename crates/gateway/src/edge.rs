@@ -81,10 +81,11 @@ pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: N
             }
         }
     }
-    if req.method() == Method::POST && req.uri().path().trim_end_matches('/') == "/api/v1/accounts" {
-        if let Some(l) = state.config.limit_registration {
-            checks.push((format!("signup:{ip}"), l));
-        }
+    if req.method() == Method::POST
+        && req.uri().path().trim_end_matches('/') == "/api/v1/accounts"
+        && let Some(l) = state.config.limit_registration
+    {
+        checks.push((format!("signup:{ip}"), l));
     }
     let mut shown: Option<Decision> = None;
     for (key, limit) in &checks {

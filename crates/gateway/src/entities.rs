@@ -128,12 +128,10 @@ pub fn application(a: &pb::Application, with_secret: bool) -> Value {
         "redirect_uris": a.redirect_uris,
         "vapid_key": "",
     });
-    if with_secret {
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("client_id".into(), Value::String(a.client_id.clone()));
-            obj.insert("client_secret".into(), Value::String(a.client_secret.clone()));
-            obj.insert("client_secret_expires_at".into(), json!(0));
-        }
+    if with_secret && let Some(obj) = v.as_object_mut() {
+        obj.insert("client_id".into(), Value::String(a.client_id.clone()));
+        obj.insert("client_secret".into(), Value::String(a.client_secret.clone()));
+        obj.insert("client_secret_expires_at".into(), json!(0));
     }
     v
 }
@@ -146,10 +144,10 @@ pub fn token(t: &pb::Token) -> Value {
         "created_at": t.created_at_ms / 1000,
         "expires_in": t.expires_in_seconds,
     });
-    if !t.refresh_token.is_empty() {
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("refresh_token".into(), Value::String(t.refresh_token.clone()));
-        }
+    if !t.refresh_token.is_empty()
+        && let Some(obj) = v.as_object_mut()
+    {
+        obj.insert("refresh_token".into(), Value::String(t.refresh_token.clone()));
     }
     v
 }

@@ -85,10 +85,10 @@ impl From<tonic::Status> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(self.body)).into_response();
-        if let Some(secs) = self.retry_after {
-            if let Ok(v) = secs.to_string().parse() {
-                resp.headers_mut().insert(http::header::RETRY_AFTER, v);
-            }
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = secs.to_string().parse()
+        {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, v);
         }
         resp
     }

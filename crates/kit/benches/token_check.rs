@@ -1,6 +1,8 @@
 //! What the gateway pays per request to check a token: signature, claims and revocation lookup,
 //! all from cache. Run: `cargo bench -p agora-kit --bench token_check`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::hint::black_box;
 
 use agora_kit::jwt::{Claims, Revocation, SigningKey, StaticKeys, Verifier};

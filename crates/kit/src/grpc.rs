@@ -18,10 +18,10 @@ pub fn bearer_token<T>(req: &tonic::Request<T>) -> Option<&str> {
 /// Wraps `msg` in a request carrying the caller's token and the current trace context.
 pub fn request<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
-    if let Some(t) = token {
-        if let Ok(v) = MetadataValue::try_from(format!("Bearer {t}")) {
-            req.metadata_mut().insert(AUTHORIZATION, v);
-        }
+    if let Some(t) = token
+        && let Ok(v) = MetadataValue::try_from(format!("Bearer {t}"))
+    {
+        req.metadata_mut().insert(AUTHORIZATION, v);
     }
     for (k, v) in crate::telemetry::current_trace_context() {
         if let (Ok(key), Ok(val)) =

@@ -217,10 +217,8 @@ impl Verifier {
     async fn refetch_keys_throttled(&self) {
         let _single_flight = self.key_refetch.lock().await;
         let due = self.last_key_fetch.lock().is_none_or(|t| t.elapsed() >= MIN_REFETCH);
-        if due {
-            if let Err(e) = self.refresh_keys().await {
-                tracing::warn!(error = %e, "signing key refetch failed");
-            }
+        if due && let Err(e) = self.refresh_keys().await {
+            tracing::warn!(error = %e, "signing key refetch failed");
         }
     }
 

@@ -322,19 +322,19 @@ pub fn validate_patch(mut p: ProfilePatch) -> Result<ProfilePatch, Error> {
         }
         p.fields = Some(out);
     }
-    if let Some(v) = p.privacy.as_deref() {
-        if !matches!(v, "public" | "unlisted" | "private" | "direct") {
-            return Err(Error::invalid(
-                "source[privacy]",
-                "ERR_INVALID",
-                "privacy must be public, unlisted, private or direct",
-            ));
-        }
+    if let Some(v) = p.privacy.as_deref()
+        && !matches!(v, "public" | "unlisted" | "private" | "direct")
+    {
+        return Err(Error::invalid(
+            "source[privacy]",
+            "ERR_INVALID",
+            "privacy must be public, unlisted, private or direct",
+        ));
     }
-    if let Some(l) = p.language.as_deref() {
-        if l.len() > 8 || !l.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
-            return Err(Error::invalid("source[language]", "ERR_INVALID", "language must be an ISO 639 code"));
-        }
+    if let Some(l) = p.language.as_deref()
+        && (l.len() > 8 || !l.chars().all(|c| c.is_ascii_alphabetic() || c == '-'))
+    {
+        return Err(Error::invalid("source[language]", "ERR_INVALID", "language must be an ISO 639 code"));
     }
     Ok(p)
 }

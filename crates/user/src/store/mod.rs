@@ -26,17 +26,17 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        if let Some(db) = e.as_database_error() {
-            if db.is_unique_violation() {
-                let what = format!("{} {}", db.constraint().unwrap_or(""), db.message());
-                if what.contains("email") {
-                    return StoreError::Taken("email");
-                }
-                if what.contains("username") {
-                    return StoreError::Taken("username");
-                }
-                return StoreError::Taken("id");
+        if let Some(db) = e.as_database_error()
+            && db.is_unique_violation()
+        {
+            let what = format!("{} {}", db.constraint().unwrap_or(""), db.message());
+            if what.contains("email") {
+                return StoreError::Taken("email");
             }
+            if what.contains("username") {
+                return StoreError::Taken("username");
+            }
+            return StoreError::Taken("id");
         }
         if matches!(e, sqlx::Error::RowNotFound) {
             return StoreError::NotFound;

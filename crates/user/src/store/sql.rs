@@ -611,10 +611,10 @@ impl SqliteUserStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        if let Some(parent) = opts.get_filename().parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            }
+        if let Some(parent) = opts.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)

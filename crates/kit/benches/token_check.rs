@@ -33,8 +33,20 @@ fn bench(c: &mut Criterion) {
             role: Some("user".into()),
         })
         .unwrap();
-    c.bench_function("verify_cached (EdDSA + claims + revocation lookup)", |b| {
+    c.bench_function("verify, token seen before (cache hit + expiry + revocation lookup)", |b| {
         b.iter(|| verifier.verify_cached(black_box(&token)).unwrap())
+    });
+    // A fresh verifier per batch so every token is new to it: the full EdDSA path.
+    c.bench_function("verify, first sight (EdDSA signature + claims + revocation lookup)", |b| {
+        b.iter_batched(
+            || {
+                let v = Verifier::new("https://social.example", "agora", StaticKeys::new(vec![key.public_key()]));
+                v.set_keys(&[key.public_key()]);
+                v
+            },
+            |v| v.verify_cached(black_box(&token)).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
     });
     c.bench_function("bearer header parse", |b| {
         let header = format!("Bearer {token}");

@@ -255,3 +255,30 @@ pub fn tempdir() -> anyhow::Result<TempDir> {
     std::fs::create_dir_all(&p)?;
     Ok(TempDir(p))
 }
+
+/// Declares a conformance suite: every case runs once per backend, as its own test.
+///
+/// Each backend is an `async fn name() -> Option<Adapter>` (`None` when its server is not
+/// available here; see [`test_server`]); each case is an `async fn case(adapter)`.
+///
+/// ```ignore
+/// agora_testkit::conformance!(backends: [sqlite, postgres], cases: [creates, reads_back]);
+/// ```
+#[macro_export]
+macro_rules! conformance {
+    (backends: [$($backend:ident),* $(,)?], cases: $cases:tt) => {
+        $( $crate::conformance!(@backend $backend $cases); )*
+    };
+    (@backend $backend:ident [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(adapter) = super::$backend().await {
+                        super::$case(adapter).await;
+                    }
+                }
+            )*
+        }
+    };
+}

@@ -125,40 +125,7 @@ pub struct ProfilePatch {
     pub language: Option<String>,
 }
 
-/// The scopes Agora knows, as in Mastodon.
-pub const KNOWN_SCOPES: &[&str] = &[
-    "read",
-    "write",
-    "follow",
-    "push",
-    "profile",
-    "admin:read",
-    "admin:write",
-    "read:accounts",
-    "read:blocks",
-    "read:bookmarks",
-    "read:favourites",
-    "read:filters",
-    "read:follows",
-    "read:lists",
-    "read:mutes",
-    "read:notifications",
-    "read:search",
-    "read:statuses",
-    "write:accounts",
-    "write:blocks",
-    "write:bookmarks",
-    "write:conversations",
-    "write:favourites",
-    "write:filters",
-    "write:follows",
-    "write:lists",
-    "write:media",
-    "write:mutes",
-    "write:notifications",
-    "write:reports",
-    "write:statuses",
-];
+pub use agora_kit::jwt::KNOWN_SCOPES;
 
 /// Parses a space- or comma-separated scope list; empty means Mastodon's default `read`.
 pub fn parse_scopes(raw: &[String]) -> Result<Vec<String>, Error> {

@@ -60,7 +60,14 @@ fn invalid_client() -> Error {
     }
 }
 
+/// Argon2id costs ~19 MiB and tens of milliseconds per hash: at most one hash per core runs at a
+/// time, so a burst of logins queues instead of exhausting memory and every core.
+static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+});
+
 async fn hash_password(password: String) -> Result<String, Error> {
+    let _permit = HASHING.acquire().await.map_err(Error::internal)?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(Error::internal)?;
         argon2::Argon2::default()
@@ -73,6 +80,7 @@ async fn hash_password(password: String) -> Result<String, Error> {
 }
 
 async fn verify_password(password: String, hash: String) -> bool {
+    let Ok(_permit) = HASHING.acquire().await else { return false };
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
             .map(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())

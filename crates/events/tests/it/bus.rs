@@ -96,24 +96,11 @@ async fn kafka() -> Option<Arc<dyn EventBus>> {
     Some(agora_events::connect(&url).await.unwrap())
 }
 
-macro_rules! backends {
-    ($($backend:ident),*) => {
-        $(mod $backend {
-            macro_rules! case {
-                ($name:ident) => {
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $name() {
-                        if let Some(b) = super::$backend().await {
-                            super::$name(b).await;
-                        }
-                    }
-                };
-            }
-            case!(late_groups_see_history_in_key_order);
-            case!(every_group_gets_every_event);
-            case!(acked_events_are_not_redelivered_to_the_group);
-        })*
-    };
-}
-
-backends!(memory, kafka);
+agora_testkit::conformance!(
+    backends: [memory, kafka],
+    cases: [
+        late_groups_see_history_in_key_order,
+        every_group_gets_every_event,
+        acked_events_are_not_redelivered_to_the_group,
+    ]
+);

@@ -99,7 +99,7 @@ pub async fn oauth_metadata(State(st): State<AppState>) -> axum::Json<Value> {
         "revocation_endpoint": format!("{base}/oauth/revoke"),
         "userinfo_endpoint": format!("{base}/api/v1/accounts/verify_credentials"),
         "app_registration_endpoint": format!("{base}/api/v1/apps"),
-        "scopes_supported": agora_user_scopes(),
+        "scopes_supported": agora_kit::jwt::KNOWN_SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "fragment", "form_post"],
         "grant_types_supported": ["authorization_code", "password", "client_credentials", "refresh_token"],
@@ -107,40 +107,6 @@ pub async fn oauth_metadata(State(st): State<AppState>) -> axum::Json<Value> {
         "code_challenge_methods_supported": ["S256"],
         "service_documentation": format!("{base}/api/openapi.json")
     }))
-}
-
-fn agora_user_scopes() -> Vec<&'static str> {
-    vec![
-        "read",
-        "write",
-        "follow",
-        "push",
-        "profile",
-        "read:accounts",
-        "read:blocks",
-        "read:bookmarks",
-        "read:favourites",
-        "read:filters",
-        "read:follows",
-        "read:lists",
-        "read:mutes",
-        "read:notifications",
-        "read:search",
-        "read:statuses",
-        "write:accounts",
-        "write:blocks",
-        "write:bookmarks",
-        "write:conversations",
-        "write:favourites",
-        "write:filters",
-        "write:follows",
-        "write:lists",
-        "write:media",
-        "write:mutes",
-        "write:notifications",
-        "write:reports",
-        "write:statuses",
-    ]
 }
 
 pub async fn openapi() -> impl IntoResponse {

@@ -68,24 +68,11 @@ async fn redis() -> Option<Arc<dyn RateLimiter>> {
     Some(l)
 }
 
-macro_rules! backends {
-    ($($backend:ident),*) => {
-        $(mod $backend {
-            macro_rules! case {
-                ($name:ident) => {
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $name() {
-                        if let Some(l) = super::$backend().await {
-                            super::$name(l).await;
-                        }
-                    }
-                };
-            }
-            case!(counts_up_to_the_limit_then_refuses);
-            case!(windows_reset);
-            case!(concurrent_hits_are_all_counted);
-        })*
-    };
-}
-
-backends!(memory, redis);
+agora_testkit::conformance!(
+    backends: [memory, redis],
+    cases: [
+        counts_up_to_the_limit_then_refuses,
+        windows_reset,
+        concurrent_hits_are_all_counted,
+    ]
+);

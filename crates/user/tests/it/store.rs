@@ -267,31 +267,18 @@ async fn postgres() -> Option<Arc<dyn UserStore>> {
     Some(s)
 }
 
-macro_rules! backends {
-    ($($backend:ident),*) => {
-        $(mod $backend {
-            macro_rules! case {
-                ($name:ident) => {
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $name() {
-                        if let Some(s) = super::$backend().await {
-                            super::$name(s).await;
-                        }
-                    }
-                };
-            }
-            case!(accounts_are_unique_case_insensitively);
-            case!(creating_an_account_writes_its_event);
-            case!(credentials_by_username_or_email);
-            case!(batch_reads_keep_request_order);
-            case!(profile_updates_apply_and_announce);
-            case!(refresh_rotation_and_reuse);
-            case!(password_change_revokes_other_sessions);
-            case!(applications_and_codes);
-            case!(signing_keys_are_kept);
-            case!(racing_duplicate_registrations_admit_one);
-        })*
-    };
-}
-
-backends!(sqlite, postgres);
+agora_testkit::conformance!(
+    backends: [sqlite, postgres],
+    cases: [
+        accounts_are_unique_case_insensitively,
+        creating_an_account_writes_its_event,
+        credentials_by_username_or_email,
+        batch_reads_keep_request_order,
+        profile_updates_apply_and_announce,
+        refresh_rotation_and_reuse,
+        password_change_revokes_other_sessions,
+        applications_and_codes,
+        signing_keys_are_kept,
+        racing_duplicate_registrations_admit_one,
+    ]
+);

@@ -261,7 +261,7 @@ pub fn tempdir() -> anyhow::Result<TempDir> {
 /// Each backend is an `async fn name() -> Option<Adapter>` (`None` when its server is not
 /// available here; see [`test_server`]); each case is an `async fn case(adapter)`.
 ///
-/// ```ignore
+/// ```text
 /// agora_testkit::conformance!(backends: [sqlite, postgres], cases: [creates, reads_back]);
 /// ```
 #[macro_export]

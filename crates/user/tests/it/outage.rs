@@ -78,7 +78,7 @@ async fn wait_for(seen: &Mutex<HashMap<i64, usize>>, want: &HashSet<i64>, limit:
 async fn events_written_during_a_broker_outage_arrive_once_it_is_back() {
     let _log = agora_kit::telemetry::init(
         "outage-test",
-        &agora_kit::config::MapEnv::new().with("AGORA_LOG", "info,agora_events=debug,rdkafka=info"),
+        &agora_kit::config::MapEnv::new().with("AGORA_LOG", "warn,agora_events=info,librdkafka=off,rdkafka=off"),
     );
     let Some(bin) = agora_testkit::test_server("AGORA_TEST_TANSU_BIN") else {
         return;

@@ -42,6 +42,10 @@ enum Target {
     User,
 }
 
+// glibc's allocator kept hundreds of MiB of freed argon2 blocks resident; mimalloc returns them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

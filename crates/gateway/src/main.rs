@@ -2,6 +2,10 @@
 
 use agora_kit::config::ProcessEnv;
 
+// glibc's allocator kept hundreds of MiB of freed argon2 blocks resident; mimalloc returns them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = agora_kit::telemetry::init("gateway", &ProcessEnv);

@@ -60,28 +60,67 @@ fn invalid_client() -> Error {
     }
 }
 
-/// Argon2id costs ~19 MiB and tens of milliseconds per hash: at most one hash per core runs at a
-/// time, so a burst of logins queues instead of exhausting memory and every core.
-static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
-    tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+/// Argon2id costs ~19 MiB and tens of milliseconds per hash. Hashing runs on a fixed set of
+/// threads, one per core: a burst of logins queues instead of taking every core, and memory
+/// stays bounded (the allocator keeps a freed 19 MiB block per thread that hashed, so running
+/// on the ever-changing blocking pool left hundreds of MiB resident after a few sign-ups).
+struct HashingPool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+static HASHING: std::sync::LazyLock<HashingPool> = std::sync::LazyLock::new(|| {
+    let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    for i in 0..n {
+        let rx = std::sync::Arc::clone(&rx);
+        let spawned = std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
+            loop {
+                let job = match rx.lock() {
+                    Ok(guard) => guard.recv(),
+                    Err(_) => return,
+                };
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a password hashing thread");
+        }
+    }
+    HashingPool { jobs: std::sync::Mutex::new(tx) }
 });
 
+/// Runs `f` on the hashing threads.
+async fn on_hashing_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    HASHING
+        .jobs
+        .lock()
+        .map_err(|_| Error::internal("hashing pool poisoned"))?
+        .send(job)
+        .map_err(|_| Error::internal("hashing pool stopped"))?;
+    rx.await.map_err(|_| Error::internal("hashing job dropped"))
+}
+
 async fn hash_password(password: String) -> Result<String, Error> {
-    let _permit = HASHING.acquire().await.map_err(Error::internal)?;
-    tokio::task::spawn_blocking(move || {
+    on_hashing_pool(move || {
         let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(Error::internal)?;
         argon2::Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(Error::internal)
     })
-    .await
-    .map_err(Error::internal)?
+    .await?
 }
 
 async fn verify_password(password: String, hash: String) -> bool {
-    let Ok(_permit) = HASHING.acquire().await else { return false };
-    tokio::task::spawn_blocking(move || {
+    on_hashing_pool(move || {
         PasswordHash::new(&hash)
             .map(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
             .unwrap_or(false)

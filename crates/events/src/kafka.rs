@@ -183,8 +183,13 @@ impl Subscription for KafkaSubscription {
                 }
             }
             if let Ok((_, high)) = self.consumer.fetch_watermarks(msg.topic(), msg.partition(), Duration::ZERO) {
-                metrics::gauge!("agora_consumer_lag", "group" => self.group.clone(), "topic" => msg.topic().to_owned())
-                    .set((high - msg.offset() - 1).max(0) as f64);
+                metrics::gauge!(
+                    "agora_consumer_lag",
+                    "group" => self.group.clone(),
+                    "topic" => msg.topic().to_owned(),
+                    "partition" => msg.partition().to_string()
+                )
+                .set((high - msg.offset() - 1).max(0) as f64);
             }
             return Ok(Delivery {
                 topic: msg.topic().to_owned(),

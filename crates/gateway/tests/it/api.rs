@@ -299,3 +299,23 @@ async fn the_main_flow_works_on_postgres_redis_and_kafka() {
     assert_eq!(api.me(&token).await.status(), StatusCode::UNAUTHORIZED);
     p.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_data_and_tokens_survive_a_restart() {
+    let dir = agora_testkit::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first = PlatformBuilder::embedded().data_dir(&dir.0).gateway_listener(listener).start().await.unwrap();
+    let api = Api::new(&first).await;
+    let (name, token, _) = api.user().await;
+    first.stop().await.unwrap();
+
+    // Same data directory, same public address: as `agora dev` after Ctrl-C and a new start.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let second = PlatformBuilder::embedded().data_dir(&dir.0).gateway_listener(listener).start().await.unwrap();
+    let me = api.me(&token).await;
+    assert_eq!(me.status(), StatusCode::OK, "tokens signed before the restart still verify");
+    let me: Value = me.json().await.unwrap();
+    assert_eq!(me["username"], name.as_str());
+    second.stop().await.unwrap();
+}

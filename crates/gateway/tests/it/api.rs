@@ -77,6 +77,16 @@ impl Api {
         (name, v["access_token"].as_str().unwrap().to_owned(), v["refresh_token"].as_str().unwrap().to_owned())
     }
 
+    /// `POST /oauth/revoke` for `token` with this client's credentials.
+    pub async fn revoke(&self, token: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/oauth/revoke", self.base))
+            .form(&[("client_id", self.client_id.as_str()), ("client_secret", &self.client_secret), ("token", token)])
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn me(&self, token: &str) -> reqwest::Response {
         self.http
             .get(format!("{}/api/v1/accounts/verify_credentials", self.base))
@@ -288,13 +298,7 @@ async fn the_main_flow_works_on_postgres_redis_and_kafka() {
     let (name, token, _) = api.user().await;
     let me: Value = api.me(&token).await.json().await.unwrap();
     assert_eq!(me["username"], name.as_str());
-    let r = api
-        .http
-        .post(format!("{}/oauth/revoke", api.base))
-        .form(&[("client_id", api.client_id.as_str()), ("client_secret", &api.client_secret), ("token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let r = api.revoke(&token).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(api.me(&token).await.status(), StatusCode::UNAUTHORIZED);
     p.stop().await.unwrap();

@@ -75,13 +75,7 @@ async fn a_revoked_session_stops_working_on_every_gateway_within_seconds() {
     };
     assert_eq!(me_on(second_url.clone(), token.clone()).await, StatusCode::OK);
 
-    let r = api
-        .http
-        .post(format!("{}/oauth/revoke", api.base))
-        .form(&[("client_id", api.client_id.as_str()), ("client_secret", &api.client_secret), ("token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let r = api.revoke(&token).await;
     assert_eq!(r.status(), StatusCode::OK);
     let started = Instant::now();
     loop {

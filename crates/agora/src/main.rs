@@ -34,6 +34,9 @@ enum Command {
     },
     /// Apply database migrations for the configured stores.
     Migrate,
+    /// Add a new token signing key to the user store; restart user-service replicas to sign
+    /// with it (tokens signed with older keys stay valid until they expire).
+    RotateSigningKey,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -52,6 +55,13 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Dev { listen, data_dir } => dev(&listen, data_dir).await,
         Command::Serve { target } => serve(target).await,
+        Command::RotateSigningKey => {
+            let _t = agora_kit::telemetry::init("rotate-signing-key", &ProcessEnv);
+            let config = agora_user::Config::from_env(&ProcessEnv)?;
+            let kid = agora_user::rotate_signing_key(&config).await?;
+            println!("new signing key {kid}; restart the user service replicas to sign with it");
+            Ok(())
+        }
         Command::Migrate => {
             let _t = agora_kit::telemetry::init("migrate", &ProcessEnv);
             let config = agora_user::Config::from_env(&ProcessEnv)?;

@@ -155,3 +155,12 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     store.migrate().await?;
     Ok(())
 }
+
+/// Adds a new signing key (`agora rotate-signing-key`). Running replicas keep verifying every key
+/// and start signing with the new one when restarted; verifiers fetch it on first sight of its
+/// `kid`. Returns the new `kid`.
+pub async fn rotate_signing_key(config: &Config) -> anyhow::Result<String> {
+    let store = store::connect(&config.database_url).await?;
+    let keyring = tokens::Keyring::load(store.as_ref()).await?;
+    Ok(keyring.rotate(store.as_ref()).await?)
+}

@@ -89,3 +89,19 @@ async fn a_revoked_session_stops_working_on_every_gateway_within_seconds() {
     }
     p.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_follow_signing_key_rotation() {
+    let p = PlatformBuilder::embedded().setting("AGORA_GATEWAY_RATE_LIMIT_REGISTRATION", "off").start().await.unwrap();
+    let api = Api::new(&p).await;
+    let (_, old_token, _) = api.user().await;
+    let kid = p.accounts.keyring.rotate(p.accounts.store.as_ref()).await.unwrap();
+    let (_, new_token, _) = api.user().await;
+    let header = jsonwebtoken::decode_header(&new_token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(kid.as_str()), "new tokens are signed with the new key");
+    // The gateway has never seen this kid; it fetches the key set (at most every 2 s).
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(api.me(&new_token).await.status(), StatusCode::OK);
+    assert_eq!(api.me(&old_token).await.status(), StatusCode::OK, "older keys keep verifying");
+    p.stop().await.unwrap();
+}

@@ -134,11 +134,7 @@ pub async fn observe(req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let span = tracing::info_span!("http", http.method = %method, http.route = %route, request_id = %request_id, http.status = tracing::field::Empty, otel.kind = "server");
-    let parent: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
-        .iter()
-        .filter_map(|k| req.headers().get(*k).and_then(|v| v.to_str().ok()).map(|v| ((*k).to_owned(), v.to_owned())))
-        .collect();
-    agora_kit::telemetry::set_parent(&span, &parent);
+    agora_kit::telemetry::set_parent_from_headers(&span, req.headers());
     let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let status = resp.status().as_u16();
     span.record("http.status", status);

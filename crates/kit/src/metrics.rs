@@ -97,13 +97,7 @@ where
         let path = req.uri().path().to_owned();
         let started = Instant::now();
         let span = tracing::info_span!("rpc", rpc.path = %path, otel.kind = "server");
-        let parent: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
-            .iter()
-            .filter_map(|k| {
-                req.headers().get(*k).and_then(|v| v.to_str().ok()).map(|v| ((*k).to_owned(), v.to_owned()))
-            })
-            .collect();
-        crate::telemetry::set_parent(&span, &parent);
+        crate::telemetry::set_parent_from_headers(&span, req.headers());
         let fut = self.inner.call(req);
         Box::pin(tracing::Instrument::instrument(
             async move {

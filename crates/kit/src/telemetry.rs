@@ -104,3 +104,15 @@ pub fn set_parent(span: &tracing::Span, headers: &HashMap<String, String>) {
     let cx = TraceContextPropagator::new().extract(&ReadCarrier(headers));
     let _ = span.set_parent(cx);
 }
+
+/// Makes `span` a child of the `traceparent`/`tracestate` headers of an incoming HTTP or gRPC
+/// request, if it carries them.
+pub fn set_parent_from_headers(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent: HashMap<String, String> = ["traceparent", "tracestate"]
+        .iter()
+        .filter_map(|k| headers.get(*k).and_then(|v| v.to_str().ok()).map(|v| ((*k).to_owned(), v.to_owned())))
+        .collect();
+    if !parent.is_empty() {
+        set_parent(span, &parent);
+    }
+}

@@ -42,6 +42,14 @@ struct AccountRow {
     updated_at_ms: i64,
 }
 
+/// An account with its password hash, read in one query for a login.
+#[derive(sqlx::FromRow)]
+struct CredentialRow {
+    #[sqlx(flatten)]
+    account: AccountRow,
+    password_hash: String,
+}
+
 impl From<AccountRow> for Account {
     fn from(r: AccountRow) -> Self {
         Account {
@@ -269,18 +277,13 @@ macro_rules! sql_user_store {
             async fn credentials(&self, login: &str) -> StoreResult<Option<(Account, String)>> {
                 let lower = login.trim().to_lowercase();
                 let column = if lower.contains('@') { "email_lower" } else { "username_lower" };
-                let row: Option<AccountRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE {column} = $1"
+                let row: Option<CredentialRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {ACCOUNT_COLUMNS}, password_hash FROM accounts WHERE {column} = $1"
                 )))
                 .bind(&lower)
                 .fetch_optional(&self.pool)
                 .await?;
-                let Some(row) = row else { return Ok(None) };
-                let hash: String = sqlx::query_scalar("SELECT password_hash FROM accounts WHERE id = $1")
-                    .bind(row.id)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(Some((row.into(), hash)))
+                Ok(row.map(|r| (r.account.into(), r.password_hash)))
             }
 
             async fn update_profile(

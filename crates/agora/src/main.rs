@@ -73,21 +73,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(target: Target) -> anyhow::Result<()> {
-    let shutdown = agora_kit::Shutdown::new();
-    tokio::spawn(agora_kit::shutdown::on_signal(shutdown.clone()));
     match target {
-        Target::Gateway => {
-            let _t = agora_kit::telemetry::init("gateway", &ProcessEnv);
-            let config = agora_gateway::Config::from_env(&ProcessEnv)?;
-            let listener = tokio::net::TcpListener::bind(config.listen).await?;
-            agora_gateway::run(config, listener, shutdown).await
-        }
-        Target::User => {
-            let _t = agora_kit::telemetry::init("user", &ProcessEnv);
-            let config = agora_user::Config::from_env(&ProcessEnv)?;
-            let listener = tokio::net::TcpListener::bind(config.listen).await?;
-            agora_user::run(config, listener, shutdown).await
-        }
+        Target::Gateway => agora_gateway::serve_from_env(&ProcessEnv).await,
+        Target::User => agora_user::serve_from_env(&ProcessEnv).await,
     }
 }
 

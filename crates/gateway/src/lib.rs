@@ -263,3 +263,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     let _ = admin_task.await;
     Ok(())
 }
+
+/// The process entry point shared by the `agora-gateway` binary and `agora serve --target gateway`:
+/// telemetry, settings from `env`, bind, run until SIGTERM/SIGINT, drain.
+pub async fn serve_from_env(env: &dyn Env) -> anyhow::Result<()> {
+    let _telemetry = agora_kit::telemetry::init("gateway", env);
+    let config = Config::from_env(env)?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let shutdown = Shutdown::new();
+    tokio::spawn(agora_kit::shutdown::on_signal(shutdown.clone()));
+    run(config, listener, shutdown).await
+}

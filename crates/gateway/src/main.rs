@@ -2,16 +2,11 @@
 
 use agora_kit::config::ProcessEnv;
 
-// glibc's allocator kept hundreds of MiB of freed argon2 blocks resident; mimalloc returns them.
+// The allocator of every Agora binary (see ARCHITECTURE.md, invariants).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _telemetry = agora_kit::telemetry::init("gateway", &ProcessEnv);
-    let config = agora_gateway::Config::from_env(&ProcessEnv)?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let shutdown = agora_kit::Shutdown::new();
-    tokio::spawn(agora_kit::shutdown::on_signal(shutdown.clone()));
-    agora_gateway::run(config, listener, shutdown).await
+    agora_gateway::serve_from_env(&ProcessEnv).await
 }

@@ -164,3 +164,14 @@ pub async fn rotate_signing_key(config: &Config) -> anyhow::Result<String> {
     let keyring = tokens::Keyring::load(store.as_ref()).await?;
     Ok(keyring.rotate(store.as_ref()).await?)
 }
+
+/// The process entry point shared by the `agora-user` binary and `agora serve --target user`:
+/// telemetry, settings from `env`, bind, run until SIGTERM/SIGINT, drain.
+pub async fn serve_from_env(env: &dyn Env) -> anyhow::Result<()> {
+    let _telemetry = agora_kit::telemetry::init("user", env);
+    let config = Config::from_env(env)?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let shutdown = Shutdown::new();
+    tokio::spawn(agora_kit::shutdown::on_signal(shutdown.clone()));
+    run(config, listener, shutdown).await
+}

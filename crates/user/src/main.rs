@@ -8,10 +8,5 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _telemetry = agora_kit::telemetry::init("user", &ProcessEnv);
-    let config = agora_user::Config::from_env(&ProcessEnv)?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let shutdown = agora_kit::Shutdown::new();
-    tokio::spawn(agora_kit::shutdown::on_signal(shutdown.clone()));
-    agora_user::run(config, listener, shutdown).await
+    agora_user::serve_from_env(&ProcessEnv).await
 }

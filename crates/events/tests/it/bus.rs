@@ -104,3 +104,27 @@ agora_testkit::conformance!(
         acked_events_are_not_redelivered_to_the_group,
     ]
 );
+
+/// Consumer lag reaches /metrics from librdkafka's statistics (Kafka only: the in-process bus
+/// has no lag to speak of).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_consumer_lag_is_exported() {
+    let Some(bus) = kafka().await else { return };
+    agora_kit::metrics::install();
+    let t = topic();
+    bus.ensure_topics(std::slice::from_ref(&t)).await.unwrap();
+    for i in 0..5 {
+        bus.publish(&t, &event(300 + i, "k")).await.unwrap();
+    }
+    let mut sub = bus.subscribe(std::slice::from_ref(&t), "lag-check").await.unwrap();
+    take(&mut sub, 1).await;
+    let wanted = format!("agora_consumer_lag{{group=\"lag-check\",topic=\"{t}\"");
+    for _ in 0..40 {
+        if agora_kit::metrics::render().lines().any(|l| l.starts_with(&wanted)) {
+            return;
+        }
+        // Keep the consumer polling so librdkafka can emit statistics.
+        let _ = tokio::time::timeout(Duration::from_millis(250), sub.next()).await;
+    }
+    panic!("no {wanted} in /metrics after 10 s");
+}

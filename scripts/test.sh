@@ -5,7 +5,7 @@
 #   b. buf lint (and buf breaking against the main branch, when there is one with proto/)
 #   c. cargo build --workspace --all-targets       (CARGO_TARGET_DIR defaults to ~/.cache/agora/target)
 #   d. scripts/infra.sh up                          (private PostgreSQL, Redis, Kafka, S3, OpenSearch)
-#   e. cargo test --workspace                       (reads the AGORA_TEST_* variables)
+#   e. cargo nextest run --workspace + doctests     (reads the AGORA_TEST_* variables)
 #   f. the Mastodon.py end-to-end suite (crates/gateway/e2e) against two deployment shapes:
 #      "dev" (agora dev, everything embedded) and "services" (agora-user + agora-gateway on the real servers)
 #   g. scripts/check-deploy.sh, when present
@@ -142,6 +142,11 @@ step_deps() {
     fi
     command -v cargo >/dev/null 2>&1 || { warn "cargo not found: install a Rust toolchain (rustup)"; return 1; }
     log "$(cargo --version)"
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        log "cargo install cargo-nextest (the test runner; kills hung tests)"
+        cargo install --locked cargo-nextest || return 1
+    fi
+    log "$(cargo nextest --version | head -1)"
 }
 
 step_proto() {
@@ -168,7 +173,10 @@ step_infra() {
 }
 
 step_cargo_test() {
-    cargo test --workspace
+    # nextest: one process per test, each killed after the timeout in .config/nextest.toml.
+    # Doctests are not run by nextest, so cargo runs them separately.
+    timeout 1800 cargo nextest run --workspace --no-tests=warn || return 1
+    timeout 600 cargo test --workspace --doc
 }
 
 # wait_ready URL PIDS: GET URL answers 200 within READY_TIMEOUT, while none of PIDS (comma list) dies.
@@ -329,11 +337,11 @@ main() {
         skip_step "infra: scripts/infra.sh up" "the build failed"
     fi
     if ((built && infra)); then
-        run_step "cargo test --workspace" step_cargo_test || true
+        run_step "cargo nextest run --workspace" step_cargo_test || true
         run_step "e2e: shape dev" step_e2e_dev || true
         run_step "e2e: shape services" step_e2e_services || true
     else
-        skip_step "cargo test --workspace" "the build or the servers failed"
+        skip_step "cargo nextest run --workspace" "the build or the servers failed"
         skip_step "e2e: shape dev" "the build or the servers failed"
         skip_step "e2e: shape services" "the build or the servers failed"
     fi

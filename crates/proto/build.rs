@@ -2,7 +2,9 @@
 //! system protoc is needed to build.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with env!(): a build script compiled in one checkout is reused from a
+    // shared target dir by another, and a baked-in path would point at the first.
+    let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = ["agora/user/v1/user.proto", "agora/events/v1/envelope.proto", "agora/events/v1/user.proto"];
     let paths: Vec<_> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

@@ -118,7 +118,7 @@ impl EventBus for KafkaBus {
             .map_err(unavailable)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(unavailable)?;
-        Ok(Box::new(KafkaSubscription { consumer, group: group.to_owned() }))
+        Ok(Box::new(KafkaSubscription { consumer: Some(consumer), group: group.to_owned() }))
     }
 
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
@@ -128,10 +128,12 @@ impl EventBus for KafkaBus {
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(5)))
             .request_timeout(Some(Duration::from_secs(10)));
-        let results = tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&new, &opts))
-            .await
-            .map_err(|_| BusError::Unavailable("creating topics timed out".into()))?
-            .map_err(unavailable)?;
+        let results = tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&new, &opts)).await;
+        // Destroying a librdkafka client joins its threads and can wait on an unreachable broker:
+        // never do that on an async worker.
+        tokio::task::spawn_blocking(move || drop(admin));
+        let results =
+            results.map_err(|_| BusError::Unavailable("creating topics timed out".into()))?.map_err(unavailable)?;
         for r in results {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -179,15 +181,30 @@ impl ClientContext for LagReporter {
 impl ConsumerContext for LagReporter {}
 
 struct KafkaSubscription {
-    consumer: StreamConsumer<LagReporter>,
+    /// Always `Some` until drop, which hands the consumer to a blocking thread: closing a consumer
+    /// leaves its group and can wait on an unreachable broker.
+    consumer: Option<StreamConsumer<LagReporter>>,
     group: String,
+}
+
+impl Drop for KafkaSubscription {
+    fn drop(&mut self) {
+        let Some(consumer) = self.consumer.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || drop(consumer));
+            }
+            Err(_) => drop(consumer),
+        }
+    }
 }
 
 #[async_trait]
 impl Subscription for KafkaSubscription {
     async fn next(&mut self) -> Result<Delivery, BusError> {
         loop {
-            let msg = self.consumer.recv().await.map_err(unavailable)?;
+            let consumer = self.consumer.as_ref().ok_or_else(|| unavailable("subscription closed"))?;
+            let msg = consumer.recv().await.map_err(unavailable)?;
             let Some(payload) = msg.payload() else {
                 tracing::warn!(topic = msg.topic(), offset = msg.offset(), "skipping event with no payload");
                 self.commit(msg.topic(), msg.partition(), msg.offset())?;
@@ -229,7 +246,8 @@ impl KafkaSubscription {
     fn commit(&self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(offset + 1)).map_err(unavailable)?;
-        self.consumer.commit(&tpl, CommitMode::Async).map_err(unavailable)
+        let consumer = self.consumer.as_ref().ok_or_else(|| unavailable("subscription closed"))?;
+        consumer.commit(&tpl, CommitMode::Async).map_err(unavailable)
     }
 }
 

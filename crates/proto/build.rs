@@ -5,7 +5,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Read at run time, not with env!(): a build script compiled in one checkout is reused from a
     // shared target dir by another, and a baked-in path would point at the first.
     let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["agora/user/v1/user.proto", "agora/events/v1/envelope.proto", "agora/events/v1/user.proto"];
+    let files = [
+        "agora/user/v1/user.proto",
+        "agora/post/v1/post.proto",
+        "agora/graph/v1/graph.proto",
+        "agora/feed/v1/feed.proto",
+        "agora/events/v1/envelope.proto",
+        "agora/events/v1/user.proto",
+        "agora/events/v1/post.proto",
+        "agora/events/v1/graph.proto",
+    ];
     let paths: Vec<_> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {
         println!("cargo:rerun-if-changed={}", p.display());

@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 
-use agora_kit::jwt::{Claims, KeySource, PublicKey, Revocation};
-use agora_proto::user::v1 as pb;
+use agora_kit::jwt::Claims;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use axum::extract::FromRequestParts;
-use futures::future::BoxFuture;
 use http::request::Parts;
 use tonic::transport::Channel;
 
@@ -74,37 +72,7 @@ impl FromRequestParts<AppState> for OptionalCaller {
     }
 }
 
-/// Keys and revocations from the user service, for the gateway's verifier.
-pub struct UserServiceKeys {
-    pub client: UserServiceClient<Channel>,
-}
-
-impl KeySource for UserServiceKeys {
-    fn signing_keys(&self) -> BoxFuture<'_, Result<Vec<PublicKey>, agora_kit::Error>> {
-        let mut client = self.client.clone();
-        Box::pin(async move {
-            let resp = client.get_signing_keys(agora_kit::grpc::request(pb::GetSigningKeysRequest {}, None)).await?;
-            Ok(resp.into_inner().keys.into_iter().map(|k| PublicKey { kid: k.kid, key: k.public_key }).collect())
-        })
-    }
-
-    fn revoked_since(&self, since_ms: i64) -> BoxFuture<'_, Result<(Vec<Revocation>, i64), agora_kit::Error>> {
-        let mut client = self.client.clone();
-        Box::pin(async move {
-            let resp = client
-                .list_revoked_sessions(agora_kit::grpc::request(pb::ListRevokedSessionsRequest { since_ms }, None))
-                .await?
-                .into_inner();
-            Ok((
-                resp.sessions
-                    .into_iter()
-                    .map(|s| Revocation { session_id: s.session_id, expires_at_ms: s.expires_at_ms })
-                    .collect(),
-                resp.now_ms,
-            ))
-        })
-    }
-}
+pub use agora_client::UserServiceKeys;
 
 pub fn shared(client: UserServiceClient<Channel>) -> Arc<UserServiceKeys> {
     Arc::new(UserServiceKeys { client })

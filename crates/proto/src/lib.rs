@@ -7,6 +7,24 @@ pub mod user {
     }
 }
 
+pub mod post {
+    pub mod v1 {
+        tonic::include_proto!("agora.post.v1");
+    }
+}
+
+pub mod graph {
+    pub mod v1 {
+        tonic::include_proto!("agora.graph.v1");
+    }
+}
+
+pub mod feed {
+    pub mod v1 {
+        tonic::include_proto!("agora.feed.v1");
+    }
+}
+
 pub mod events {
     pub mod v1 {
         tonic::include_proto!("agora.events.v1");

@@ -1,0 +1,7 @@
+//! agora-graph (under construction).
+
+use agora_kit::config::Env;
+
+pub async fn serve_from_env(_env: &dyn Env) -> anyhow::Result<()> {
+    anyhow::bail!("the graph service is not built yet")
+}

@@ -14,6 +14,9 @@ use agora_proto::user::v1::user_service_client::UserServiceClient;
 use futures::future::BoxFuture;
 use tonic::transport::Channel;
 
+/// The `aud` of every access token the user service issues.
+pub const AUDIENCE: &str = "agora";
+
 /// Keys and revocations fetched from the user service.
 pub struct UserServiceKeys {
     pub client: UserServiceClient<Channel>,
@@ -47,9 +50,10 @@ impl KeySource for UserServiceKeys {
 }
 
 /// A verifier that follows the user service's keys and revocations, refreshed every second
-/// until `shutdown`. `issuer` is the public URL (the tokens' `iss`); the audience is the same.
+/// until `shutdown`. `issuer` is the public URL (the tokens' `iss`); the audience is
+/// [`AUDIENCE`].
 pub fn user_service_verifier(user: UserServiceClient<Channel>, issuer: &str, shutdown: Shutdown) -> Arc<Verifier> {
-    let verifier = Verifier::new(issuer, issuer, Arc::new(UserServiceKeys { client: user }));
+    let verifier = Verifier::new(issuer, AUDIENCE, Arc::new(UserServiceKeys { client: user }));
     verifier.spawn_refresh(Duration::from_secs(1), shutdown);
     verifier
 }

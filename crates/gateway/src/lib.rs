@@ -9,8 +9,10 @@ pub mod auth;
 pub mod edge;
 pub mod entities;
 pub mod error;
+pub mod paging;
 pub mod params;
 pub mod ratelimit;
+pub mod render;
 pub mod routes;
 pub mod state;
 
@@ -22,6 +24,9 @@ use agora_kit::Shutdown;
 use agora_kit::config::{self, ConfigError, Env};
 use agora_kit::health::Health;
 use agora_kit::jwt::Verifier;
+use agora_proto::feed::v1::feed_service_client::FeedServiceClient;
+use agora_proto::graph::v1::graph_service_client::GraphServiceClient;
+use agora_proto::post::v1::post_service_client::PostServiceClient;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use axum::Router;
 use axum::routing::{get, post};
@@ -46,6 +51,10 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// The user service's gRPC URL (`AGORA_GATEWAY_USER_URL`).
     pub user_url: String,
+    /// `AGORA_GATEWAY_POST_URL`, `AGORA_GATEWAY_GRAPH_URL`, `AGORA_GATEWAY_FEED_URL`.
+    pub post_url: String,
+    pub graph_url: String,
+    pub feed_url: String,
     /// `memory://` or `redis://…` (`AGORA_GATEWAY_RATE_LIMIT_URL`).
     pub rate_limit_url: String,
     /// Public base URL, e.g. `https://social.example` (`AGORA_PUBLIC_URL`).
@@ -93,6 +102,9 @@ impl Config {
             listen: config::socket_addr(env, "AGORA_GATEWAY_LISTEN", "127.0.0.1:8080")?,
             admin_listen: config::socket_addr(env, "AGORA_GATEWAY_ADMIN_LISTEN", "127.0.0.1:9100")?,
             user_url: config::url(env, "AGORA_GATEWAY_USER_URL", "http://127.0.0.1:50051", &["http", "https"])?,
+            post_url: config::url(env, "AGORA_GATEWAY_POST_URL", "http://127.0.0.1:50052", &["http", "https"])?,
+            graph_url: config::url(env, "AGORA_GATEWAY_GRAPH_URL", "http://127.0.0.1:50053", &["http", "https"])?,
+            feed_url: config::url(env, "AGORA_GATEWAY_FEED_URL", "http://127.0.0.1:50054", &["http", "https"])?,
             rate_limit_url: config::url(
                 env,
                 "AGORA_GATEWAY_RATE_LIMIT_URL",
@@ -158,7 +170,8 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<
 
 /// The public API router (without trailing-slash normalisation, which wraps it in [`serve`]).
 pub fn router(state: AppState, health: Health) -> Router {
-    use routes::{accounts, instance, oauth};
+    use axum::routing::{delete, put};
+    use routes::{accounts, graph, instance, oauth, statuses, timelines};
     let api = Router::new()
         .route("/api/v1/apps", post(oauth::create_app))
         .route("/api/v1/apps/verify_credentials", get(oauth::verify_app))
@@ -169,7 +182,53 @@ pub fn router(state: AppState, health: Health) -> Router {
         .route("/api/v1/accounts/verify_credentials", get(accounts::verify_credentials))
         .route("/api/v1/accounts/update_credentials", axum::routing::patch(accounts::update_credentials))
         .route("/api/v1/accounts/lookup", get(accounts::lookup))
+        .route("/api/v1/accounts/relationships", get(graph::relationships))
+        .route("/api/v1/accounts/familiar_followers", get(graph::familiar_followers))
         .route("/api/v1/accounts/{id}", get(accounts::get))
+        .route("/api/v1/accounts/{id}/statuses", get(timelines::account))
+        .route("/api/v1/accounts/{id}/followers", get(graph::followers))
+        .route("/api/v1/accounts/{id}/following", get(graph::following))
+        .route("/api/v1/accounts/{id}/follow", post(graph::follow))
+        .route("/api/v1/accounts/{id}/unfollow", post(graph::unfollow))
+        .route("/api/v1/accounts/{id}/remove_from_followers", post(graph::remove_from_followers))
+        .route("/api/v1/accounts/{id}/block", post(graph::block))
+        .route("/api/v1/accounts/{id}/unblock", post(graph::unblock))
+        .route("/api/v1/accounts/{id}/mute", post(graph::mute))
+        .route("/api/v1/accounts/{id}/unmute", post(graph::unmute))
+        .route("/api/v1/follow_requests", get(graph::follow_requests))
+        .route("/api/v1/follow_requests/{id}/authorize", post(graph::authorize))
+        .route("/api/v1/follow_requests/{id}/reject", post(graph::reject))
+        .route("/api/v1/blocks", get(graph::blocks))
+        .route("/api/v1/mutes", get(graph::mutes))
+        .route("/api/v2/suggestions", get(graph::suggestions))
+        .route("/api/v1/suggestions", get(graph::suggestions_v1))
+        .route("/api/v1/suggestions/{id}", delete(graph::dismiss_suggestion))
+        .route("/api/v1/statuses", post(statuses::create).get(statuses::batch))
+        .route("/api/v1/statuses/{id}", get(statuses::get).delete(statuses::delete).put(statuses::edit))
+        .route("/api/v1/statuses/{id}/context", get(statuses::context))
+        .route("/api/v1/statuses/{id}/history", get(statuses::history))
+        .route("/api/v1/statuses/{id}/source", get(statuses::source))
+        .route("/api/v1/statuses/{id}/favourite", post(statuses::favourite))
+        .route("/api/v1/statuses/{id}/unfavourite", post(statuses::unfavourite))
+        .route("/api/v1/statuses/{id}/reblog", post(statuses::reblog))
+        .route("/api/v1/statuses/{id}/unreblog", post(statuses::unreblog))
+        .route("/api/v1/statuses/{id}/bookmark", post(statuses::bookmark))
+        .route("/api/v1/statuses/{id}/unbookmark", post(statuses::unbookmark))
+        .route("/api/v1/statuses/{id}/pin", post(statuses::pin))
+        .route("/api/v1/statuses/{id}/unpin", post(statuses::unpin))
+        .route("/api/v1/statuses/{id}/favourited_by", get(statuses::favourited_by))
+        .route("/api/v1/statuses/{id}/reblogged_by", get(statuses::reblogged_by))
+        .route("/api/v1/agora/statuses/{id}/reactions", get(statuses::reactions))
+        .route("/api/v1/agora/statuses/{id}/reactions/{emoji}", put(statuses::react).delete(statuses::unreact))
+        .route("/api/v1/favourites", get(statuses::favourites))
+        .route("/api/v1/bookmarks", get(statuses::bookmarks))
+        .route("/api/v1/timelines/home", get(timelines::home))
+        .route("/api/v1/timelines/public", get(timelines::public))
+        .route("/api/v1/timelines/tag/{tag}", get(timelines::tag))
+        .route("/api/v1/trends", get(timelines::trending_tags))
+        .route("/api/v1/trends/tags", get(timelines::trending_tags))
+        .route("/api/v1/trends/statuses", get(timelines::trending_statuses))
+        .route("/api/v1/markers", get(timelines::get_markers).post(timelines::save_markers))
         .route("/api/v1/agora/accounts/password", post(accounts::change_password))
         .route("/api/v1/instance", get(instance::v1))
         .route("/api/v2/instance", get(instance::v2))
@@ -232,7 +291,10 @@ impl Gateway {
             let l = Arc::clone(&l);
             async move { l.ping().await.map_err(|e| e.to_string()) }
         });
-        let state = AppState { config: Arc::new(config), user, verifier, limiter };
+        let post = PostServiceClient::new(agora_kit::grpc::channel(&config.post_url)?);
+        let graph = GraphServiceClient::new(agora_kit::grpc::channel(&config.graph_url)?);
+        let feed = FeedServiceClient::new(agora_kit::grpc::channel(&config.feed_url)?);
+        let state = AppState { config: Arc::new(config), user, post, graph, feed, verifier, limiter };
         Ok(Self { state, health })
     }
 

@@ -3,6 +3,9 @@
 use std::sync::Arc;
 
 use agora_kit::jwt::Verifier;
+use agora_proto::feed::v1::feed_service_client::FeedServiceClient;
+use agora_proto::graph::v1::graph_service_client::GraphServiceClient;
+use agora_proto::post::v1::post_service_client::PostServiceClient;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use tonic::transport::Channel;
 
@@ -13,6 +16,9 @@ use crate::ratelimit::RateLimiter;
 pub struct AppState {
     pub config: Arc<Config>,
     pub user: UserServiceClient<Channel>,
+    pub post: PostServiceClient<Channel>,
+    pub graph: GraphServiceClient<Channel>,
+    pub feed: FeedServiceClient<Channel>,
     pub verifier: Arc<Verifier>,
     pub limiter: Arc<dyn RateLimiter>,
 }

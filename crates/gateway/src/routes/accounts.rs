@@ -47,7 +47,8 @@ pub async fn verify_credentials(State(st): State<AppState>, Authenticated(c): Au
         .into_inner()
         .account
         .unwrap_or_default();
-    Ok(axum::Json(entities::credential_account(&st.config.public_url, &a)))
+    let v = entities::credential_account(&st.config.public_url, &a);
+    Ok(axum::Json(crate::render::with_counts(&st, a.id, v).await))
 }
 
 pub async fn update_credentials(
@@ -97,15 +98,7 @@ fn parse_id(raw: &str) -> Result<i64, ApiError> {
 
 pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json> {
     let id = parse_id(&id)?;
-    let a = st
-        .user
-        .clone()
-        .get_account(request(pb::GetAccountRequest { id }, None))
-        .await?
-        .into_inner()
-        .account
-        .unwrap_or_default();
-    Ok(axum::Json(entities::account(&st.config.public_url, &a)))
+    Ok(axum::Json(crate::render::account(&st, id).await?))
 }
 
 /// `GET /api/v1/accounts?id[]=1&id[]=2`.
@@ -114,14 +107,7 @@ pub async fn batch(State(st): State<AppState>, p: Params) -> ApiResult<Json> {
     if ids.len() > 40 {
         return Err(ApiError::unprocessable("at most 40 ids"));
     }
-    let list = st
-        .user
-        .clone()
-        .batch_get_accounts(request(pb::BatchGetAccountsRequest { ids }, None))
-        .await?
-        .into_inner()
-        .accounts;
-    Ok(axum::Json(Value::Array(list.iter().map(|a| entities::account(&st.config.public_url, a)).collect())))
+    Ok(axum::Json(Value::Array(crate::render::account_list(&st, &ids).await?)))
 }
 
 pub async fn lookup(State(st): State<AppState>, p: Params) -> ApiResult<Json> {
@@ -139,7 +125,8 @@ pub async fn lookup(State(st): State<AppState>, p: Params) -> ApiResult<Json> {
         .into_inner()
         .account
         .unwrap_or_default();
-    Ok(axum::Json(entities::account(&st.config.public_url, &a)))
+    let v = entities::account(&st.config.public_url, &a);
+    Ok(axum::Json(crate::render::with_counts(&st, a.id, v).await))
 }
 
 /// Extension: `POST /api/v1/agora/accounts/password` changes the password and signs out every

@@ -1,3 +1,6 @@
 pub mod accounts;
+pub mod graph;
 pub mod instance;
 pub mod oauth;
+pub mod statuses;
+pub mod timelines;

@@ -19,12 +19,26 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::Envelope;
 use crate::bus::{BusError, Delivery, EventBus, Subscription};
 
-/// Settings parsed from `kafka://host:port[,host:port][?session_timeout_ms=N&partitions=N]`.
+/// Settings parsed from
+/// `kafka://host:port[,host:port][?session_timeout_ms=N&partitions=N&namespace=NAME]`.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
     pub brokers: String,
     pub session_timeout_ms: u32,
     pub partitions: i32,
+    /// Prefixed (`NAME.`) to every topic and consumer group, so several platforms (tests, or
+    /// staging beside production) can share one cluster without seeing each other's events.
+    pub namespace: String,
+}
+
+impl KafkaSettings {
+    fn name(&self, topic_or_group: &str) -> String {
+        if self.namespace.is_empty() {
+            topic_or_group.to_owned()
+        } else {
+            format!("{}.{topic_or_group}", self.namespace)
+        }
+    }
 }
 
 impl KafkaSettings {
@@ -36,13 +50,24 @@ impl KafkaSettings {
         if hosts.is_empty() {
             return Err(BusError::Config("kafka:// url names no broker".into()));
         }
-        let mut s = KafkaSettings { brokers: hosts.to_owned(), session_timeout_ms: 10_000, partitions: 6 };
+        let mut s = KafkaSettings {
+            brokers: hosts.to_owned(),
+            session_timeout_ms: 10_000,
+            partitions: 6,
+            namespace: String::new(),
+        };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let bad = || BusError::Config(format!("bad value for {k} in kafka url"));
             match k {
                 "session_timeout_ms" => s.session_timeout_ms = v.parse().map_err(|_| bad())?,
                 "partitions" => s.partitions = v.parse().map_err(|_| bad())?,
+                "namespace"
+                    if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+                {
+                    s.namespace = v.to_owned()
+                }
+                "namespace" => return Err(bad()),
                 _ => return Err(BusError::Config(format!("unknown kafka url option {k}"))),
             }
         }
@@ -99,7 +124,8 @@ impl EventBus for KafkaBus {
         if !envelope.tracestate.is_empty() {
             headers = headers.insert(Header { key: "tracestate", value: Some(&envelope.tracestate) });
         }
-        let record = FutureRecord::to(topic).key(&envelope.aggregate_id).payload(&payload).headers(headers);
+        let topic = self.settings.name(topic);
+        let record = FutureRecord::to(&topic).key(&envelope.aggregate_id).payload(&payload).headers(headers);
         self.producer.send(record, Duration::from_secs(5)).await.map(|_| ()).map_err(|(e, _)| unavailable(e))
     }
 
@@ -107,7 +133,7 @@ impl EventBus for KafkaBus {
         let heartbeat = (self.settings.session_timeout_ms / 4).max(100);
         let consumer: StreamConsumer<LagReporter> = ClientConfig::new()
             .set("bootstrap.servers", &self.settings.brokers)
-            .set("group.id", group)
+            .set("group.id", self.settings.name(group))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", self.settings.session_timeout_ms.to_string())
@@ -116,15 +142,21 @@ impl EventBus for KafkaBus {
             .set("log_level", "3")
             .create_with_context(LagReporter { group: group.to_owned() })
             .map_err(unavailable)?;
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let names: Vec<String> = topics.iter().map(|t| self.settings.name(t)).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(unavailable)?;
-        Ok(Box::new(KafkaSubscription { consumer: Some(consumer), group: group.to_owned() }))
+        Ok(Box::new(KafkaSubscription {
+            consumer: Some(consumer),
+            group: group.to_owned(),
+            settings: self.settings.clone(),
+        }))
     }
 
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
         let admin = self.admin()?;
+        let names: Vec<String> = topics.iter().map(|t| self.settings.name(t)).collect();
         let new: Vec<NewTopic> =
-            topics.iter().map(|t| NewTopic::new(t, self.settings.partitions, TopicReplication::Fixed(1))).collect();
+            names.iter().map(|t| NewTopic::new(t, self.settings.partitions, TopicReplication::Fixed(1))).collect();
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(5)))
             .request_timeout(Some(Duration::from_secs(10)));
@@ -185,6 +217,7 @@ struct KafkaSubscription {
     /// leaves its group and can wait on an unreachable broker.
     consumer: Option<StreamConsumer<LagReporter>>,
     group: String,
+    settings: KafkaSettings,
 }
 
 impl Drop for KafkaSubscription {
@@ -229,7 +262,8 @@ impl Subscription for KafkaSubscription {
                 }
             }
             return Ok(Delivery {
-                topic: msg.topic().to_owned(),
+                // Handlers see the logical topic name, whatever the namespace.
+                topic: self.logical(msg.topic()).to_owned(),
                 partition: msg.partition(),
                 offset: msg.offset(),
                 envelope,
@@ -238,11 +272,19 @@ impl Subscription for KafkaSubscription {
     }
 
     async fn ack(&mut self, d: &Delivery) -> Result<(), BusError> {
-        self.commit(&d.topic, d.partition, d.offset)
+        let topic = self.settings.name(&d.topic);
+        self.commit(&topic, d.partition, d.offset)
     }
 }
 
 impl KafkaSubscription {
+    fn logical<'t>(&self, topic: &'t str) -> &'t str {
+        if self.settings.namespace.is_empty() {
+            return topic;
+        }
+        topic.strip_prefix(self.settings.namespace.as_str()).and_then(|t| t.strip_prefix('.')).unwrap_or(topic)
+    }
+
     fn commit(&self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(offset + 1)).map_err(unavailable)?;
@@ -263,5 +305,8 @@ mod tests {
         assert_eq!(s.partitions, 3);
         assert!(KafkaSettings::parse("kafka://").is_err());
         assert!(KafkaSettings::parse("kafka://a:1?bogus=1").is_err());
+        let s = KafkaSettings::parse("kafka://a:1?namespace=t42").unwrap();
+        assert_eq!(s.name("agora.post.v1"), "t42.agora.post.v1");
+        assert!(KafkaSettings::parse("kafka://a:1?namespace=a.b").is_err());
     }
 }

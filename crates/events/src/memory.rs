@@ -89,6 +89,7 @@ impl EventBus for MemoryBus {
             topics: topics.to_vec(),
             group: group.to_owned(),
             next_topic: 0,
+            read: HashMap::new(),
         }))
     }
 
@@ -106,6 +107,10 @@ struct MemorySubscription {
     topics: Vec<String>,
     group: String,
     next_topic: usize,
+    /// This subscription's read position per topic. The group's cursor moves only on ack, so
+    /// a consumer stopped between delivery and ack gets the event again when it resubscribes
+    /// (at-least-once, as with Kafka).
+    read: HashMap<String, i64>,
 }
 
 impl MemorySubscription {
@@ -118,13 +123,14 @@ impl MemorySubscription {
             let Some(log) = all.get_mut(topic) else { continue };
             let end = log.end();
             let base = log.base;
-            let cursor = log.cursors.entry(self.group.clone()).or_insert(base);
-            if *cursor < base {
-                *cursor = base;
+            let committed = *log.cursors.entry(self.group.clone()).or_insert(base);
+            let position = self.read.entry(topic.clone()).or_insert(committed);
+            if *position < base {
+                *position = base;
             }
-            if *cursor < end {
-                let offset = *cursor;
-                *cursor += 1;
+            if *position < end {
+                let offset = *position;
+                *position += 1;
                 let envelope = log.entries[(offset - base) as usize].clone();
                 self.next_topic = idx + 1;
                 return Some(Delivery { topic: topic.clone(), partition: 0, offset, envelope });
@@ -149,9 +155,12 @@ impl Subscription for MemorySubscription {
         }
     }
 
-    async fn ack(&mut self, _delivery: &Delivery) -> Result<(), BusError> {
-        // The cursor moved when the event was handed out: in one process nothing can crash
-        // between delivery and ack without taking the log with it.
+    async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError> {
+        let mut all = self.shared.topics.lock();
+        if let Some(log) = all.get_mut(&delivery.topic) {
+            let cursor = log.cursors.entry(self.group.clone()).or_insert(0);
+            *cursor = (*cursor).max(delivery.offset + 1);
+        }
         Ok(())
     }
 }

@@ -86,6 +86,25 @@ async fn acked_events_are_not_redelivered_to_the_group(bus: Arc<dyn EventBus>) {
     assert_eq!(ids, vec![205, 206, 207]);
 }
 
+/// A consumer that stops between delivery and ack (a crash) gets the event again: at-least-once.
+async fn unacked_events_are_redelivered_after_a_restart(bus: Arc<dyn EventBus>) {
+    let t = topic();
+    bus.ensure_topics(std::slice::from_ref(&t)).await.unwrap();
+    for i in 0..4 {
+        bus.publish(&t, &event(400 + i, "k")).await.unwrap();
+    }
+    {
+        let mut first = bus.subscribe(std::slice::from_ref(&t), "crashy").await.unwrap();
+        assert_eq!(take(&mut first, 2).await.len(), 2);
+        let unacked = tokio::time::timeout(Duration::from_secs(30), first.next()).await.unwrap().unwrap();
+        assert_eq!(unacked.envelope.id, 402);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut again = bus.subscribe(std::slice::from_ref(&t), "crashy").await.unwrap();
+    let ids: Vec<i64> = take(&mut again, 2).await.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![402, 403]);
+}
+
 async fn memory() -> Option<Arc<dyn EventBus>> {
     Some(agora_events::connect("memory://").await.unwrap())
 }
@@ -102,6 +121,7 @@ agora_testkit::conformance!(
         late_groups_see_history_in_key_order,
         every_group_gets_every_event,
         acked_events_are_not_redelivered_to_the_group,
+        unacked_events_are_redelivered_after_a_restart,
     ]
 );
 
@@ -127,4 +147,36 @@ async fn kafka_consumer_lag_is_exported() {
         let _ = tokio::time::timeout(Duration::from_millis(250), sub.next()).await;
     }
     panic!("no {wanted} in /metrics after 10 s");
+}
+
+/// Two platforms on one broker, in different namespaces, never see each other's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_namespaces_are_isolated() {
+    let Some(url) = agora_testkit::test_server("AGORA_TEST_KAFKA_URL") else { return };
+    let a = agora_events::connect(&format!(
+        "{url}?session_timeout_ms=2000&partitions=1&namespace=nsa{:06x}",
+        rand::random::<u32>() >> 8
+    ))
+    .await
+    .unwrap();
+    let b = agora_events::connect(&format!(
+        "{url}?session_timeout_ms=2000&partitions=1&namespace=nsb{:06x}",
+        rand::random::<u32>() >> 8
+    ))
+    .await
+    .unwrap();
+    let t = topic();
+    for bus in [&a, &b] {
+        bus.ensure_topics(std::slice::from_ref(&t)).await.unwrap();
+    }
+    a.publish(&t, &event(500, "k")).await.unwrap();
+    b.publish(&t, &event(600, "k")).await.unwrap();
+    let mut sa = a.subscribe(std::slice::from_ref(&t), "g").await.unwrap();
+    let mut sb = b.subscribe(std::slice::from_ref(&t), "g").await.unwrap();
+    let got_a = take(&mut sa, 1).await;
+    let got_b = take(&mut sb, 1).await;
+    assert_eq!(got_a[0].id, 500);
+    assert_eq!(got_b[0].id, 600);
+    let d = tokio::time::timeout(Duration::from_secs(5), sa.next()).await;
+    assert!(d.is_err(), "namespace a saw a second event");
 }

@@ -6,13 +6,34 @@ use clap::{Parser, ValueEnum};
 
 use crate::workload::WorkloadKind;
 
-/// Load generator for Agora's Mastodon-compatible REST API.
+/// Load generator for Agora's Mastodon-compatible REST API (DeathStarBench socialNetwork).
 ///
 /// Registers throw-away accounts through the public API (not measured), then drives one workload
 /// in a closed loop (N workers back to back: saturation throughput) or an open loop (constant
 /// arrival rate, latency measured from each request's intended start: no coordinated omission).
+///
+/// The socialNetwork workloads (compose-post, read-home-timeline, read-user-timeline, mix) first
+/// build a follow graph (--graph, --celebrity-followers) and seed statuses (--posts-per-user).
+/// --fanout-lag N measures how long a new status takes to reach followers' home timelines instead
+/// of running the workload.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "agora-bench", version)]
+#[command(
+    name = "agora-bench",
+    version,
+    after_long_help = "\
+The server must run with its rate limits raised, or setup stops at the first HTTP 429:
+  AGORA_GATEWAY_RATE_LIMIT_IP=100000000/1 AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=100000000/1 \\
+  AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=100000000/1 agora dev ...
+(\"off\" works too.) Build the bench with --release: a debug load generator measures itself.
+
+Examples:
+  # 1000 users on a power-law graph, the 10/60/30 mix at 2500 req/s for 30 s, latency plot:
+  cargo run --release -p agora-bench -- --url http://127.0.0.1:8080 --users 1000 --graph power-law \\
+    --workload mix --mode open --rate 2500 --duration 30s --plot mix.svg
+  # Fan-out lag, a normal author and a celebrity followed by 10000 accounts:
+  cargo run --release -p agora-bench -- --url http://127.0.0.1:8080 --users 10001 \\
+    --celebrity-followers 10000 --fanout-lag 20 --plot fanout.svg"
+)]
 pub struct Args {
     /// Base URL of the gateway. All traffic goes here and nowhere else.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -66,6 +87,49 @@ pub struct Args {
     #[arg(long)]
     pub spoof_forwarded_for: bool,
 
+    /// Follow graph built before the socialNetwork workloads: power-law out-degrees (mean
+    /// --mean-follows) towards Zipf-popular accounts, seeded by --seed; or none.
+    #[arg(long, value_enum, default_value_t = GraphKind::PowerLaw)]
+    pub graph: GraphKind,
+
+    /// Mean number of accounts each user follows in the power-law graph.
+    #[arg(long, default_value_t = 15.0, value_parser = parse_mean)]
+    pub mean_follows: f64,
+
+    /// Make the first account a celebrity followed by this many others (needs --users above N;
+    /// the issue's case is 10000).
+    #[arg(long, default_value_t = 0)]
+    pub celebrity_followers: u32,
+
+    /// Public statuses each user posts during setup, so timelines are not empty.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub posts_per_user: u32,
+
+    /// Requests in flight at once while creating follows and seed statuses.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub setup_concurrency: u32,
+
+    /// Measure fan-out lag instead of running --workload: N statuses by a typical author (and N
+    /// by the celebrity, if any), each polled for on sampled followers' home timelines.
+    #[arg(long, default_value_t = 0)]
+    pub fanout_lag: u32,
+
+    /// Fan-out lag: followers polled per status.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub fanout_followers: u32,
+
+    /// Fan-out lag: delay between two polls of one follower's home timeline.
+    #[arg(long, default_value = "15ms", value_parser = parse_duration)]
+    pub fanout_poll: Duration,
+
+    /// Fan-out lag: a status not visible to a follower after this long counts as a miss.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub fanout_timeout: Duration,
+
+    /// Write a latency plot (percentile distribution, SVG) to this file.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
+
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -80,6 +144,14 @@ impl Args {
     pub fn open_loop_bound(&self) -> usize {
         self.max_in_flight.map_or(self.connections as usize * 8, |m| m.max(1) as usize)
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphKind {
+    /// Nobody follows anybody (besides --celebrity-followers).
+    None,
+    /// Power-law out-degrees, preferential (Zipf) choice of whom to follow.
+    PowerLaw,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,6 +188,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         other => return Err(format!("invalid duration {s:?}: unknown unit {other:?} (use ns, us, ms, s, m or h)")),
     };
     Duration::try_from_secs_f64(value * secs_per_unit).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+fn parse_mean(s: &str) -> Result<f64, String> {
+    let m: f64 = s.trim().parse().map_err(|_| format!("invalid mean {s:?}: expected a number"))?;
+    if m.is_finite() && (1.0..=10_000.0).contains(&m) {
+        Ok(m)
+    } else {
+        Err(format!("invalid mean {s:?}: must be between 1 and 10000"))
+    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -188,5 +269,26 @@ mod tests {
         assert_eq!(a.duration, Duration::from_secs(5));
         assert_eq!(a.open_loop_bound(), 32);
         assert_eq!(a.workload, WorkloadKind::VerifyCredentials);
+        assert_eq!(a.graph, GraphKind::PowerLaw);
+        assert_eq!(a.fanout_lag, 0);
+    }
+
+    #[test]
+    fn cli_parses_the_readme_command() -> anyhow::Result<()> {
+        let a = Args::try_parse_from(
+            "agora-bench --url http://127.0.0.1:8080 --users 1000 --graph power-law --workload mix --mode open \
+             --rate 2500 --duration 30s --plot mix.svg --celebrity-followers 500 --fanout-lag 5"
+                .split_whitespace(),
+        )?;
+        assert_eq!(a.workload, WorkloadKind::Mix);
+        assert_eq!(a.users, 1000);
+        assert_eq!(a.rate, 2500.0);
+        assert_eq!(a.plot.as_deref(), Some(std::path::Path::new("mix.svg")));
+        assert_eq!(a.celebrity_followers, 500);
+        assert_eq!(a.fanout_lag, 5);
+        for w in ["compose-post", "read-home-timeline", "read-user-timeline", "mix", "verify-credentials"] {
+            Args::try_parse_from(["agora-bench", "--workload", w])?;
+        }
+        Ok(())
     }
 }

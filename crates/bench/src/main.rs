@@ -6,11 +6,14 @@
 //! given and nothing else, every call has a timeout, and a run ends by itself.
 
 mod cli;
+mod fanout;
+mod plot;
 mod progress;
 mod record;
 mod report;
 mod run;
 mod setup;
+mod social;
 mod workload;
 
 use std::process::ExitCode;
@@ -20,10 +23,13 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 use crate::cli::{Args, Mode};
+use crate::fanout::FanoutOptions;
+use crate::plot::Series;
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::run::{Live, Plan, Target};
 use crate::setup::Setup;
+use crate::workload::{Social, SocialOptions};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -44,10 +50,27 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
     };
     let target = Target::new(&args.url, args.timeout, in_flight)?;
 
-    let setup = Setup::new(target.clone(), args.users, args.spoof_forwarded_for);
-    let workload = args.workload.prepare(&setup).await.context("setup failed")?;
-
+    if let Some(path) = &args.plot
+        && !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+    {
+        // Checked before setup, which can take minutes: only SVG is written.
+        anyhow::bail!("--plot {}: only SVG plots are supported (name the file *.svg)", path.display());
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
+    let mut setup = Setup::new(target.clone(), args.users, args.spoof_forwarded_for);
+    setup.concurrency = args.setup_concurrency as usize;
+    setup.progress = !args.no_progress;
+    let social = SocialOptions {
+        graph: args.graph,
+        mean_follows: args.mean_follows,
+        celebrity_followers: args.celebrity_followers,
+        posts_per_user: args.posts_per_user,
+        seed,
+    };
+    if args.fanout_lag > 0 {
+        return fanout_lag(&args, &setup, &social, &target).await;
+    }
+    let workload = args.workload.prepare(&setup, &social).await.context("setup failed")?;
     let shape = match args.mode {
         Mode::Closed => format!("{} workers", args.connections),
         Mode::Open => format!("{} req/s, at most {in_flight} in flight", args.rate),
@@ -78,9 +101,75 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "agora-bench {} ({} loop, {}): latency by percentile",
+            report.workload,
+            report.mode,
+            match args.mode {
+                Mode::Closed => format!("{} workers", args.connections),
+                Mode::Open => format!("{} req/s", args.rate),
+            }
+        );
+        let series = Series {
+            label: format!("{} ({} ok, {:.0} req/s)", report.workload, report.successes, report.throughput()),
+            points: result.recorder.percentile_curve(),
+        };
+        write_plot(path, &title, &[series])?;
+    }
     if report.successes == 0 {
         eprintln!("agora-bench: no request succeeded");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The fan-out phase: social setup, then probe statuses instead of a load run.
+async fn fanout_lag(
+    args: &Args,
+    setup: &Setup,
+    social: &SocialOptions,
+    target: &run::Target,
+) -> anyhow::Result<ExitCode> {
+    let state = Social::prepare(setup, social).await.context("setup failed")?;
+    let opts = FanoutOptions {
+        samples: args.fanout_lag,
+        followers: args.fanout_followers as usize,
+        poll: args.fanout_poll,
+        timeout: args.fanout_timeout,
+        seed: social.seed,
+        progress: !args.no_progress,
+    };
+    eprintln!(
+        "measuring fan-out lag: {} status(es) per author class, {} follower(s) polled each, seed {}",
+        opts.samples, opts.followers, social.seed
+    );
+    let classes = fanout::measure(target, &state, opts).await?;
+    print!("{}", fanout::table(&classes, &opts));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&fanout::json(&classes, &opts))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let series: Vec<Series> = classes
+            .iter()
+            .map(|c| Series {
+                label: format!("{} ({:.0} followers, {} observed)", c.label, c.mean_followers, c.recorder.successes()),
+                points: c.recorder.percentile_curve(),
+            })
+            .collect();
+        write_plot(path, "agora-bench fan-out lag: POST to visible in followers' home timelines", &series)?;
+    }
+    if classes.iter().all(|c| c.recorder.successes() == 0) {
+        eprintln!("agora-bench: no status became visible to a follower");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_plot(path: &std::path::Path, title: &str, series: &[Series]) -> anyhow::Result<()> {
+    std::fs::write(path, plot::percentile_svg(title, series)).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }

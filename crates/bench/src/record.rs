@@ -59,6 +59,23 @@ impl Recorder {
         &self.errors
     }
 
+    /// The latency distribution as (quantile, milliseconds) points, for plotting. Quantiles stop
+    /// short of 1 (the plot's x axis is 1 / (1 - q)); the last point is the maximum.
+    pub fn percentile_curve(&self) -> Vec<(f64, f64)> {
+        let h = &self.latency_us;
+        if h.is_empty() {
+            return Vec::new();
+        }
+        let last_q = 1.0 - 1.0 / (h.len() as f64).max(10.0);
+        let mut points: Vec<(f64, f64)> = h
+            .iter_quantiles(5)
+            .map(|v| (v.quantile_iterated_to(), v.value_iterated_to() as f64 / 1000.0))
+            .filter(|&(q, _)| q < last_q)
+            .collect();
+        points.push((last_q, h.max() as f64 / 1000.0));
+        points
+    }
+
     pub fn latency(&self) -> Latency {
         let h = &self.latency_us;
         let ms = |us: u64| us as f64 / 1000.0;
@@ -142,6 +159,21 @@ mod tests {
         assert_eq!(a.errors().get("http 500"), Some(&2));
         assert!(close(a.latency().p50_ms, 10.0));
         assert!(close(a.latency().max_ms, 10.0));
+        Ok(())
+    }
+
+    #[test]
+    fn percentile_curve_rises_to_the_maximum() -> anyhow::Result<()> {
+        let mut r = Recorder::new()?;
+        for ms in 1..=1000u64 {
+            r.record(Outcome::Success, Duration::from_millis(ms));
+        }
+        let curve = r.percentile_curve();
+        assert!(curve.len() > 10);
+        assert!(curve.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1), "{curve:?}");
+        let (q, max) = curve[curve.len() - 1];
+        assert!(q < 1.0 && close(max, 1000.0), "{q} {max}");
+        assert!(Recorder::new()?.percentile_curve().is_empty());
         Ok(())
     }
 

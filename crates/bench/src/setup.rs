@@ -1,9 +1,11 @@
-//! Setup through the public API, never measured: an OAuth application, an app token, and
-//! throw-away accounts with their bearer tokens.
+//! Setup through the public API, never measured: an OAuth application, an app token, throw-away
+//! accounts with their bearer tokens and ids, then (for the socialNetwork workloads) a follow
+//! graph and a few statuses per account so timelines are not empty.
 
+use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context as _, anyhow, bail};
 use rand::Rng;
@@ -14,22 +16,27 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
+use crate::progress::SetupBar;
 use crate::run::{Target, classify};
+use crate::social::FollowGraph;
 use crate::workload::Workload;
 
 const SCOPES: &str = "read write follow push";
 const OOB: &str = "urn:ietf:wg:oauth:2.0:oob";
 /// Registrations in flight at once; each costs the server an argon2 hash.
 const REGISTRATION_CONCURRENCY: usize = 4;
+/// Follows and seed posts may fail this often (a flaky request among 100k) before setup gives up.
+const TOLERATED_FAILURES: f64 = 0.01;
 
 pub const RATE_LIMIT_HINT: &str = "the server is rate-limiting the benchmark (HTTP 429). Restart it with \
      AGORA_GATEWAY_RATE_LIMIT_IP=off AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=off AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=off \
      (or, for sign-ups only, AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32 and --spoof-forwarded-for)";
 
-/// A registered account and its bearer token.
+/// A registered account, its id and its bearer token.
 #[derive(Debug, Clone)]
 pub struct User {
     pub username: String,
+    pub id: String,
     pub token: Arc<str>,
 }
 
@@ -37,65 +44,156 @@ pub struct Setup {
     target: Target,
     users: u32,
     spoof_forwarded_for: bool,
+    /// Requests in flight at once for follows and seed posts.
+    pub concurrency: usize,
+    pub progress: bool,
 }
 
 impl Setup {
     pub fn new(target: Target, users: u32, spoof_forwarded_for: bool) -> Self {
-        Self { target, users, spoof_forwarded_for }
+        Self { target, users, spoof_forwarded_for, concurrency: 32, progress: true }
     }
 
-    /// Registers `--users` accounts and returns their tokens.
+    /// Registers `--users` accounts and returns their tokens and ids.
     pub async fn register_users(&self) -> anyhow::Result<Vec<User>> {
-        let started = Instant::now();
         let app_token = self.app_token().await?;
-        eprintln!("setup: registering {} account(s)...", self.users);
 
         // Usernames come from the OS-seeded generator even under --seed: reruns against the
         // same data directory must not collide with earlier accounts.
         let mut rng = SmallRng::from_os_rng();
         let xff_base: u32 = rng.random_range(0..(1 << 17));
-        let mut pending: Vec<(u32, String, String)> = (0..self.users)
+        let pending: Vec<(u32, String, String)> = (0..self.users)
             .map(|i| {
                 let suffix = Alphanumeric.sample_string(&mut rng, 12).to_ascii_lowercase();
                 let password = Alphanumeric.sample_string(&mut rng, 20);
                 (i, format!("bench_{suffix}"), password)
             })
             .collect();
-        pending.reverse();
-
-        let mut tasks: JoinSet<anyhow::Result<(u32, User)>> = JoinSet::new();
-        let mut users: Vec<Option<User>> = vec![None; self.users as usize];
-        loop {
-            while tasks.len() < REGISTRATION_CONCURRENCY {
-                let Some((i, username, password)) = pending.pop() else { break };
+        let (target, spoof) = (self.target.clone(), self.spoof_forwarded_for);
+        let users = self
+            .run_all("accounts", pending, REGISTRATION_CONCURRENCY, 0.0, move |(i, username, password)| {
                 // 198.18.0.0/15 is reserved for benchmarking (RFC 2544): distinct and never routed.
-                let xff = self
-                    .spoof_forwarded_for
+                let xff = spoof
                     .then(|| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + ((xff_base + i) % (1 << 17))));
-                let target = self.target.clone();
-                let app_token = app_token.clone();
-                tasks.spawn(async move {
-                    let user = register(&target, &app_token, username, &password, xff).await?;
-                    Ok((i, user))
-                });
-            }
-            let Some(joined) = tasks.join_next().await else { break };
-            let (i, user) = joined.context("registration task failed")??;
-            if let Some(slot) = users.get_mut(i as usize) {
-                *slot = Some(user);
-            }
-        }
+                let (target, app_token) = (target.clone(), app_token.clone());
+                async move { register(&target, &app_token, username, &password, xff).await }
+            })
+            .await?;
         let users: Vec<User> = users.into_iter().flatten().collect();
         if users.len() != self.users as usize || users.is_empty() {
             bail!("registered {} of {} accounts", users.len(), self.users);
         }
-        eprintln!(
-            "setup: {} account(s) ready in {:.1}s (e.g. @{})",
-            users.len(),
-            started.elapsed().as_secs_f64(),
-            users[0].username
-        );
+        eprintln!("setup: e.g. @{} (id {})", users[0].username, users[0].id);
         Ok(users)
+    }
+
+    /// Creates every edge of `graph` (`POST /api/v1/accounts/:id/follow` as the follower).
+    pub async fn follow_graph(&self, users: &[User], graph: &FollowGraph) -> anyhow::Result<()> {
+        let edges: Vec<(Arc<str>, String)> = graph
+            .follows
+            .iter()
+            .zip(users)
+            .flat_map(|(out, follower)| {
+                out.iter().filter_map(|&j| users.get(j as usize)).map(|f| (Arc::clone(&follower.token), f.id.clone()))
+            })
+            .collect();
+        if edges.is_empty() {
+            return Ok(());
+        }
+        let target = self.target.clone();
+        self.run_all("follows", edges, self.concurrency, TOLERATED_FAILURES, move |(token, id)| {
+            let target = target.clone();
+            async move {
+                let path = format!("/api/v1/accounts/{id}/follow");
+                let req = target.client.post(target.url(&path)).bearer_auth(&*token);
+                expect_json(req.send().await, "POST /api/v1/accounts/:id/follow").await.map(|_| ())
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Posts `per_user` public statuses as every user; returns their ids, per user, oldest first.
+    pub async fn seed_posts(&self, users: &[User], per_user: u32) -> anyhow::Result<Vec<Vec<String>>> {
+        let jobs: Vec<(usize, u32, Arc<str>)> = users
+            .iter()
+            .enumerate()
+            .flat_map(|(i, u)| (0..per_user).map(move |k| (i, k, Arc::clone(&u.token))))
+            .collect();
+        let mut by_user = vec![Vec::new(); users.len()];
+        if jobs.is_empty() {
+            return Ok(by_user);
+        }
+        let target = self.target.clone();
+        let ids = self
+            .run_all("posts", jobs.clone(), self.concurrency, TOLERATED_FAILURES, move |(_, k, token)| {
+                let target = target.clone();
+                async move { post_status(&target, &token, &format!("agora-bench seed status {k}")).await }
+            })
+            .await?;
+        for ((i, _, _), id) in jobs.into_iter().zip(ids) {
+            if let (Some(list), Some(id)) = (by_user.get_mut(i), id) {
+                list.push(id);
+            }
+        }
+        Ok(by_user)
+    }
+
+    /// Runs `f` over `items` with at most `concurrency` in flight and a progress bar. Results come
+    /// back in the order of `items`, `None` for a failed item. Fails on HTTP 429 at once, and at
+    /// the end if more than `tolerated` of the items failed.
+    async fn run_all<T, R, F, Fut>(
+        &self,
+        label: &'static str,
+        items: Vec<T>,
+        concurrency: usize,
+        tolerated: f64,
+        f: F,
+    ) -> anyhow::Result<Vec<Option<R>>>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: Fn(T) -> Fut,
+        Fut: Future<Output = anyhow::Result<R>> + Send + 'static,
+    {
+        let total = items.len();
+        let bar = SetupBar::start(label, total as u64, self.progress);
+        let mut results: Vec<Option<R>> = (0..total).map(|_| None).collect();
+        let mut pending = items.into_iter().enumerate();
+        let mut tasks: JoinSet<(usize, anyhow::Result<R>)> = JoinSet::new();
+        let (mut failures, mut first_error) = (0usize, None);
+        loop {
+            while tasks.len() < concurrency.max(1) {
+                let Some((i, item)) = pending.next() else { break };
+                let fut = f(item);
+                tasks.spawn(async move { (i, fut.await) });
+            }
+            let Some(joined) = tasks.join_next().await else { break };
+            let (i, result) = joined.with_context(|| format!("setup task ({label}) failed"))?;
+            match result {
+                Ok(r) => {
+                    bar.done.fetch_add(1, Ordering::Relaxed);
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some(r);
+                    }
+                }
+                Err(e) => {
+                    bar.failed.fetch_add(1, Ordering::Relaxed);
+                    failures += 1;
+                    let limited = e.to_string().contains(RATE_LIMIT_HINT);
+                    if limited || failures as f64 > tolerated * total as f64 {
+                        bar.finish();
+                        return Err(e.context(format!("setup ({label}): {failures} failed")));
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        bar.finish();
+        if let Some(e) = first_error {
+            eprintln!("setup: {failures} of {total} {label} failed (tolerated), first: {e:#}");
+        }
+        Ok(results)
     }
 
     /// `POST /api/v1/apps`, then a client-credentials token for it.
@@ -167,10 +265,28 @@ async fn register(
     }
     let token = expect_json(req.send().await, "POST /api/v1/accounts").await?;
     let access = string_field(&token, "access_token", "POST /api/v1/accounts")?;
-    Ok(User { username, token: Arc::from(access.as_str()) })
+    // The registration answers with a token only; the account id comes from the account itself.
+    let me = expect_json(
+        target.client.get(target.url("/api/v1/accounts/verify_credentials")).bearer_auth(&access).send().await,
+        "GET /api/v1/accounts/verify_credentials",
+    )
+    .await?;
+    let id = string_field(&me, "id", "GET /api/v1/accounts/verify_credentials")?;
+    Ok(User { username, id, token: Arc::from(access.as_str()) })
 }
 
-async fn expect_json(sent: reqwest::Result<reqwest::Response>, what: &str) -> anyhow::Result<Value> {
+/// `POST /api/v1/statuses` (public); returns the new status id.
+pub async fn post_status(target: &Target, token: &str, text: &str) -> anyhow::Result<String> {
+    let req = target
+        .client
+        .post(target.url("/api/v1/statuses"))
+        .bearer_auth(token)
+        .form(&[("status", text), ("visibility", "public")]);
+    let status = expect_json(req.send().await, "POST /api/v1/statuses").await?;
+    string_field(&status, "id", "POST /api/v1/statuses")
+}
+
+pub async fn expect_json(sent: reqwest::Result<reqwest::Response>, what: &str) -> anyhow::Result<Value> {
     let resp = sent.map_err(|e| anyhow!("{what}: {} ({e})", classify(&e)))?;
     let status = resp.status();
     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -185,7 +301,7 @@ async fn expect_json(sent: reqwest::Result<reqwest::Response>, what: &str) -> an
     serde_json::from_str(&body).with_context(|| format!("{what}: response is not JSON: {}", truncate(&body)))
 }
 
-fn string_field(v: &Value, key: &str, what: &str) -> anyhow::Result<String> {
+pub fn string_field(v: &Value, key: &str, what: &str) -> anyhow::Result<String> {
     v.get(key)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())

@@ -1,0 +1,96 @@
+//! What the post service asks of other services, behind traits so the rules can be tested with
+//! in-memory fakes: the user directory (who is `@name`?) and the social graph (does the viewer
+//! follow the author, is there a block?). The gRPC implementations live here too.
+
+use std::collections::HashMap;
+
+use agora_client::Caller;
+use agora_kit::{Error, ErrorKind};
+use agora_proto::graph::v1 as graph_pb;
+use agora_proto::graph::v1::graph_service_client::GraphServiceClient;
+use agora_proto::user::v1 as user_pb;
+use agora_proto::user::v1::user_service_client::UserServiceClient;
+use async_trait::async_trait;
+use tonic::transport::Channel;
+
+use crate::domain::Relation;
+
+/// A local account found by username.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    pub account_id: i64,
+    /// The canonical spelling.
+    pub username: String,
+}
+
+/// Resolves local usernames to accounts.
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// The accounts among `usernames` (lower-cased) that exist; unknown names are left out.
+    async fn lookup(&self, usernames: &[String]) -> Result<Vec<DirectoryEntry>, Error>;
+}
+
+/// The viewer's relations to authors, for the visibility rule.
+#[async_trait]
+pub trait Relations: Send + Sync + 'static {
+    /// The relation of `viewer` to each of `account_ids`, in one call. Ids missing from the
+    /// answer have no relation.
+    async fn relations(&self, viewer: &Caller, account_ids: &[i64]) -> Result<HashMap<i64, Relation>, Error>;
+}
+
+/// [`Directory`] over the user service's `LookupAccount`.
+pub struct UserDirectory {
+    pub client: UserServiceClient<Channel>,
+}
+
+#[async_trait]
+impl Directory for UserDirectory {
+    async fn lookup(&self, usernames: &[String]) -> Result<Vec<DirectoryEntry>, Error> {
+        let calls = usernames.iter().map(|name| {
+            let mut client = self.client.clone();
+            async move {
+                let req = agora_kit::grpc::request(user_pb::LookupAccountRequest { username: name.clone() }, None);
+                match client.lookup_account(req).await {
+                    Ok(resp) => {
+                        Ok(resp.into_inner().account.map(|a| DirectoryEntry { account_id: a.id, username: a.username }))
+                    }
+                    Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+                    Err(status) => Err(Error::from(status)),
+                }
+            }
+        });
+        let found = futures::future::try_join_all(calls).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+}
+
+/// [`Relations`] over the graph service's `GetRelationships`, with the viewer's own token.
+pub struct GraphRelations {
+    pub client: GraphServiceClient<Channel>,
+}
+
+#[async_trait]
+impl Relations for GraphRelations {
+    async fn relations(&self, viewer: &Caller, account_ids: &[i64]) -> Result<HashMap<i64, Relation>, Error> {
+        if account_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut client = self.client.clone();
+        let req = agora_kit::grpc::request(
+            graph_pb::GetRelationshipsRequest { ids: account_ids.to_vec() },
+            Some(&viewer.token),
+        );
+        let resp = client.get_relationships(req).await.map_err(|s| {
+            let e = Error::from(s);
+            // The graph being down must not read as "no relation": that could show a
+            // private status to a non-follower, or a status to someone blocked.
+            if e.kind == ErrorKind::Internal { Error::unavailable(ErrorKind::Unavailable.default_message()) } else { e }
+        })?;
+        Ok(resp
+            .into_inner()
+            .relationships
+            .into_iter()
+            .map(|r| (r.id, Relation { following: r.following, blocking: r.blocking, blocked_by: r.blocked_by }))
+            .collect())
+    }
+}

@@ -1,0 +1,796 @@
+//! The PostgreSQL and SQLite post stores. Both speak the same SQL (numbered `$N` parameters work
+//! on both engines), so one body is instantiated per engine by `sql_post_store!`; only
+//! connection set-up, migrations and the outbox helpers differ.
+//!
+//! Counters (replies, reblogs, favourites) change in the same transaction as the row that
+//! justifies them, and only when that row was really inserted or removed, so they stay exact
+//! under concurrent calls.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use super::{
+    AccountStats, Bounds, Deleted, Entry, IDEMPOTENCY_WINDOW_MS, Inserted, MAX_PINS, NewStatus, PostStore,
+    ReactionCount, StatusEdit, StatusEvent, StoreError, StoreResult, ViewerMarks,
+};
+use crate::domain::{EditRecord, MentionRecord, StatusRecord, Visibility};
+use agora_events::Envelope;
+use agora_events::outbox::OutboxStore;
+
+const STATUS_COLUMNS: &str = "id, account_id, text, content, spoiler_text, sensitive, visibility, language, \
+     in_reply_to_id, in_reply_to_account_id, reblog_of_id, replies_count, reblogs_count, favourites_count, \
+     edited_at_ms, deleted, created_at_ms, application_name";
+
+#[derive(sqlx::FromRow)]
+struct StatusRow {
+    id: i64,
+    account_id: i64,
+    text: String,
+    content: String,
+    spoiler_text: String,
+    sensitive: bool,
+    visibility: String,
+    language: String,
+    in_reply_to_id: Option<i64>,
+    in_reply_to_account_id: Option<i64>,
+    reblog_of_id: Option<i64>,
+    replies_count: i64,
+    reblogs_count: i64,
+    favourites_count: i64,
+    edited_at_ms: Option<i64>,
+    deleted: bool,
+    created_at_ms: i64,
+    application_name: String,
+}
+
+impl From<StatusRow> for StatusRecord {
+    fn from(r: StatusRow) -> Self {
+        StatusRecord {
+            id: r.id,
+            account_id: r.account_id,
+            text: r.text,
+            content: r.content,
+            spoiler_text: r.spoiler_text,
+            sensitive: r.sensitive,
+            visibility: Visibility::parse(&r.visibility),
+            language: r.language,
+            in_reply_to_id: r.in_reply_to_id,
+            in_reply_to_account_id: r.in_reply_to_account_id,
+            reblog_of_id: r.reblog_of_id,
+            replies_count: r.replies_count,
+            reblogs_count: r.reblogs_count,
+            favourites_count: r.favourites_count,
+            edited_at_ms: r.edited_at_ms,
+            deleted: r.deleted,
+            created_at_ms: r.created_at_ms,
+            application_name: r.application_name,
+            mentions: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// `(lower, upper)` exclusive id bounds and whether to read oldest first.
+fn bounds_sql(b: &Bounds) -> (i64, i64, bool) {
+    let lower = b.since_id.into_iter().chain(b.min_id).max().unwrap_or(i64::MIN);
+    (lower, b.max_id.unwrap_or(i64::MAX), b.min_id.is_some())
+}
+
+macro_rules! sql_post_store {
+    ($store:ident, $db:ty, $outbox:path, $begin:expr) => {
+        type Conn = <$db as sqlx::Database>::Connection;
+        type Tx = sqlx::Transaction<'static, $db>;
+
+        /// Statuses with their mentions and tags, in the order of `ids`.
+        async fn load(conn: &mut Conn, ids: &[i64]) -> StoreResult<Vec<StatusRecord>> {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut qb = sqlx::QueryBuilder::<$db>::new(format!("SELECT {STATUS_COLUMNS} FROM statuses WHERE id IN ("));
+            push_ids(&mut qb, ids);
+            let rows: Vec<StatusRow> = qb.build_query_as().fetch_all(&mut *conn).await?;
+            let mut by_id: HashMap<i64, StatusRecord> =
+                rows.into_iter().map(|r| (r.id, StatusRecord::from(r))).collect();
+
+            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                "SELECT status_id, account_id, username FROM status_mentions WHERE status_id IN (",
+            );
+            push_ids(&mut qb, ids);
+            qb.push(" ORDER BY status_id, username");
+            let mentions: Vec<(i64, i64, String)> = qb.build_query_as().fetch_all(&mut *conn).await?;
+            for (sid, account_id, username) in mentions {
+                if let Some(s) = by_id.get_mut(&sid) {
+                    s.mentions.push(MentionRecord { account_id, username });
+                }
+            }
+
+            let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT status_id, tag FROM status_tags WHERE status_id IN (");
+            push_ids(&mut qb, ids);
+            qb.push(" ORDER BY status_id, tag");
+            let tags: Vec<(i64, String)> = qb.build_query_as().fetch_all(&mut *conn).await?;
+            for (sid, tag) in tags {
+                if let Some(s) = by_id.get_mut(&sid) {
+                    s.tags.push(tag);
+                }
+            }
+            Ok(ids.iter().filter_map(|id| by_id.get(id).cloned()).collect())
+        }
+
+        async fn load_one(conn: &mut Conn, id: i64) -> StoreResult<Option<StatusRecord>> {
+            Ok(load(conn, &[id]).await?.pop())
+        }
+
+        fn push_ids(qb: &mut sqlx::QueryBuilder<$db>, ids: &[i64]) {
+            let mut list = qb.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            qb.push(")");
+        }
+
+        /// Inserts the row unless a unique rule (idempotency key, one reblog per account) already
+        /// holds it; true if inserted.
+        async fn insert_status(tx: &mut Tx, s: &NewStatus) -> StoreResult<bool> {
+            let done = sqlx::query(
+                "INSERT INTO statuses (id, account_id, text, content, spoiler_text, sensitive, visibility, language, \
+                   in_reply_to_id, in_reply_to_account_id, reblog_of_id, created_at_ms, application_name, idempotency_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
+            )
+            .bind(s.id)
+            .bind(s.account_id)
+            .bind(&s.text)
+            .bind(&s.content)
+            .bind(&s.spoiler_text)
+            .bind(s.sensitive)
+            .bind(s.visibility.as_str())
+            .bind(&s.language)
+            .bind(s.in_reply_to_id)
+            .bind(s.in_reply_to_account_id)
+            .bind(s.reblog_of_id)
+            .bind(s.created_at_ms)
+            .bind(&s.application_name)
+            .bind(s.idempotency_key.as_deref())
+            .execute(&mut **tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            write_mentions_and_tags(tx, s.id, &s.mentions, &s.tags).await?;
+            Ok(true)
+        }
+
+        async fn write_mentions_and_tags(
+            tx: &mut Tx,
+            id: i64,
+            mentions: &[MentionRecord],
+            tags: &[String],
+        ) -> StoreResult<()> {
+            for m in mentions {
+                sqlx::query(
+                    "INSERT INTO status_mentions (status_id, account_id, username) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(m.account_id)
+                .bind(&m.username)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for t in tags {
+                sqlx::query("INSERT INTO status_tags (status_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(id)
+                    .bind(t)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(())
+        }
+
+        async fn announce(tx: &mut Tx, env: &Envelope) -> StoreResult<()> {
+            $outbox(&mut **tx, &agora_events::topic_for(&env.r#type), env).await?;
+            Ok(())
+        }
+
+        impl $store {
+            async fn write_tx(&self) -> Result<Tx, sqlx::Error> {
+                self.pool.begin_with($begin).await
+            }
+
+            /// A page of `(cursor, id)` pairs from `select`, which must select `id, <target>` and
+            /// end in a WHERE clause on `$1`.
+            async fn entries(&self, select: &str, key: i64, b: Bounds) -> StoreResult<Vec<Entry>> {
+                let (lower, upper, oldest_first) = bounds_sql(&b);
+                let order = if oldest_first { "ASC" } else { "DESC" };
+                let rows: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "{select} AND id > $2 AND id < $3 ORDER BY id {order} LIMIT $4"
+                )))
+                .bind(key)
+                .bind(lower)
+                .bind(upper)
+                .bind(b.limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out: Vec<Entry> = rows.into_iter().map(|(cursor, id)| Entry { cursor, id }).collect();
+                if oldest_first {
+                    out.reverse();
+                }
+                Ok(out)
+            }
+
+            async fn marked(&self, select: &str, viewer: i64, ids: &[i64]) -> StoreResult<std::collections::HashSet<i64>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(select);
+                qb.push_bind(viewer);
+                qb.push(" AND status_id IN (");
+                push_ids(&mut qb, ids);
+                let found: Vec<i64> = qb.build_query_scalar().fetch_all(&self.pool).await?;
+                Ok(found.into_iter().collect())
+            }
+        }
+
+        #[async_trait]
+        impl PostStore for $store {
+            async fn migrate(&self) -> StoreResult<()> {
+                self.migrator().run(&self.pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            fn outbox(&self) -> Arc<dyn OutboxStore> {
+                Arc::clone(&self.outbox)
+            }
+
+            async fn create_status(&self, s: &NewStatus, event: &StatusEvent<'_>) -> StoreResult<Inserted> {
+                let mut tx = self.write_tx().await?;
+                if let Some(key) = &s.idempotency_key {
+                    // A key older than the window no longer counts: free it for this status.
+                    sqlx::query(
+                        "UPDATE statuses SET idempotency_key = NULL \
+                         WHERE account_id = $1 AND idempotency_key = $2 AND created_at_ms < $3",
+                    )
+                    .bind(s.account_id)
+                    .bind(key)
+                    .bind(s.created_at_ms - IDEMPOTENCY_WINDOW_MS)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if !insert_status(&mut tx, s).await? {
+                    let first: Option<i64> =
+                        sqlx::query_scalar("SELECT id FROM statuses WHERE account_id = $1 AND idempotency_key = $2")
+                            .bind(s.account_id)
+                            .bind(s.idempotency_key.as_deref())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let first = match first {
+                        Some(id) => load_one(&mut tx, id).await?,
+                        None => None,
+                    };
+                    tx.rollback().await?;
+                    return first
+                        .map(Inserted::Existing)
+                        .ok_or_else(|| StoreError::Unavailable(format!("status id {} collided", s.id)));
+                }
+                if let Some(parent) = s.in_reply_to_id {
+                    sqlx::query("UPDATE statuses SET replies_count = replies_count + 1 WHERE id = $1")
+                        .bind(parent)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let created = load_one(&mut tx, s.id).await?.ok_or(StoreError::NotFound)?;
+                announce(&mut tx, &event(&created)).await?;
+                tx.commit().await?;
+                Ok(Inserted::New(created))
+            }
+
+            async fn reblog(&self, s: &NewStatus, event: &StatusEvent<'_>) -> StoreResult<Inserted> {
+                let original = s.reblog_of_id.ok_or(StoreError::NotFound)?;
+                let mut tx = self.write_tx().await?;
+                let live: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM statuses WHERE id = $1 AND deleted = FALSE AND reblog_of_id IS NULL",
+                )
+                .bind(original)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if live.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                if !insert_status(&mut tx, s).await? {
+                    let existing: Option<i64> =
+                        sqlx::query_scalar("SELECT id FROM statuses WHERE account_id = $1 AND reblog_of_id = $2")
+                            .bind(s.account_id)
+                            .bind(original)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let existing = match existing {
+                        Some(id) => load_one(&mut tx, id).await?,
+                        None => None,
+                    };
+                    tx.rollback().await?;
+                    return existing
+                        .map(Inserted::Existing)
+                        .ok_or_else(|| StoreError::Unavailable(format!("status id {} collided", s.id)));
+                }
+                sqlx::query("UPDATE statuses SET reblogs_count = reblogs_count + 1 WHERE id = $1")
+                    .bind(original)
+                    .execute(&mut *tx)
+                    .await?;
+                let created = load_one(&mut tx, s.id).await?.ok_or(StoreError::NotFound)?;
+                announce(&mut tx, &event(&created)).await?;
+                tx.commit().await?;
+                Ok(Inserted::New(created))
+            }
+
+            async fn unreblog(
+                &self,
+                account_id: i64,
+                original_id: i64,
+                event: &StatusEvent<'_>,
+            ) -> StoreResult<Option<StatusRecord>> {
+                let mut tx = self.write_tx().await?;
+                let id: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM statuses WHERE account_id = $1 AND reblog_of_id = $2")
+                        .bind(account_id)
+                        .bind(original_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(id) = id else {
+                    return Ok(None);
+                };
+                let Some(reblog) = load_one(&mut tx, id).await? else {
+                    return Ok(None);
+                };
+                remove_reblog(&mut tx, &reblog, event).await?;
+                tx.commit().await?;
+                Ok(Some(reblog))
+            }
+
+            async fn delete_status(&self, id: i64, now_ms: i64, event: &StatusEvent<'_>) -> StoreResult<Option<Deleted>> {
+                let mut tx = self.write_tx().await?;
+                let Some(mut status) = load_one(&mut tx, id).await? else {
+                    return Ok(None);
+                };
+                if status.deleted {
+                    return Ok(None);
+                }
+                if status.reblog_of_id.is_some() {
+                    // Deleting a reblog is undoing it.
+                    remove_reblog(&mut tx, &status, event).await?;
+                    tx.commit().await?;
+                    return Ok(Some(Deleted { status, reblogs: Vec::new() }));
+                }
+                let done = sqlx::query("UPDATE statuses SET deleted = TRUE, deleted_at_ms = $1 WHERE id = $2 AND deleted = FALSE")
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                status.deleted = true;
+                let reblog_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM statuses WHERE reblog_of_id = $1 ORDER BY id")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let reblogs = load(&mut tx, &reblog_ids).await?;
+                sqlx::query("DELETE FROM statuses WHERE reblog_of_id = $1").bind(id).execute(&mut *tx).await?;
+                for r in &reblogs {
+                    announce(&mut tx, &event(r)).await?;
+                }
+                sqlx::query("DELETE FROM pins WHERE status_id = $1").bind(id).execute(&mut *tx).await?;
+                if let Some(parent) = status.in_reply_to_id {
+                    sqlx::query("UPDATE statuses SET replies_count = replies_count - 1 WHERE id = $1 AND replies_count > 0")
+                        .bind(parent)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                announce(&mut tx, &event(&status)).await?;
+                tx.commit().await?;
+                Ok(Some(Deleted { status, reblogs }))
+            }
+
+            async fn edit_status(&self, id: i64, e: &StatusEdit, event: &StatusEvent<'_>) -> StoreResult<StatusRecord> {
+                let mut tx = self.write_tx().await?;
+                let current = load_one(&mut tx, id).await?.filter(|s| !s.deleted).ok_or(StoreError::NotFound)?;
+                let versions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM status_edits WHERE status_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let mut rows = Vec::new();
+                if versions == 0 {
+                    rows.push((e.edit_ids[0], current.content.clone(), current.spoiler_text.clone(), current.sensitive, current.created_at_ms));
+                }
+                rows.push((e.edit_ids[1], e.content.clone(), e.spoiler_text.clone(), e.sensitive, e.edited_at_ms));
+                for (edit_id, content, spoiler, sensitive, at) in rows {
+                    sqlx::query(
+                        "INSERT INTO status_edits (id, status_id, content, spoiler_text, sensitive, created_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(edit_id)
+                    .bind(id)
+                    .bind(content)
+                    .bind(spoiler)
+                    .bind(sensitive)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query(
+                    "UPDATE statuses SET text = $1, content = $2, spoiler_text = $3, sensitive = $4, language = $5, \
+                     edited_at_ms = $6 WHERE id = $7",
+                )
+                .bind(&e.text)
+                .bind(&e.content)
+                .bind(&e.spoiler_text)
+                .bind(e.sensitive)
+                .bind(&e.language)
+                .bind(e.edited_at_ms)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM status_mentions WHERE status_id = $1").bind(id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM status_tags WHERE status_id = $1").bind(id).execute(&mut *tx).await?;
+                write_mentions_and_tags(&mut tx, id, &e.mentions, &e.tags).await?;
+                let edited = load_one(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+                announce(&mut tx, &event(&edited)).await?;
+                tx.commit().await?;
+                Ok(edited)
+            }
+
+            async fn history(&self, id: i64) -> StoreResult<Vec<EditRecord>> {
+                let rows: Vec<(String, String, bool, i64)> = sqlx::query_as(
+                    "SELECT content, spoiler_text, sensitive, created_at_ms FROM status_edits WHERE status_id = $1 ORDER BY id",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+                if !rows.is_empty() {
+                    return Ok(rows
+                        .into_iter()
+                        .map(|(content, spoiler_text, sensitive, created_at_ms)| EditRecord {
+                            content,
+                            spoiler_text,
+                            sensitive,
+                            created_at_ms,
+                        })
+                        .collect());
+                }
+                let mut conn = self.pool.acquire().await?;
+                let s = load_one(&mut conn, id).await?.ok_or(StoreError::NotFound)?;
+                Ok(vec![EditRecord {
+                    content: s.content,
+                    spoiler_text: s.spoiler_text,
+                    sensitive: s.sensitive,
+                    created_at_ms: s.created_at_ms,
+                }])
+            }
+
+            async fn statuses(&self, ids: &[i64]) -> StoreResult<Vec<StatusRecord>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut conn = self.pool.acquire().await?;
+                load(&mut conn, ids).await
+            }
+
+            async fn replies(&self, parent_ids: &[i64]) -> StoreResult<Vec<StatusRecord>> {
+                if parent_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut conn = self.pool.acquire().await?;
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT id FROM statuses WHERE in_reply_to_id IN (");
+                push_ids(&mut qb, parent_ids);
+                qb.push(" ORDER BY id");
+                let ids: Vec<i64> = qb.build_query_scalar().fetch_all(&mut *conn).await?;
+                load(&mut conn, &ids).await
+            }
+
+            async fn account_statuses(
+                &self,
+                account_id: i64,
+                max_id: Option<i64>,
+                limit: usize,
+            ) -> StoreResult<Vec<StatusRecord>> {
+                let mut conn = self.pool.acquire().await?;
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT id FROM statuses WHERE account_id = $1 AND deleted = FALSE AND id < $2 ORDER BY id DESC LIMIT $3",
+                )
+                .bind(account_id)
+                .bind(max_id.unwrap_or(i64::MAX))
+                .bind(limit as i64)
+                .fetch_all(&mut *conn)
+                .await?;
+                load(&mut conn, &ids).await
+            }
+
+            async fn account_stats(&self, account_ids: &[i64]) -> StoreResult<Vec<AccountStats>> {
+                if account_ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT account_id, COUNT(*), MAX(created_at_ms) FROM statuses \
+                     WHERE deleted = FALSE AND visibility <> 'direct' AND account_id IN (",
+                );
+                push_ids(&mut qb, account_ids);
+                qb.push(" GROUP BY account_id");
+                let rows: Vec<(i64, i64, Option<i64>)> = qb.build_query_as().fetch_all(&self.pool).await?;
+                let by_id: HashMap<i64, (i64, i64)> =
+                    rows.into_iter().map(|(a, n, last)| (a, (n, last.unwrap_or(0)))).collect();
+                Ok(account_ids
+                    .iter()
+                    .map(|id| {
+                        let (statuses_count, last_status_at_ms) = by_id.get(id).copied().unwrap_or((0, 0));
+                        AccountStats { account_id: *id, statuses_count, last_status_at_ms }
+                    })
+                    .collect())
+            }
+
+            async fn viewer_marks(&self, viewer: i64, ids: &[i64]) -> StoreResult<ViewerMarks> {
+                if ids.is_empty() {
+                    return Ok(ViewerMarks::default());
+                }
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT reblog_of_id FROM statuses WHERE account_id = ");
+                qb.push_bind(viewer);
+                qb.push(" AND reblog_of_id IN (");
+                push_ids(&mut qb, ids);
+                let reblogged: Vec<i64> = qb.build_query_scalar().fetch_all(&self.pool).await?;
+                Ok(ViewerMarks {
+                    favourited: self.marked("SELECT status_id FROM favourites WHERE account_id = ", viewer, ids).await?,
+                    reblogged: reblogged.into_iter().collect(),
+                    bookmarked: self.marked("SELECT status_id FROM bookmarks WHERE account_id = ", viewer, ids).await?,
+                    pinned: self.marked("SELECT status_id FROM pins WHERE account_id = ", viewer, ids).await?,
+                })
+            }
+
+            async fn favourite(&self, fav_id: i64, account_id: i64, status_id: i64, event: &Envelope) -> StoreResult<bool> {
+                let mut tx = self.write_tx().await?;
+                let live: Option<i64> = sqlx::query_scalar("SELECT id FROM statuses WHERE id = $1 AND deleted = FALSE")
+                    .bind(status_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if live.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                let done = sqlx::query(
+                    "INSERT INTO favourites (id, account_id, status_id, created_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(fav_id)
+                .bind(account_id)
+                .bind(status_id)
+                .bind(event.occurred_at_ms)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE statuses SET favourites_count = favourites_count + 1 WHERE id = $1")
+                    .bind(status_id)
+                    .execute(&mut *tx)
+                    .await?;
+                announce(&mut tx, event).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn unfavourite(&self, account_id: i64, status_id: i64, event: &Envelope) -> StoreResult<bool> {
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query("DELETE FROM favourites WHERE account_id = $1 AND status_id = $2")
+                    .bind(account_id)
+                    .bind(status_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE statuses SET favourites_count = favourites_count - 1 WHERE id = $1 AND favourites_count > 0")
+                    .bind(status_id)
+                    .execute(&mut *tx)
+                    .await?;
+                announce(&mut tx, event).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn favourited_by(&self, status_id: i64, b: Bounds) -> StoreResult<Vec<Entry>> {
+                self.entries("SELECT id, account_id FROM favourites WHERE status_id = $1", status_id, b).await
+            }
+
+            async fn reblogged_by(&self, status_id: i64, b: Bounds) -> StoreResult<Vec<Entry>> {
+                self.entries("SELECT id, account_id FROM statuses WHERE reblog_of_id = $1", status_id, b).await
+            }
+
+            async fn favourites_of(&self, account_id: i64, b: Bounds) -> StoreResult<Vec<Entry>> {
+                self.entries("SELECT id, status_id FROM favourites WHERE account_id = $1", account_id, b).await
+            }
+
+            async fn bookmark(&self, id: i64, account_id: i64, status_id: i64) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO bookmarks (id, account_id, status_id, created_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(account_id)
+                .bind(status_id)
+                .bind(agora_kit::time::now_ms())
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn unbookmark(&self, account_id: i64, status_id: i64) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM bookmarks WHERE account_id = $1 AND status_id = $2")
+                    .bind(account_id)
+                    .bind(status_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn bookmarks_of(&self, account_id: i64, b: Bounds) -> StoreResult<Vec<Entry>> {
+                self.entries("SELECT id, status_id FROM bookmarks WHERE account_id = $1", account_id, b).await
+            }
+
+            async fn pin(&self, id: i64, account_id: i64, status_id: i64) -> StoreResult<bool> {
+                let mut tx = self.write_tx().await?;
+                let pinned: Vec<i64> = sqlx::query_scalar("SELECT status_id FROM pins WHERE account_id = $1")
+                    .bind(account_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if pinned.contains(&status_id) {
+                    return Ok(false);
+                }
+                if pinned.len() as i64 >= MAX_PINS {
+                    return Err(StoreError::TooManyPins);
+                }
+                sqlx::query(
+                    "INSERT INTO pins (id, account_id, status_id, created_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(account_id)
+                .bind(status_id)
+                .bind(agora_kit::time::now_ms())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn unpin(&self, account_id: i64, status_id: i64) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM pins WHERE account_id = $1 AND status_id = $2")
+                    .bind(account_id)
+                    .bind(status_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn pinned_of(&self, account_id: i64) -> StoreResult<Vec<Entry>> {
+                let rows: Vec<(i64, i64)> =
+                    sqlx::query_as("SELECT id, status_id FROM pins WHERE account_id = $1 ORDER BY id DESC")
+                        .bind(account_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(|(cursor, id)| Entry { cursor, id }).collect())
+            }
+
+            async fn add_reaction(&self, id: i64, status_id: i64, account_id: i64, emoji: &str) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO reactions (id, status_id, account_id, emoji, created_at_ms) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(status_id)
+                .bind(account_id)
+                .bind(emoji)
+                .bind(agora_kit::time::now_ms())
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn remove_reaction(&self, status_id: i64, account_id: i64, emoji: &str) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM reactions WHERE status_id = $1 AND account_id = $2 AND emoji = $3")
+                    .bind(status_id)
+                    .bind(account_id)
+                    .bind(emoji)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn reactions(&self, status_id: i64, viewer: Option<i64>) -> StoreResult<Vec<ReactionCount>> {
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT emoji, COUNT(*), SUM(CASE WHEN account_id = $2 THEN 1 ELSE 0 END) FROM reactions \
+                     WHERE status_id = $1 GROUP BY emoji ORDER BY COUNT(*) DESC, MIN(id)",
+                )
+                .bind(status_id)
+                .bind(viewer.unwrap_or(0))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(emoji, count, me)| ReactionCount { emoji, count, me: me > 0 }).collect())
+            }
+        }
+
+        /// Deletes a reblog row, decrements its original's count and announces it.
+        async fn remove_reblog(tx: &mut Tx, reblog: &StatusRecord, event: &StatusEvent<'_>) -> StoreResult<()> {
+            sqlx::query("DELETE FROM statuses WHERE id = $1").bind(reblog.id).execute(&mut **tx).await?;
+            sqlx::query("UPDATE statuses SET reblogs_count = reblogs_count - 1 WHERE id = $1 AND reblogs_count > 0")
+                .bind(reblog.reblog_of_id)
+                .execute(&mut **tx)
+                .await?;
+            announce(tx, &event(reblog)).await
+        }
+    };
+}
+
+/// Post store on PostgreSQL.
+pub struct PgPostStore {
+    pool: PgPool,
+    outbox: Arc<dyn OutboxStore>,
+}
+
+impl PgPostStore {
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let pool =
+            PgPoolOptions::new().max_connections(20).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
+        let outbox = Arc::new(agora_events::outbox::pg::PgOutbox::new(pool.clone(), url, "post"));
+        Ok(Self { pool, outbox })
+    }
+
+    fn migrator(&self) -> sqlx::migrate::Migrator {
+        sqlx::migrate!("./migrations/postgres")
+    }
+}
+
+mod pg_impl {
+    use super::*;
+    sql_post_store!(PgPostStore, sqlx::Postgres, agora_events::outbox::pg::insert, "BEGIN");
+}
+
+/// Post store on SQLite (the embedded default).
+pub struct SqlitePostStore {
+    pool: SqlitePool,
+    outbox: Arc<dyn OutboxStore>,
+}
+
+impl SqlitePostStore {
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        if let Some(parent) = opts.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        let outbox = Arc::new(agora_events::outbox::sqlite::SqliteOutbox::new(pool.clone()));
+        Ok(Self { pool, outbox })
+    }
+
+    fn migrator(&self) -> sqlx::migrate::Migrator {
+        sqlx::migrate!("./migrations/sqlite")
+    }
+}
+
+mod sqlite_impl {
+    use super::*;
+    // IMMEDIATE takes the write lock up front, so a read-then-write transaction never fails
+    // with SQLITE_BUSY halfway through.
+    sql_post_store!(SqlitePostStore, sqlx::Sqlite, agora_events::outbox::sqlite::insert, "BEGIN IMMEDIATE");
+}

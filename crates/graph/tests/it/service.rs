@@ -318,6 +318,33 @@ async fn committed_changes_reach_the_bus() {
     assert_eq!(second.envelope.r#type, "graph.muted", "the repeated follow announced nothing");
     let muted = GraphChanged::decode(second.envelope.payload.as_slice()).unwrap();
     assert!(!muted.mute_notifications && muted.mute_expires_at_ms > muted.occurred_at_ms);
+    let metrics = agora_kit::metrics::render();
+    for kind in ["followed", "muted"] {
+        assert!(metrics.contains(&format!("agora_graph_changes_total{{kind=\"{kind}\"}}")), "{metrics}");
+    }
+}
+
+#[test]
+fn config_defaults_and_errors_name_the_variable() {
+    let c = Config::from_env(&MapEnv::new().with("AGORA_DATA_DIR", "/var/lib/agora")).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:50053");
+    assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9103");
+    assert_eq!(c.database_url, "sqlite:///var/lib/agora/graph.db");
+    assert_eq!(c.user_url, "http://127.0.0.1:50051");
+    assert_eq!(c.bus_url, "memory://");
+    assert!(c.migrate_on_start);
+    let custom = MapEnv::new()
+        .with("AGORA_GRAPH_DATABASE_URL", "postgres://db/graph")
+        .with("AGORA_PUBLIC_URL", "https://social.example/")
+        .with("AGORA_GRAPH_USER_URL", "http://user:50051")
+        .with("AGORA_WORKER_ID", "12")
+        .with("AGORA_MIGRATE_ON_START", "false");
+    let c = Config::from_env(&custom).unwrap();
+    assert_eq!((c.public_url.as_str(), c.worker_id, c.migrate_on_start), ("https://social.example", 12, false));
+    let err = Config::from_env(&MapEnv::new().with("AGORA_GRAPH_DATABASE_URL", "mysql://x")).unwrap_err();
+    assert_eq!(err.var, "AGORA_GRAPH_DATABASE_URL");
+    let err = Config::from_env(&MapEnv::new().with("AGORA_GRAPH_LISTEN", "nowhere")).unwrap_err();
+    assert_eq!(err.var, "AGORA_GRAPH_LISTEN");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,7 +156,7 @@ def stage(source, objs):
 
 # ------------------------------------------------------------ object rules ---
 CRED_URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]+@", re.I)
-SECRET_ENV = re.compile(r"(DATABASE|RATE_LIMIT)_URL$")
+SECRET_ENV = re.compile(r"(DATABASE|RATE_LIMIT|CACHE)_URL$")
 
 
 def matches(selector, labels):
@@ -283,14 +283,16 @@ def object_problems(objs, *, expect_hook):
                     want = ports.get("admin") if m.group(1) else next((v for k, v in ports.items() if k != "admin"), None)
                     if port != want:
                         p.append(f"{where}: {name}={e['value']} does not match container port {want}")
-                # The gateway's upstream URLs point at existing Services and ports.
-                m = re.fullmatch(r"AGORA_GATEWAY_([A-Z0-9_]+)_URL", name)
-                if m and "value" in e and e["value"].startswith("http"):
+                # Upstream URLs (the gateway's AGORA_GATEWAY_<SVC>_URL and the
+                # services' AGORA_<SVC>_<UPSTREAM>_URL) point at the main (gRPC)
+                # port of an existing Service.
+                m = re.fullmatch(r"AGORA_([A-Z0-9_]+)_URL", name)
+                if m and name != "AGORA_PUBLIC_URL" and "value" in e and e["value"].startswith("http"):
                     hostport = e["value"].split("://", 1)[1].rstrip("/")
                     host, port = hostport.rsplit(":", 1)
                     s = by_name.get(("Service", host.split(".")[0]))
-                    if s is None or int(port) not in {x["port"] for x in s["spec"]["ports"]}:
-                        p.append(f"{where}: {name}={e['value']} names no Service port")
+                    if s is None or int(port) not in {x["port"] for x in s["spec"]["ports"] if x.get("name") != "admin"}:
+                        p.append(f"{where}: {name}={e['value']} names no Service's main port")
     # The migration Job migrates every store a service uses.
     migrate = [j for j in jobs if j["metadata"]["name"].endswith("migrate")]
     if len(migrate) != 1:
@@ -362,12 +364,13 @@ FULL = {
     "ingress": {"enabled": True, "className": "nginx",
                 "tls": [{"secretName": "social-example-tls", "hosts": ["social.example"]}]},
 }
-# A third service added the way values.yaml documents, plus a release name
-# that does not contain "agora", an upgrade render, and HPA off for user.
+# A further service added the way values.yaml documents (with upstreams),
+# plus a release name that does not contain "agora", an upgrade render, and
+# HPA off for user.
 EXTRA = {
     "services": {
-        "post": {"port": 50052, "adminPort": 9102,
-                 "secretEnv": {"AGORA_POST_DATABASE_URL": "post-database-url"}},
+        "messaging": {"port": 50055, "adminPort": 9105, "upstreams": ["user", "graph"],
+                      "secretEnv": {"AGORA_MESSAGING_DATABASE_URL": "messaging-database-url"}},
         "user": {"autoscaling": {"enabled": False}, "replicas": 3},
     },
     "secrets": {"existingSecret": "social-urls"},
@@ -376,13 +379,13 @@ EXTRA = {
 
 lint(None, "default values")
 lint(FULL, "serviceMonitor + ingress enabled")
-lint(EXTRA, "extra service 'post'")
+lint(EXTRA, "extra service 'messaging'")
 
 
 def helm_default():
     objs, notes = render(None)
     k = kinds(objs)
-    want = {"Deployment": 2, "Service": 2, "HorizontalPodAutoscaler": 2, "PodDisruptionBudget": 2,
+    want = {"Deployment": 5, "Service": 5, "HorizontalPodAutoscaler": 5, "PodDisruptionBudget": 5,
             "Job": 1, "ServiceAccount": 1}
     probs = [f"kinds: got {k}, want {want}"] if k != want else []
     probs += object_problems(objs, expect_hook=True)
@@ -390,6 +393,9 @@ def helm_default():
         probs.append("NOTES.txt does not name the Secret to create")
     gw = env_of(objs, "Deployment", "agora-gateway")
     for name, want_v in (("AGORA_GATEWAY_USER_URL", "http://agora-user:50051"),
+                         ("AGORA_GATEWAY_POST_URL", "http://agora-post:50052"),
+                         ("AGORA_GATEWAY_GRAPH_URL", "http://agora-graph:50053"),
+                         ("AGORA_GATEWAY_FEED_URL", "http://agora-feed:50054"),
                          ("AGORA_GATEWAY_LISTEN", "0.0.0.0:8080"),
                          ("AGORA_GATEWAY_ADMIN_LISTEN", "0.0.0.0:9100"),
                          ("AGORA_PUBLIC_URL", "https://social.example")):
@@ -402,6 +408,37 @@ def helm_default():
             probs.append(f"user {name} = {us.get(name)}, want {want_v}")
     if "OTEL_EXPORTER_OTLP_ENDPOINT" in us:
         probs.append("an empty OTEL_EXPORTER_OTLP_ENDPOINT is rendered (should be omitted)")
+    # post, graph and feed: ports, upstream URLs (from `upstreams`), settings, secrets.
+    want_env = {
+        "post": {"AGORA_POST_LISTEN": "0.0.0.0:50052", "AGORA_POST_ADMIN_LISTEN": "0.0.0.0:9102",
+                 "AGORA_POST_USER_URL": "http://agora-user:50051",
+                 "AGORA_POST_GRAPH_URL": "http://agora-graph:50053", "AGORA_POST_MAX_CHARS": "500"},
+        "graph": {"AGORA_GRAPH_LISTEN": "0.0.0.0:50053", "AGORA_GRAPH_ADMIN_LISTEN": "0.0.0.0:9103",
+                  "AGORA_GRAPH_USER_URL": "http://agora-user:50051"},
+        "feed": {"AGORA_FEED_LISTEN": "0.0.0.0:50054", "AGORA_FEED_ADMIN_LISTEN": "0.0.0.0:9104",
+                 "AGORA_FEED_USER_URL": "http://agora-user:50051",
+                 "AGORA_FEED_GRAPH_URL": "http://agora-graph:50053",
+                 "AGORA_FEED_POST_URL": "http://agora-post:50052",
+                 "AGORA_FEED_HOT_SET_SIZE": "800", "AGORA_FEED_LARGE_ACCOUNT_FOLLOWERS": "10000",
+                 "AGORA_FEED_INACTIVE_AFTER": "1209600", "AGORA_FEED_BACKFILL": "40"},
+    }
+    want_secret = {"post": {"AGORA_POST_DATABASE_URL": "post-database-url"},
+                   "graph": {"AGORA_GRAPH_DATABASE_URL": "graph-database-url"},
+                   "feed": {"AGORA_FEED_DATABASE_URL": "feed-database-url",
+                            "AGORA_FEED_CACHE_URL": "feed-cache-url"}}
+    job = env_of(objs, "Job", "agora-migrate")
+    for svc, envs in want_env.items():
+        got = env_of(objs, "Deployment", f"agora-{svc}")
+        for name, want_v in envs.items():
+            if got.get(name, {}).get("value") != want_v:
+                probs.append(f"{svc} {name} = {got.get(name)}, want {want_v}")
+        for name, key in want_secret[svc].items():
+            for where, e in ((svc, got), ("migration Job", job)):
+                ref = e.get(name, {}).get("valueFrom", {}).get("secretKeyRef", {})
+                if ref != {"name": "agora-secrets", "key": key}:
+                    probs.append(f"{where} {name} secretKeyRef = {ref}, want agora-secrets/{key}")
+            if key not in notes:
+                probs.append(f"NOTES.txt does not list the Secret key {key}")
     stage("helm: default values", objs)
     return summary(objs), probs
 
@@ -410,8 +447,8 @@ def helm_full():
     objs, notes = render(FULL)
     k = kinds(objs)
     probs = []
-    if k.get("ServiceMonitor") != 2 or k.get("Ingress") != 1:
-        probs.append(f"want 2 ServiceMonitor and 1 Ingress, got {k}")
+    if k.get("ServiceMonitor") != 5 or k.get("Ingress") != 1:
+        probs.append(f"want 5 ServiceMonitor and 1 Ingress, got {k}")
     probs += object_problems(objs, expect_hook=True)
     sm = [o for o in objs if o["kind"] == "ServiceMonitor"]
     if any(o["metadata"]["labels"].get("release") != "kube-prometheus-stack" for o in sm):
@@ -426,8 +463,9 @@ def helm_extra():
     objs, _ = render(EXTRA, release="social", namespace="prod", upgrade=True)
     probs = object_problems(objs, expect_hook=True)
     names = {kn(o) for o in objs}
-    for want in ("Deployment/social-agora-post", "Service/social-agora-post",
-                 "HorizontalPodAutoscaler/social-agora-post", "PodDisruptionBudget/social-agora-post"):
+    for want in ("Deployment/social-agora-messaging", "Service/social-agora-messaging",
+                 "HorizontalPodAutoscaler/social-agora-messaging", "PodDisruptionBudget/social-agora-messaging",
+                 "Deployment/social-agora-feed"):
         if want not in names:
             probs.append(f"missing {want}")
     if "HorizontalPodAutoscaler/social-agora-user" in names:
@@ -436,20 +474,30 @@ def helm_extra():
     if user["spec"].get("replicas") != 3:
         probs.append("user replicas not 3 with autoscaling off")
     gw = env_of(objs, "Deployment", "social-agora-gateway")
-    if gw.get("AGORA_GATEWAY_POST_URL", {}).get("value") != "http://social-agora-post:50052":
-        probs.append(f"gateway AGORA_GATEWAY_POST_URL = {gw.get('AGORA_GATEWAY_POST_URL')}")
-    post = env_of(objs, "Deployment", "social-agora-post")
-    if post.get("AGORA_POST_LISTEN", {}).get("value") != "0.0.0.0:50052":
-        probs.append("post AGORA_POST_LISTEN not derived from its port")
-    ref = post.get("AGORA_POST_DATABASE_URL", {}).get("valueFrom", {}).get("secretKeyRef", {})
-    if ref != {"name": "social-urls", "key": "post-database-url"}:
-        probs.append(f"post database URL secretKeyRef = {ref}")
+    for up, port in (("MESSAGING", 50055), ("FEED", 50054)):
+        got = gw.get(f"AGORA_GATEWAY_{up}_URL", {}).get("value")
+        if got != f"http://social-agora-{up.lower()}:{port}":
+            probs.append(f"gateway AGORA_GATEWAY_{up}_URL = {got}")
+    msg = env_of(objs, "Deployment", "social-agora-messaging")
+    if msg.get("AGORA_MESSAGING_LISTEN", {}).get("value") != "0.0.0.0:50055":
+        probs.append("messaging AGORA_MESSAGING_LISTEN not derived from its port")
+    for name, want_v in (("AGORA_MESSAGING_USER_URL", "http://social-agora-user:50051"),
+                         ("AGORA_MESSAGING_GRAPH_URL", "http://social-agora-graph:50053")):
+        if msg.get(name, {}).get("value") != want_v:
+            probs.append(f"messaging {name} = {msg.get(name)}, want {want_v} (from upstreams)")
+    feed = env_of(objs, "Deployment", "social-agora-feed")
+    if feed.get("AGORA_FEED_POST_URL", {}).get("value") != "http://social-agora-post:50052":
+        probs.append(f"feed AGORA_FEED_POST_URL = {feed.get('AGORA_FEED_POST_URL')} (release name not applied)")
+    ref = msg.get("AGORA_MESSAGING_DATABASE_URL", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    if ref != {"name": "social-urls", "key": "messaging-database-url"}:
+        probs.append(f"messaging database URL secretKeyRef = {ref}")
     job = env_of(objs, "Job", "social-agora-migrate")
-    if "AGORA_POST_DATABASE_URL" not in job:
-        probs.append("migration Job lacks AGORA_POST_DATABASE_URL")
+    for store in ("USER", "POST", "GRAPH", "FEED", "MESSAGING"):
+        if f"AGORA_{store}_DATABASE_URL" not in job:
+            probs.append(f"migration Job lacks AGORA_{store}_DATABASE_URL")
     if gw.get("OTEL_EXPORTER_OTLP_ENDPOINT", {}).get("value") != "http://otel-collector.observability:4317":
         probs.append("shared env OTEL_EXPORTER_OTLP_ENDPOINT not rendered")
-    stage("helm: extra service post", objs)
+    stage("helm: extra service messaging", objs)
     return summary(objs), probs
 
 
@@ -460,6 +508,9 @@ def helm_rejects():
         ("port as a string", {"services": {"user": {"port": "x"}}}, helm.HelmValuesError),
         ("nested env value", {"env": {"AGORA_LOG": {"a": 1}}}, helm.HelmValuesError),
         ("ingress to an unknown service", {"ingress": {"enabled": True, "service": "nope"}}, helm.HelmError),
+        ("upstream that is no service", {"services": {"post": {"upstreams": ["nope"]}}}, helm.HelmError),
+        ("upstream that is disabled", {"services": {"graph": {"enabled": False}}}, helm.HelmError),
+        ("upstreams not a list", {"services": {"feed": {"upstreams": "user"}}}, helm.HelmValuesError),
     ]
     # The Go engine warns on stderr about the bad values; keep the output to one line.
     saved = os.dup(2)
@@ -509,9 +560,26 @@ def kustomize(rel):
     return docs_of(r.stdout)
 
 
+SERVICES = ("user", "post", "graph", "feed", "gateway")
+
+
 def k_base():
     objs = kustomize("k8s/base")
     probs = object_problems(objs, expect_hook=False)
+    n = len(SERVICES)
+    want = {"ConfigMap": 1, "Deployment": n, "Service": n, "HorizontalPodAutoscaler": n,
+            "PodDisruptionBudget": n, "Job": 1, "ServiceAccount": 1}
+    if kinds(objs) != want:
+        probs.append(f"kinds: got {kinds(objs)}, want {want}")
+    names = {kn(o) for o in objs}
+    for svc in SERVICES:
+        for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
+            if f"{kind}/agora-{svc}" not in names:
+                probs.append(f"missing {kind}/agora-{svc}")
+    gw = env_of(objs, "Deployment", "agora-gateway")
+    for svc in SERVICES[:-1]:
+        if f"AGORA_GATEWAY_{svc.upper()}_URL" not in gw:
+            probs.append(f"gateway lacks AGORA_GATEWAY_{svc.upper()}_URL")
     stage("kustomize: k8s/base", objs)
     return summary(objs), probs
 
@@ -525,6 +593,8 @@ def k_overlay(name):
             probs.append(f"objects are not all in one namespace: {ns}")
         deps = [o for o in objs if o["kind"] == "Deployment"]
         hpas = [o for o in objs if o["kind"] == "HorizontalPodAutoscaler"]
+        if len(deps) != len(SERVICES):
+            probs.append(f"{len(deps)} Deployments, want {len(SERVICES)} ({', '.join(SERVICES)})")
         if name == "dev":
             if hpas:
                 probs.append("dev overlay keeps HPAs")
@@ -581,6 +651,12 @@ if skipped:
 RULES = os.path.join(ROOT, "deploy", "prometheus", "agora-rules.yaml")
 
 
+# The feed service's own metrics (agora_feed_fanout_seconds is a summary unless
+# the process configures histogram buckets for it; the rules accept both).
+FEED_METRICS = ("agora_feed_fanout_seconds", "agora_feed_fanout_recipients_total",
+                "agora_feed_hot_set_hits_total")
+
+
 def prom_check():
     r = run([PROMTOOL, "check", "rules", RULES])
     if r.returncode != 0:
@@ -589,13 +665,14 @@ def prom_check():
     names = {x.get("alert") or x.get("record") for g in groups for x in g["rules"]}
     probs = []
     for want in ("AgoraHttp5xxRatioHigh", "AgoraHttpLatencyP99High", "AgoraGrpcErrorRatioHigh",
-                 "AgoraGrpcLatencyP99High", "AgoraOutboxBacklogGrowing", "AgoraConsumerLagHigh"):
+                 "AgoraGrpcLatencyP99High", "AgoraOutboxBacklogGrowing", "AgoraConsumerLagHigh",
+                 "AgoraFeedConsumerLagHigh", "AgoraFeedFanoutLatencyP99High"):
         if want not in names:
             probs.append(f"missing alert {want}")
     text = open(RULES).read()
-    for metric in ("agora_http_requests_total", "agora_http_request_duration_seconds_bucket",
-                   "agora_grpc_requests_total", "agora_grpc_request_duration_seconds_bucket",
-                   "agora_outbox_backlog", "agora_consumer_lag"):
+    for metric in FEED_METRICS + ("agora_http_requests_total", "agora_http_request_duration_seconds_bucket",
+                                  "agora_grpc_requests_total", "agora_grpc_request_duration_seconds_bucket",
+                                  "agora_outbox_backlog", "agora_consumer_lag"):
         if metric not in text:
             probs.append(f"no rule uses {metric}")
     n_alert = sum(1 for g in groups for x in g["rules"] if "alert" in x)
@@ -645,6 +722,28 @@ tests:
         values: '6000x80'
       - series: 'agora_consumer_lag{job="agora-feed",instance="f2",group="feed",topic="agora.post.v1",partition="1"}'
         values: '6000x80'
+      # another group 6000 behind: above the feed threshold, but not the feed group
+      - series: 'agora_consumer_lag{job="agora-search",instance="s1",group="search",topic="agora.post.v1",partition="0"}'
+        values: '6000x80'
+      # feed: fan-out latency as the exporter's default summary (no buckets configured):
+      # p99 4s on f1, 1s on f2; p50 0.2s / 0.1s
+      - series: 'agora_feed_fanout_seconds{job="agora-feed",instance="f1",quantile="0.99"}'
+        values: '4x80'
+      - series: 'agora_feed_fanout_seconds{job="agora-feed",instance="f2",quantile="0.99"}'
+        values: '1x80'
+      - series: 'agora_feed_fanout_seconds{job="agora-feed",instance="f1",quantile="0.5"}'
+        values: '0.2x80'
+      - series: 'agora_feed_fanout_seconds{job="agora-feed",instance="f2",quantile="0.5"}'
+        values: '0.1x80'
+      # 1 fan-out/s reaching 100 home timelines/s; hot set: 9 hits/s, 1 miss/s
+      - series: 'agora_feed_fanout_seconds_count{job="agora-feed",instance="f1"}'
+        values: '0+30x80'
+      - series: 'agora_feed_fanout_recipients_total{job="agora-feed",instance="f1"}'
+        values: '0+3000x80'
+      - series: 'agora_feed_hot_set_hits_total{job="agora-feed",instance="f1",result="hit"}'
+        values: '0+270x80'
+      - series: 'agora_feed_hot_set_hits_total{job="agora-feed",instance="f1",result="miss"}'
+        values: '0+30x80'
       - series: 'up{job="agora-user",instance="u1"}'
         values: '0x80'
     promql_expr_test:
@@ -668,6 +767,33 @@ tests:
         exp_samples:
           - labels: 'job:agora_consumer_lag:sum{job="agora-feed",group="feed",topic="agora.post.v1"}'
             value: 12000
+          - labels: 'job:agora_consumer_lag:sum{job="agora-search",group="search",topic="agora.post.v1"}'
+            value: 6000
+      - expr: job:agora_feed_fanout_seconds:p99_5m
+        eval_time: 10m
+        exp_samples:
+          - labels: 'job:agora_feed_fanout_seconds:p99_5m{job="agora-feed"}'
+            value: 4
+      - expr: job:agora_feed_fanout_seconds:p50_5m
+        eval_time: 10m
+        exp_samples:
+          - labels: 'job:agora_feed_fanout_seconds:p50_5m{job="agora-feed"}'
+            value: 0.2
+      - expr: job:agora_feed_fanouts:rate5m
+        eval_time: 10m
+        exp_samples:
+          - labels: 'job:agora_feed_fanouts:rate5m{job="agora-feed"}'
+            value: 1
+      - expr: job:agora_feed_fanout_recipients:rate5m
+        eval_time: 10m
+        exp_samples:
+          - labels: 'job:agora_feed_fanout_recipients:rate5m{job="agora-feed"}'
+            value: 100
+      - expr: job:agora_feed_hot_set_hits:ratio_rate5m
+        eval_time: 10m
+        exp_samples:
+          - labels: 'job:agora_feed_hot_set_hits:ratio_rate5m{job="agora-feed"}'
+            value: 0.9
     alert_rule_test:
       - eval_time: 20m
         alertname: AgoraHttp5xxRatioHigh
@@ -717,6 +843,72 @@ tests:
             exp_annotations:
               summary: "agora-user (u1) is not being scraped"
               description: Prometheus could not scrape u1 of agora-user for 5 minutes.
+      # feed lag: pending (for 5m) at 4m, firing at 10m; the search group never
+      - eval_time: 4m
+        alertname: AgoraFeedConsumerLagHigh
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: AgoraFeedConsumerLagHigh
+        exp_alerts:
+          - exp_labels: {severity: warning, job: agora-feed, group: feed, topic: agora.post.v1}
+            exp_annotations:
+              summary: "agora-feed: feed consumer 12000 messages behind on agora.post.v1"
+              description: The feed consumer group is more than 5000 messages behind on agora.post.v1 for 5 minutes, so new statuses and follows reach home timelines late. Check fan-out latency, the feed replicas' CPU, and the hot-set Redis.
+      # fan-out p99 4s (max over replicas): pending at 8m, firing at 20m
+      - eval_time: 8m
+        alertname: AgoraFeedFanoutLatencyP99High
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: AgoraFeedFanoutLatencyP99High
+        exp_alerts:
+          - exp_labels: {severity: warning, job: agora-feed}
+            exp_annotations:
+              summary: "agora-feed: fan-out p99 is 4s"
+              description: The 99th percentile time to fan a status out to its followers' home timelines on agora-feed has been above 3s for 10 minutes (large accounts above AGORA_FEED_LARGE_ACCOUNT_FOLLOWERS are merged at read time and not fanned out).
+
+  # Fan-out latency exported as a histogram (if buckets are configured for it):
+  # the histogram wins over a summary of the same job. Every fan-out lands in
+  # (1s, 5s] -> p99 = 1 + 4 * 0.99 = 4.96s, p50 = 3s.
+  - interval: 30s
+    input_series:
+      - series: 'agora_feed_fanout_seconds_bucket{job="agora-feed",instance="f1",le="1"}'
+        values: '0x80'
+      - series: 'agora_feed_fanout_seconds_bucket{job="agora-feed",instance="f1",le="5"}'
+        values: '0+30x80'
+      - series: 'agora_feed_fanout_seconds_bucket{job="agora-feed",instance="f1",le="+Inf"}'
+        values: '0+30x80'
+      - series: 'agora_feed_fanout_seconds{job="agora-feed",instance="f2",quantile="0.99"}'
+        values: '0.1x80'
+      # below the threshold: 2s p99 never alerts
+      - series: 'agora_feed_fanout_seconds_bucket{job="agora-feed-canary",instance="c1",le="1"}'
+        values: '0x80'
+      - series: 'agora_feed_fanout_seconds_bucket{job="agora-feed-canary",instance="c1",le="2"}'
+        values: '0+30x80'
+      - series: 'agora_feed_fanout_seconds_bucket{job="agora-feed-canary",instance="c1",le="+Inf"}'
+        values: '0+30x80'
+    promql_expr_test:
+      - expr: job:agora_feed_fanout_seconds:p99_5m
+        eval_time: 10m
+        exp_samples:
+          - labels: 'job:agora_feed_fanout_seconds:p99_5m{job="agora-feed"}'
+            value: 4.96
+          - labels: 'job:agora_feed_fanout_seconds:p99_5m{job="agora-feed-canary"}'
+            value: 1.99
+      - expr: job:agora_feed_fanout_seconds:p50_5m
+        eval_time: 10m
+        exp_samples:
+          - labels: 'job:agora_feed_fanout_seconds:p50_5m{job="agora-feed"}'
+            value: 3
+          - labels: 'job:agora_feed_fanout_seconds:p50_5m{job="agora-feed-canary"}'
+            value: 1.5
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: AgoraFeedFanoutLatencyP99High
+        exp_alerts:
+          - exp_labels: {severity: warning, job: agora-feed}
+            exp_annotations:
+              summary: "agora-feed: fan-out p99 is 4.96s"
+              description: The 99th percentile time to fan a status out to its followers' home timelines on agora-feed has been above 3s for 10 minutes (large accounts above AGORA_FEED_LARGE_ACCOUNT_FOLLOWERS are merged at read time and not fanned out).
 """
 
 
@@ -727,7 +919,10 @@ def prom_test():
     r = run([PROMTOOL, "test", "rules", f])
     if r.returncode != 0:
         raise RuntimeError((r.stdout + r.stderr).strip())
-    return "promtool test rules: 4 recording-rule and 8 alert cases pass"
+    tests = yaml.safe_load(PROM_TESTS)["tests"]
+    n_expr = sum(len(t.get("promql_expr_test", [])) for t in tests)
+    n_alert = sum(len(t.get("alert_rule_test", [])) for t in tests)
+    return f"promtool test rules: {len(tests)} groups, {n_expr} recording-rule and {n_alert} alert cases pass"
 
 
 check("prometheus rules (deploy/prometheus/agora-rules.yaml)", prom_check)
@@ -773,11 +968,13 @@ def grafana():
     if not {"datasource", "job"} <= var_names:
         probs.append(f"template variables {sorted(var_names)} lack datasource/job")
     joined = "\n".join(e for _, e in exprs)
-    for metric in ("agora_http_requests_total", "agora_http_request_duration_seconds_bucket",
-                   "agora_grpc_requests_total", "agora_grpc_request_duration_seconds_bucket",
-                   "agora_outbox_backlog", "agora_consumer_lag"):
+    for metric in FEED_METRICS + ("agora_http_requests_total", "agora_http_request_duration_seconds_bucket",
+                                  "agora_grpc_requests_total", "agora_grpc_request_duration_seconds_bucket",
+                                  "agora_outbox_backlog", "agora_consumer_lag"):
         if metric not in joined:
             probs.append(f"no panel queries {metric}")
+    if not re.search(r'agora_consumer_lag\{[^}]*group="feed"', joined):
+        probs.append("no panel shows the feed consumer group's lag")
     # Parse every expression with promtool: substitute Grafana's variables and
     # check them as recording rules.
     subst = [("$__rate_interval", "5m"), ("$__interval", "1m"), ("$__range", "1h"), ("${job}", ".+"), ("$job", ".+")]
@@ -806,7 +1003,8 @@ def compose():
         c = yaml.safe_load(fh)
     probs = []
     services = c.get("services", {})
-    for want in ("postgres", "redis", "kafka", "minio", "opensearch", "agora-migrate", "agora-user", "agora-gateway"):
+    for want in ("postgres", "redis", "kafka", "minio", "opensearch", "agora-migrate", "agora-user",
+                 "agora-post", "agora-graph", "agora-feed", "agora-gateway"):
         if want not in services:
             probs.append(f"missing service {want}")
     vols = set((c.get("volumes") or {}).keys())
@@ -857,9 +1055,21 @@ def compose():
             if k.endswith("_DATABASE_URL") and k not in mig_env:
                 probs.append(f"agora-migrate lacks {k} (used by {name})")
     gw = services.get("agora-gateway", {}).get("environment", {})
-    up = str(gw.get("AGORA_GATEWAY_USER_URL", ""))
-    if not re.fullmatch(r"http://agora-user:50051", up):
-        probs.append(f"agora-gateway AGORA_GATEWAY_USER_URL={up!r}")
+    for svc, port in (("user", 50051), ("post", 50052), ("graph", 50053), ("feed", 50054)):
+        k = f"AGORA_GATEWAY_{svc.upper()}_URL"
+        if str(gw.get(k, "")) != f"http://agora-{svc}:{port}":
+            probs.append(f"agora-gateway {k}={gw.get(k)!r}")
+    # Every http:// service URL names an Agora service and the port it listens on.
+    for name, s in services.items():
+        for k, v in (s.get("environment") or {}).items():
+            m = re.fullmatch(r"http://(agora-[a-z0-9-]+):(\d+)/?", str(v or ""))
+            if not (k.startswith("AGORA_") and k.endswith("_URL") and m):
+                continue
+            target = services.get(m.group(1))
+            short = m.group(1).split("-", 1)[1].upper().replace("-", "_")
+            listen = str(((target or {}).get("environment") or {}).get(f"AGORA_{short}_LISTEN", ""))
+            if not listen.endswith(":" + m.group(2)):
+                probs.append(f"{name}: {k}={v} does not match {m.group(1)}'s AGORA_{short}_LISTEN={listen!r}")
     return f"valid YAML, {len(services)} services, references resolve", probs
 
 
@@ -897,7 +1107,7 @@ def dockerfile():
     if not any(l.upper().startswith("ENTRYPOINT [") for l in instrs):
         probs.append("no exec-form ENTRYPOINT")
     # Every binary the deployment files run must be a workspace package with that binary.
-    binaries = {"agora", "agora-user", "agora-gateway"}
+    binaries = {"agora", "agora-user", "agora-post", "agora-graph", "agora-feed", "agora-gateway"}
     cargo = os.path.join(ROOT, "Cargo.toml")
     detail = f"{len(froms)} stages, SERVICE in {sorted(binaries)}"
     if os.path.exists(cargo):

@@ -30,7 +30,7 @@ fn user(c: &Caller, scope: &str) -> ApiResult<()> {
 fn opt_id(p: &Params, key: &str) -> ApiResult<i64> {
     match p.str(key).map(str::trim) {
         None | Some("") => Ok(0),
-        Some(s) => s.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| ApiError::not_found()),
+        Some(s) => s.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(ApiError::not_found),
     }
 }
 
@@ -139,7 +139,8 @@ pub async fn context(
     let all: Vec<ppb::Status> = ctx.ancestors.into_iter().chain(ctx.descendants).collect();
     let mut rendered = render::statuses(&st, &all).await?;
     // A status whose author vanished is dropped by rendering; keep the split point right.
-    let split = rendered.iter().take_while(|v| all[..n].iter().any(|s| v["id"] == s.id.to_string())).count();
+    let ancestors: std::collections::HashSet<String> = all[..n].iter().map(|s| s.id.to_string()).collect();
+    let split = rendered.iter().take_while(|v| v["id"].as_str().is_some_and(|id| ancestors.contains(id))).count();
     let descendants = rendered.split_off(split);
     Ok(axum::Json(json!({ "ancestors": rendered, "descendants": descendants })))
 }

@@ -591,10 +591,8 @@ impl Posts {
         let (caller, me) = self.user(token, "write:statuses").await?;
         // Undoing must work even if the original has since become hidden from the caller.
         let record = self.store.statuses(&[id]).await?.pop().ok_or_else(not_found)?;
-        let original_id = match record.reblog_of_id {
-            Some(o) if record.account_id == me => o,
-            _ => record.id,
-        };
+        // Given a reblog (the caller's or anyone's), undo the caller's reblog of its original.
+        let original_id = record.reblog_of_id.unwrap_or(record.id);
         let removed = self
             .store
             .unreblog(me, original_id, &|s| {

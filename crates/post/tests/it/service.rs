@@ -1,75 +1,22 @@
 //! The post service's rules through its domain API ([`Posts`]), on the embedded store, with
 //! tokens signed here and in-memory fakes of the user directory and the social graph.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use agora_client::Caller;
-use agora_kit::jwt::{Claims, SigningKey, StaticKeys, Verifier};
+use agora_kit::jwt::{SigningKey, StaticKeys, Verifier};
 use agora_kit::{Error, ErrorKind, IdGenerator};
-use agora_post::domain::Relation;
-use agora_post::{Directory, DirectoryEntry, PostRules, Posts, Relations};
+use agora_post::{PostRules, Posts, Relations};
 use agora_proto::post::v1 as pb;
-use async_trait::async_trait;
-use parking_lot::Mutex;
 
-const ISS: &str = "https://social.example";
-
-/// Accounts by lower-case username.
-struct FakeDirectory(HashMap<String, DirectoryEntry>);
-
-#[async_trait]
-impl Directory for FakeDirectory {
-    async fn lookup(&self, usernames: &[String]) -> Result<Vec<DirectoryEntry>, Error> {
-        Ok(usernames.iter().filter_map(|u| self.0.get(u).cloned()).collect())
-    }
-}
-
-#[derive(Default)]
-struct FakeGraph {
-    /// (follower, followed)
-    follows: Mutex<HashSet<(i64, i64)>>,
-    /// (blocker, blocked)
-    blocks: Mutex<HashSet<(i64, i64)>>,
-    calls: AtomicUsize,
-}
-
-#[async_trait]
-impl Relations for FakeGraph {
-    async fn relations(&self, viewer: &Caller, ids: &[i64]) -> Result<HashMap<i64, Relation>, Error> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let me = viewer.claims.account_id().unwrap();
-        let follows = self.follows.lock();
-        let blocks = self.blocks.lock();
-        Ok(ids
-            .iter()
-            .map(|id| {
-                (
-                    *id,
-                    Relation {
-                        following: follows.contains(&(me, *id)),
-                        blocking: blocks.contains(&(me, *id)),
-                        blocked_by: blocks.contains(&(*id, me)),
-                    },
-                )
-            })
-            .collect())
-    }
-}
+use crate::fakes::{self, AUTHOR, BLOCKED, FOLLOWER, FakeGraph, ISS, MENTIONED, STRANGER};
 
 struct World {
     posts: Posts,
     graph: Arc<FakeGraph>,
     key: SigningKey,
 }
-
-// The cast of every test: ids and usernames.
-const AUTHOR: i64 = 1;
-const STRANGER: i64 = 2;
-const MENTIONED: i64 = 3;
-const FOLLOWER: i64 = 4;
-const BLOCKED: i64 = 5;
 
 impl World {
     async fn new() -> Self {
@@ -81,26 +28,12 @@ impl World {
         let key = SigningKey::generate().unwrap();
         let verifier = Verifier::new(ISS, ISS, StaticKeys::new(vec![key.public_key()]));
         verifier.prime().await.unwrap();
-        let directory = FakeDirectory(
-            [
-                (AUTHOR, "Author"),
-                (STRANGER, "stranger"),
-                (MENTIONED, "Mentioned"),
-                (FOLLOWER, "follower"),
-                (BLOCKED, "blocked"),
-            ]
-            .into_iter()
-            .map(|(id, name)| (name.to_lowercase(), DirectoryEntry { account_id: id, username: name.into() }))
-            .collect(),
-        );
-        let graph = Arc::new(FakeGraph::default());
-        graph.follows.lock().insert((FOLLOWER, AUTHOR));
-        graph.blocks.lock().insert((AUTHOR, BLOCKED));
+        let graph = Arc::new(fakes::graph());
         let posts = Posts::new(
             store,
             Arc::new(IdGenerator::new(1)),
             verifier,
-            Arc::new(directory),
+            Arc::new(fakes::directory()),
             Arc::clone(&graph) as Arc<dyn Relations>,
             PostRules { public_url: ISS.into(), max_chars: 500 },
             Arc::new(tokio::sync::Notify::new()),
@@ -109,21 +42,7 @@ impl World {
     }
 
     fn token_with(&self, account: Option<i64>, scope: &str) -> String {
-        let now = agora_kit::time::now_ms() / 1000;
-        self.key
-            .sign(&Claims {
-                iss: ISS.into(),
-                aud: ISS.into(),
-                sub: account.map(|a| a.to_string()),
-                exp: now + 600,
-                iat: now,
-                jti: rand::random::<u32>().to_string(),
-                sid: rand::random::<u32>().to_string(),
-                cid: "test-app".into(),
-                scope: scope.into(),
-                role: account.map(|_| "user".into()),
-            })
-            .unwrap()
+        fakes::mint(&self.key, account, scope)
     }
 
     fn token(&self, account: i64) -> String {

@@ -353,11 +353,11 @@ mod tests {
 
     #[test]
     fn one_account_spamming_a_tag_counts_once() {
-        let now = 10 * DAY_MS;
+        let now = 10 * DAY_MS + DAY_MS / 2;
         let mut uses: Vec<TagUse> =
             (0..50).map(|i| TagUse { tag: "spam".into(), account_id: 1, used_at_ms: now - i * 1000 }).collect();
         for a in 2..5 {
-            uses.push(TagUse { tag: "rust".into(), account_id: a, used_at_ms: now - 3600_000 });
+            uses.push(TagUse { tag: "rust".into(), account_id: a, used_at_ms: now - 3_600_000 });
         }
         let ranked = rank_tags(&uses, now);
         assert_eq!(ranked[0].name, "rust");

@@ -348,7 +348,7 @@ mod tests {
         let b = HotEntry { status_id: 100, author_id: 1, reblog_of_author_id: 3 };
         assert_eq!(parse_member(&member(&a)), Some(a));
         assert!(member(&a) < member(&b));
-        assert!(member(&b) < "a".to_owned());
+        assert!(member(&b).as_str() < "a");
         assert!(parse_member("w").is_none());
     }
 }

@@ -20,7 +20,7 @@ use crate::workload::WorkloadKind;
 #[command(
     name = "agora-bench",
     version,
-    after_long_help = "\
+    after_help = "\
 The server must run with its rate limits raised, or setup stops at the first HTTP 429:
   AGORA_GATEWAY_RATE_LIMIT_IP=100000000/1 AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=100000000/1 \\
   AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=100000000/1 agora dev ...

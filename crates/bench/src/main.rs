@@ -1,9 +1,13 @@
 //! agora-bench: a load generator for Agora's Mastodon-compatible REST API, in the spirit of
 //! DeathStarBench's socialNetwork workloads.
 //!
-//! It sets up state through the public API only (never the stores), then drives one workload in
-//! a closed or an open loop and reports HDR-histogram latencies. It talks to the `--url` it is
-//! given and nothing else, every call has a timeout, and a run ends by itself.
+//! It sets up state through the public API only (never the stores): accounts, a seeded power-law
+//! follow graph with an optional celebrity, a few statuses each. Then it drives one workload
+//! (compose-post, read-home-timeline, read-user-timeline, their 10/60/30 mix, or
+//! verify-credentials) in a closed or an open loop and reports HDR-histogram latencies, with an
+//! optional SVG plot. Or, with `--fanout-lag`, it measures how long new statuses take to reach
+//! followers' home timelines. It talks to the `--url` it is given and nothing else, every call has
+//! a timeout, and a run ends by itself.
 
 mod cli;
 mod fanout;

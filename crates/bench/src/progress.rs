@@ -92,7 +92,7 @@ pub fn bar(done: f64, total: f64) -> String {
     s
 }
 
-/// A counting bar for one setup phase ("following 1234/15000"). Tasks bump `done`/`failed`;
+/// A counting bar for one phase ("setup: follows 1234/15000"). Tasks bump `done`/`failed`;
 /// the bar redraws itself until `finish`.
 pub struct SetupBar {
     pub done: Arc<AtomicU64>,
@@ -153,7 +153,7 @@ fn setup_line(label: &str, done: &AtomicU64, failed: &AtomicU64, total: u64, sta
     let secs = started.elapsed().as_secs_f64();
     let failed = if f > 0 { format!("  {f} failed") } else { String::new() };
     format!(
-        "setup: {label:<10} {} {d}/{total}  {:.0}/s  {secs:.1}s{failed}",
+        "{label:<26} {} {d}/{total}  {:.0}/s  {secs:.1}s{failed}",
         bar(d as f64, total as f64),
         d as f64 / secs.max(1e-3)
     )

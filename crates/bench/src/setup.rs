@@ -29,7 +29,8 @@ const REGISTRATION_CONCURRENCY: usize = 4;
 const TOLERATED_FAILURES: f64 = 0.01;
 
 pub const RATE_LIMIT_HINT: &str = "the server is rate-limiting the benchmark (HTTP 429). Restart it with \
-     AGORA_GATEWAY_RATE_LIMIT_IP=off AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=off AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=off \
+     AGORA_GATEWAY_RATE_LIMIT_IP=100000000/1 AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=100000000/1 \
+     AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=100000000/1 (or =off) \
      (or, for sign-ups only, AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32 and --spoof-forwarded-for)";
 
 /// A registered account, its id and its bearer token.
@@ -71,7 +72,7 @@ impl Setup {
             .collect();
         let (target, spoof) = (self.target.clone(), self.spoof_forwarded_for);
         let users = self
-            .run_all("accounts", pending, REGISTRATION_CONCURRENCY, 0.0, move |(i, username, password)| {
+            .run_all("setup: accounts", pending, REGISTRATION_CONCURRENCY, 0.0, move |(i, username, password)| {
                 // 198.18.0.0/15 is reserved for benchmarking (RFC 2544): distinct and never routed.
                 let xff = spoof
                     .then(|| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + ((xff_base + i) % (1 << 17))));
@@ -101,7 +102,7 @@ impl Setup {
             return Ok(());
         }
         let target = self.target.clone();
-        self.run_all("follows", edges, self.concurrency, TOLERATED_FAILURES, move |(token, id)| {
+        self.run_all("setup: follows", edges, self.concurrency, TOLERATED_FAILURES, move |(token, id)| {
             let target = target.clone();
             async move {
                 let path = format!("/api/v1/accounts/{id}/follow");
@@ -126,7 +127,7 @@ impl Setup {
         }
         let target = self.target.clone();
         let ids = self
-            .run_all("posts", jobs.clone(), self.concurrency, TOLERATED_FAILURES, move |(_, k, token)| {
+            .run_all("setup: posts", jobs.clone(), self.concurrency, TOLERATED_FAILURES, move |(_, k, token)| {
                 let target = target.clone();
                 async move { post_status(&target, &token, &format!("agora-bench seed status {k}")).await }
             })
@@ -158,6 +159,7 @@ impl Setup {
     {
         let total = items.len();
         let bar = SetupBar::start(label, total as u64, self.progress);
+        let label = label.trim_start_matches("setup: ");
         let mut results: Vec<Option<R>> = (0..total).map(|_| None).collect();
         let mut pending = items.into_iter().enumerate();
         let mut tasks: JoinSet<(usize, anyhow::Result<R>)> = JoinSet::new();

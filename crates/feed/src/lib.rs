@@ -130,6 +130,26 @@ async fn open_feed(
     Ok((store, hot, feed))
 }
 
+/// Handled-event records are kept this long: longer than a topic's retention, so a redelivery
+/// is always recognised; trend inputs only matter within the trend window.
+const KEEP_PROCESSED: Duration = Duration::from_secs(8 * 24 * 3600);
+
+/// Prunes old handled-event records and trend inputs every hour until `shutdown`.
+async fn prune_periodically(store: Arc<dyn store::TimelineStore>, shutdown: Shutdown) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let before = agora_kit::time::now_ms() - KEEP_PROCESSED.as_millis() as i64;
+        match store.prune(before).await {
+            Ok(n) => tracing::debug!(removed = n, "pruned feed bookkeeping"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed; will retry"),
+        }
+    }
+}
+
 /// A feed service ready to serve: store and hot set open, consumers running.
 pub struct FeedService {
     pub feed: Arc<Feed>,
@@ -165,6 +185,8 @@ impl FeedService {
                 shutdown.clone(),
             ));
         }
+
+        tokio::spawn(prune_periodically(Arc::clone(&store), shutdown.clone()));
 
         let health = Health::new();
         let s = Arc::clone(&store);

@@ -135,6 +135,10 @@ pub trait TimelineStore: Send + Sync + 'static {
     /// undeleted statuses.
     async fn engagements_since(&self, since_ms: i64) -> StoreResult<Vec<(i64, i64)>>;
 
+    /// Forgets handled-event records and trend inputs older than `before_ms`. Returns the rows
+    /// removed.
+    async fn prune(&self, before_ms: i64) -> StoreResult<u64>;
+
     async fn markers(&self, account_id: i64) -> StoreResult<Vec<Marker>>;
     /// Saves a marker, bumping its version.
     async fn save_marker(&self, account_id: i64, timeline: &str, last_read_id: i64, now_ms: i64)

@@ -571,6 +571,18 @@ macro_rules! sql_timeline_store {
                 Ok(rows)
             }
 
+            async fn prune(&self, before_ms: i64) -> StoreResult<u64> {
+                let mut removed = 0;
+                for sql in [
+                    "DELETE FROM processed_events WHERE processed_at_ms < $1",
+                    "DELETE FROM tag_uses WHERE used_at_ms < $1",
+                    "DELETE FROM engagements WHERE at_ms < $1",
+                ] {
+                    removed += sqlx::query(sql).bind(before_ms).execute(&self.pool).await?.rows_affected();
+                }
+                Ok(removed)
+            }
+
             async fn markers(&self, account_id: i64) -> StoreResult<Vec<Marker>> {
                 let rows: Vec<MarkerRow> = sqlx::query_as(
                     "SELECT timeline, last_read_id, version, updated_at_ms FROM markers WHERE account_id = $1 \

@@ -212,6 +212,18 @@ async fn trends_inputs(s: Arc<dyn TimelineStore>) {
     assert_eq!(s.engagements_since(0).await.unwrap(), vec![(700, 2_000)]);
 }
 
+async fn pruning_forgets_only_old_bookkeeping(s: Arc<dyn TimelineStore>) {
+    s.record_tag_uses(800, 1, &["old".into()], 1_000).await.unwrap();
+    s.record_tag_uses(801, 1, &["new".into()], 9_000).await.unwrap();
+    s.mark_processed("feed", 77).await.unwrap();
+    s.prune(5_000).await.unwrap();
+    let uses = s.tag_uses_since(0).await.unwrap();
+    assert_eq!(uses.iter().map(|u| u.tag.as_str()).collect::<Vec<_>>(), vec!["new"]);
+    assert!(s.processed("feed", 77).await.unwrap(), "recent event records stay");
+    s.prune(agora_kit::time::now_ms() + 1).await.unwrap();
+    assert!(!s.processed("feed", 77).await.unwrap());
+}
+
 async fn markers_bump_versions(s: Arc<dyn TimelineStore>) {
     let m = s.save_marker(1, "home", 10, 100).await.unwrap();
     assert_eq!((m.last_read_id, m.version, m.updated_at_ms), (10, 1, 100));
@@ -255,5 +267,6 @@ agora_testkit::conformance!(
         events_are_remembered,
         trends_inputs,
         markers_bump_versions,
+        pruning_forgets_only_old_bookkeeping,
     ]
 );

@@ -328,14 +328,34 @@ impl Feed {
             return Ok(());
         }
         let filter = EntryFilter {
-            exclude_replies: true,
             exclude_reblogs: !g.show_reblogs,
             visibilities: followed_visibilities(),
             ..Default::default()
         };
         let entries =
             self.store.page(&TimelineKey::account(target), &Window::newest(self.settings.backfill), &filter).await?;
-        for e in entries.iter().filter(|e| e.reblog_of_author_id != follower) {
+        // The reply rule, as fan-out would have applied it: a reply to someone else only if the
+        // follower follows (or is) the replied-to account.
+        let mut replied_to: Vec<i64> = entries
+            .iter()
+            .filter(|e| e.replies_to_other() && e.in_reply_to_account_id != follower)
+            .map(|e| e.in_reply_to_account_id)
+            .collect();
+        replied_to.sort_unstable();
+        replied_to.dedup();
+        let mut followed = HashSet::new();
+        for r in replied_to {
+            if self.graph.filter_followers(r, &[follower]).await?.contains(&follower) {
+                followed.insert(r);
+            }
+        }
+        let wanted = entries.iter().filter(|e| {
+            e.reblog_of_author_id != follower
+                && (!e.replies_to_other()
+                    || e.in_reply_to_account_id == follower
+                    || followed.contains(&e.in_reply_to_account_id))
+        });
+        for e in wanted {
             self.deliver(&[follower], e).await?;
         }
         Ok(())

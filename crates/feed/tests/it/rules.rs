@@ -318,6 +318,23 @@ async fn a_new_follow_backfills_recent_statuses() {
     let home = w.home(BOB).await;
     assert_eq!(home, vec![private, posted[4], posted[3]]);
     assert!(!home.contains(&direct));
+
+    // Replies come along only where Bob follows the other side of the conversation.
+    let reply = |to: i64| StatusPosted {
+        account_id: CAROL,
+        visibility: "public".into(),
+        in_reply_to_id: 1,
+        in_reply_to_account_id: to,
+        ..Default::default()
+    };
+    let to_dave = w.post_with(reply(DAVE)).await;
+    let to_erin = w.post_with(reply(ERIN)).await;
+    let to_bob = w.post_with(reply(BOB)).await;
+    w.graph.follow(BOB, DAVE);
+    w.follow(BOB, CAROL).await;
+    let home = w.stored_home(BOB).await;
+    assert!(home.contains(&to_dave) && home.contains(&to_bob));
+    assert!(!home.contains(&to_erin));
 }
 
 #[tokio::test]

@@ -85,6 +85,19 @@ impl MemoryTimeline {
     }
 }
 
+/// Homes the memory adapter holds at most. Cold partial homes only matter while a fill races a
+/// fan-out, so they go first; past that the whole set is dropped (reads fall back to SQL).
+const MEMORY_MAX_HOMES: usize = 20_000;
+
+fn make_room(all: &mut HashMap<i64, MemoryTimeline>, account_id: i64) {
+    if all.len() >= MEMORY_MAX_HOMES && !all.contains_key(&account_id) {
+        all.retain(|_, t| t.warm);
+        if all.len() >= MEMORY_MAX_HOMES {
+            all.clear();
+        }
+    }
+}
+
 /// The hot set in this process (the embedded default).
 pub struct MemoryHotSet {
     capacity: usize,
@@ -101,6 +114,7 @@ impl MemoryHotSet {
 impl HotSet for MemoryHotSet {
     async fn insert(&self, account_id: i64, entries: &[HotEntry]) -> Result<(), HotSetError> {
         let mut all = self.timelines.lock();
+        make_room(&mut all, account_id);
         let t = all.entry(account_id).or_default();
         for e in entries {
             t.entries.insert(e.status_id, *e);
@@ -121,6 +135,7 @@ impl HotSet for MemoryHotSet {
 
     async fn fill(&self, account_id: i64, newest: &[HotEntry], complete: bool) -> Result<(), HotSetError> {
         let mut all = self.timelines.lock();
+        make_room(&mut all, account_id);
         let t = all.entry(account_id).or_default();
         for e in newest {
             t.entries.insert(e.status_id, *e);

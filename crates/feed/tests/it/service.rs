@@ -174,6 +174,11 @@ async fn published_events_reach_timelines_through_the_consumers() {
     assert_eq!(tag.into_inner().status_ids, vec![5_000]);
     let tags = c.get_trending_tags(s.with(pb::GetTrendsRequest::default(), None)).await.unwrap().into_inner();
     assert_eq!(tags.tags[0].name, "hello");
+    // Operators can see fan-out and hot-set behaviour.
+    let metrics = agora_kit::metrics::render();
+    for name in ["agora_feed_fanout_seconds", "agora_feed_fanout_recipients_total", "agora_feed_hot_set_hits_total"] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
     s.stop().await;
 }
 

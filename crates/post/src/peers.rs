@@ -64,6 +64,9 @@ impl Directory for UserDirectory {
     }
 }
 
+/// Ids per `GetRelationships` call (the graph service accepts up to 1000).
+const RELATIONSHIPS_BATCH: usize = 500;
+
 /// [`Relations`] over the graph service's `GetRelationships`, with the viewer's own token.
 pub struct GraphRelations {
     pub client: GraphServiceClient<Channel>,
@@ -75,22 +78,39 @@ impl Relations for GraphRelations {
         if account_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut client = self.client.clone();
-        let req = agora_kit::grpc::request(
-            graph_pb::GetRelationshipsRequest { ids: account_ids.to_vec() },
-            Some(&viewer.token),
-        );
-        let resp = client.get_relationships(req).await.map_err(|s| {
-            let e = Error::from(s);
-            // The graph being down must not read as "no relation": that could show a
-            // private status to a non-follower, or a status to someone blocked.
-            if e.kind == ErrorKind::Internal { Error::unavailable(ErrorKind::Unavailable.default_message()) } else { e }
-        })?;
-        Ok(resp
-            .into_inner()
-            .relationships
-            .into_iter()
-            .map(|r| (r.id, Relation { following: r.following, blocking: r.blocking, blocked_by: r.blocked_by }))
-            .collect())
+        let mut out = HashMap::with_capacity(account_ids.len());
+        for chunk in account_ids.chunks(RELATIONSHIPS_BATCH) {
+            let mut client = self.client.clone();
+            let req = agora_kit::grpc::request(
+                graph_pb::GetRelationshipsRequest { ids: chunk.to_vec() },
+                Some(&viewer.token),
+            );
+            let resp = match client.get_relationships(req).await {
+                Ok(resp) => resp.into_inner(),
+                // A token without `read:follows` may not ask the graph. Such a viewer is
+                // treated as following nobody: they see what a signed-out visitor sees, plus
+                // their own statuses and those that mention them.
+                Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                    tracing::debug!("viewer token may not read relationships; assuming none");
+                    return Ok(HashMap::new());
+                }
+                Err(s) => {
+                    let e = Error::from(s);
+                    // The graph being down must not read as "no relation": that could show a
+                    // status to someone its author blocked. The request fails instead.
+                    return Err(if e.kind == ErrorKind::Internal {
+                        Error::unavailable(ErrorKind::Unavailable.default_message())
+                    } else {
+                        e
+                    });
+                }
+            };
+            out.extend(
+                resp.relationships.into_iter().map(|r| {
+                    (r.id, Relation { following: r.following, blocking: r.blocking, blocked_by: r.blocked_by })
+                }),
+            );
+        }
+        Ok(out)
     }
 }

@@ -84,7 +84,7 @@ fn bounds_sql(b: &Bounds) -> (i64, i64, bool) {
 }
 
 macro_rules! sql_post_store {
-    ($store:ident, $db:ty, $outbox:path, $begin:expr) => {
+    ($store:ident, $db:ty, $outbox:path, $begin:expr, $lock_account:expr) => {
         type Conn = <$db as sqlx::Database>::Connection;
         type Tx = sqlx::Transaction<'static, $db>;
 
@@ -318,10 +318,18 @@ macro_rules! sql_post_store {
                         .map(Inserted::Existing)
                         .ok_or_else(|| StoreError::Unavailable(format!("status id {} collided", s.id)));
                 }
-                sqlx::query("UPDATE statuses SET reblogs_count = reblogs_count + 1 WHERE id = $1")
-                    .bind(original)
-                    .execute(&mut *tx)
-                    .await?;
+                // Re-checked under the row lock: a delete of the original that committed since
+                // the check above wins, and this reblog is not written.
+                let bumped = sqlx::query(
+                    "UPDATE statuses SET reblogs_count = reblogs_count + 1 WHERE id = $1 AND deleted = FALSE",
+                )
+                .bind(original)
+                .execute(&mut *tx)
+                .await?;
+                if bumped.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::NotFound);
+                }
                 let created = load_one(&mut tx, s.id).await?.ok_or(StoreError::NotFound)?;
                 announce(&mut tx, &event(&created)).await?;
                 tx.commit().await?;
@@ -571,10 +579,17 @@ macro_rules! sql_post_store {
                     tx.rollback().await?;
                     return Ok(false);
                 }
-                sqlx::query("UPDATE statuses SET favourites_count = favourites_count + 1 WHERE id = $1")
-                    .bind(status_id)
-                    .execute(&mut *tx)
-                    .await?;
+                // Re-checked under the row lock, so a favourite never outlives a concurrent delete.
+                let bumped = sqlx::query(
+                    "UPDATE statuses SET favourites_count = favourites_count + 1 WHERE id = $1 AND deleted = FALSE",
+                )
+                .bind(status_id)
+                .execute(&mut *tx)
+                .await?;
+                if bumped.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::NotFound);
+                }
                 announce(&mut tx, event).await?;
                 tx.commit().await?;
                 Ok(true)
@@ -640,6 +655,11 @@ macro_rules! sql_post_store {
 
             async fn pin(&self, id: i64, account_id: i64, status_id: i64) -> StoreResult<bool> {
                 let mut tx = self.write_tx().await?;
+                // Count-then-insert must not interleave with another pin by the same account.
+                let lock: &str = $lock_account;
+                if !lock.is_empty() {
+                    sqlx::query(sqlx::AssertSqlSafe(lock)).bind(account_id).execute(&mut *tx).await?;
+                }
                 let pinned: Vec<i64> = sqlx::query_scalar("SELECT status_id FROM pins WHERE account_id = $1")
                     .bind(account_id)
                     .fetch_all(&mut *tx)
@@ -752,7 +772,15 @@ impl PgPostStore {
 
 mod pg_impl {
     use super::*;
-    sql_post_store!(PgPostStore, sqlx::Postgres, agora_events::outbox::pg::insert, "BEGIN");
+    // A transaction-scoped advisory lock per account (in the two-key space, apart from the
+    // outbox relay's single-key lock) serialises that account's pins.
+    sql_post_store!(
+        PgPostStore,
+        sqlx::Postgres,
+        agora_events::outbox::pg::insert,
+        "BEGIN",
+        "SELECT pg_advisory_xact_lock(5, ($1 % 2147483647)::int)"
+    );
 }
 
 /// Post store on SQLite (the embedded default).
@@ -791,6 +819,6 @@ impl SqlitePostStore {
 mod sqlite_impl {
     use super::*;
     // IMMEDIATE takes the write lock up front, so a read-then-write transaction never fails
-    // with SQLITE_BUSY halfway through.
-    sql_post_store!(SqlitePostStore, sqlx::Sqlite, agora_events::outbox::sqlite::insert, "BEGIN IMMEDIATE");
+    // with SQLITE_BUSY halfway through, and serialises writers, so no further lock is needed.
+    sql_post_store!(SqlitePostStore, sqlx::Sqlite, agora_events::outbox::sqlite::insert, "BEGIN IMMEDIATE", "");
 }

@@ -349,6 +349,28 @@ async fn at_most_five_pins(s: Arc<dyn PostStore>) {
     assert!(!s.unpin(me, ids[0]).await.unwrap());
     assert!(s.pin(id(), me, ids[5]).await.unwrap());
     assert!(s.viewer_marks(me, &ids).await.unwrap().pinned.contains(&ids[5]));
+
+    // Racing pins still stop at five.
+    let racer = account();
+    let mut candidates = Vec::new();
+    for n in 0..10 {
+        candidates.push(post(&s, status(racer, &format!("race {n}"))).await.id);
+    }
+    let mut tasks = Vec::new();
+    for sid in candidates {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move { s.pin(id(), racer, sid).await }));
+    }
+    let mut pinned = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(true) => pinned += 1,
+            Err(StoreError::TooManyPins) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pinned, 5);
+    assert_eq!(s.pinned_of(racer).await.unwrap().len(), 5);
 }
 
 async fn reactions_count_per_emoji(s: Arc<dyn PostStore>) {

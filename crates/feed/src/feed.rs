@@ -194,7 +194,7 @@ impl Feed {
 
     /// Records a status, places it in its shared timelines and fans it out to home timelines.
     /// An edit updates what changed and does not fan out again.
-    #[tracing::instrument(skip_all, fields(status.id = s.id, author = s.account_id, edit))]
+    #[tracing::instrument(skip_all, fields(status.id = s.id, author = s.account_id, edit = edit))]
     pub async fn status_posted(&self, s: StatusFacts, edit: bool) -> FeedResult<()> {
         let recorded = self.store.record_status(&s).await?;
         if recorded == Recorded::Deleted {

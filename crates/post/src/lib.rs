@@ -199,3 +199,35 @@ pub async fn serve_from_env(env: &dyn Env) -> anyhow::Result<()> {
     tokio::spawn(agora_kit::shutdown::on_signal(shutdown.clone()));
     run(config, listener, shutdown).await
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use agora_kit::config::MapEnv;
+
+    #[test]
+    fn defaults_run_with_nothing_set() {
+        let c = Config::from_env(&MapEnv::new().with("AGORA_DATA_DIR", "/tmp/agora")).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50052");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9102");
+        assert_eq!(c.database_url, "sqlite:///tmp/agora/post.db");
+        assert_eq!(c.user_url, "http://127.0.0.1:50051");
+        assert_eq!(c.graph_url, "http://127.0.0.1:50053");
+        assert_eq!(c.max_chars, 500);
+        assert!(c.migrate_on_start);
+    }
+
+    #[test]
+    fn bad_settings_name_their_variable() {
+        let env = MapEnv::new().with("AGORA_POST_MAX_CHARS", "lots");
+        assert!(Config::from_env(&env).unwrap_err().to_string().contains("AGORA_POST_MAX_CHARS"));
+        let env = MapEnv::new().with("AGORA_POST_DATABASE_URL", "mysql://db");
+        assert!(Config::from_env(&env).unwrap_err().to_string().contains("AGORA_POST_DATABASE_URL"));
+        let env =
+            MapEnv::new().with("AGORA_PUBLIC_URL", "https://social.example/").with("AGORA_POST_MAX_CHARS", "1000");
+        let c = Config::from_env(&env).unwrap();
+        assert_eq!(c.public_url, "https://social.example");
+        assert_eq!(c.max_chars, 1000);
+    }
+}

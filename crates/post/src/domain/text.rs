@@ -362,6 +362,19 @@ mod tests {
     }
 
     #[test]
+    fn odd_input_stays_text() {
+        let none = HashMap::new();
+        assert_eq!(
+            render("C# and a@b and @ and # and http://", BASE, &none),
+            "<p>C# and a@b and @ and # and http://</p>"
+        );
+        assert_eq!(render("one\r\ntwo\r\n\r\n\r\n\nthree", BASE, &none), "<p>one<br>two</p><p>three</p>");
+        assert_eq!(render("", BASE, &none), "");
+        assert!(hashtags("https://example.com/#anchor").is_empty(), "a fragment is not a hashtag");
+        assert!(mentioned_usernames("https://example.com/@alice", "social.example").is_empty());
+    }
+
+    #[test]
     fn host_of_strips_scheme_and_path() {
         assert_eq!(host_of("https://social.example:8443/x"), "social.example:8443");
         assert_eq!(host_of("social.example"), "social.example");

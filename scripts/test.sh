@@ -224,43 +224,73 @@ step_e2e_dev() {
 
 step_e2e_services() {
     local b
-    for b in agora agora-user agora-gateway; do
+    for b in agora agora-user agora-post agora-graph agora-feed agora-gateway; do
         [[ -x $BIN/$b ]] || { warn "$BIN/$b was not built"; return 1; }
     done
-    local dir=$WORK/e2e-services p1 p2 p3 p4 db user_pid gw_pid rc=0
+    local dir=$WORK/e2e-services rc=0 svc base ports pids=() logs=() pid
     mkdir -p "$dir" || return 1
-    read -r p1 p2 p3 p4 < <(free_ports 4) || return 1
-    db=${AGORA_TEST_POSTGRES_URL%/*}/agora_e2e
-    log "creating database agora_e2e"
-    psql "$AGORA_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -q \
-        -c 'CREATE DATABASE agora_e2e' || return 1
-    log "agora migrate"
-    if ! AGORA_USER_DATABASE_URL=$db "$BIN/agora" migrate </dev/null >"$dir/migrate.log" 2>&1; then
+    # gRPC + admin port for each of user, post, graph, feed; HTTP + admin for the gateway.
+    read -r -a ports < <(free_ports 10) || return 1
+    base=${AGORA_TEST_POSTGRES_URL%/*}
+    for svc in user post graph feed; do
+        log "creating database agora_e2e_$svc"
+        psql "$AGORA_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -q -c "CREATE DATABASE agora_e2e_$svc" || return 1
+    done
+    local public=http://127.0.0.1:${ports[8]}
+    # Everything the processes share; each then gets its own listen addresses.
+    local common=(
+        AGORA_BUS_URL="$AGORA_TEST_KAFKA_URL?session_timeout_ms=2000"
+        AGORA_PUBLIC_URL="$public"
+        AGORA_USER_DATABASE_URL="$base/agora_e2e_user"
+        AGORA_POST_DATABASE_URL="$base/agora_e2e_post"
+        AGORA_GRAPH_DATABASE_URL="$base/agora_e2e_graph"
+        AGORA_FEED_DATABASE_URL="$base/agora_e2e_feed"
+        AGORA_FEED_CACHE_URL="$AGORA_TEST_REDIS_URL"
+        AGORA_GATEWAY_RATE_LIMIT_URL="$AGORA_TEST_REDIS_URL"
+        AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32
+    )
+    local i=0
+    for svc in USER POST GRAPH FEED; do
+        common+=("AGORA_${svc}_LISTEN=127.0.0.1:${ports[$i]}" "AGORA_${svc}_ADMIN_LISTEN=127.0.0.1:${ports[$((i + 1))]}")
+        i=$((i + 2))
+    done
+    local user_url=http://127.0.0.1:${ports[0]} post_url=http://127.0.0.1:${ports[2]}
+    local graph_url=http://127.0.0.1:${ports[4]} feed_url=http://127.0.0.1:${ports[6]}
+    common+=(
+        AGORA_POST_USER_URL="$user_url" AGORA_POST_GRAPH_URL="$graph_url"
+        AGORA_GRAPH_USER_URL="$user_url"
+        AGORA_FEED_USER_URL="$user_url" AGORA_FEED_GRAPH_URL="$graph_url" AGORA_FEED_POST_URL="$post_url"
+        AGORA_GATEWAY_USER_URL="$user_url" AGORA_GATEWAY_POST_URL="$post_url"
+        AGORA_GATEWAY_GRAPH_URL="$graph_url" AGORA_GATEWAY_FEED_URL="$feed_url"
+        AGORA_GATEWAY_LISTEN=127.0.0.1:${ports[8]} AGORA_GATEWAY_ADMIN_LISTEN=127.0.0.1:${ports[9]}
+    )
+    log "agora migrate (every store)"
+    if ! env "${common[@]}" "$BIN/agora" migrate </dev/null >"$dir/migrate.log" 2>&1; then
         warn "agora migrate failed"
         show_logs "$dir/migrate.log"
         return 1
     fi
-    log "starting agora-user on 127.0.0.1:$p1 (admin $p2), agora-gateway on 127.0.0.1:$p3 (admin $p4)"
-    AGORA_USER_LISTEN=127.0.0.1:$p1 AGORA_USER_ADMIN_LISTEN=127.0.0.1:$p2 AGORA_USER_DATABASE_URL=$db \
-        AGORA_BUS_URL=$AGORA_TEST_KAFKA_URL AGORA_PUBLIC_URL=http://127.0.0.1:$p3 \
-        "$BIN/agora-user" </dev/null >"$dir/agora-user.log" 2>&1 &
-    user_pid=$!
-    PIDS+=("$user_pid")
-    AGORA_GATEWAY_LISTEN=127.0.0.1:$p3 AGORA_GATEWAY_ADMIN_LISTEN=127.0.0.1:$p4 \
-        AGORA_GATEWAY_USER_URL=http://127.0.0.1:$p1 AGORA_GATEWAY_RATE_LIMIT_URL=$AGORA_TEST_REDIS_URL \
-        AGORA_BUS_URL=$AGORA_TEST_KAFKA_URL AGORA_PUBLIC_URL=http://127.0.0.1:$p3 \
-        AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32 \
-        "$BIN/agora-gateway" </dev/null >"$dir/agora-gateway.log" 2>&1 &
-    gw_pid=$!
-    PIDS+=("$gw_pid")
-    if wait_ready "http://127.0.0.1:$p3/readyz" "$user_pid,$gw_pid"; then
-        run_pytest services "http://127.0.0.1:$p3" || rc=$?
+    for svc in user graph post feed gateway; do
+        log "starting agora-$svc"
+        env "${common[@]}" "$BIN/agora-$svc" </dev/null >"$dir/agora-$svc.log" 2>&1 &
+        pid=$!
+        pids+=("$pid")
+        PIDS+=("$pid")
+        logs+=("$dir/agora-$svc.log")
+    done
+    local ready=1
+    for url in "http://127.0.0.1:${ports[9]}/readyz" "http://127.0.0.1:${ports[1]}/readyz" \
+        "http://127.0.0.1:${ports[3]}/readyz" "http://127.0.0.1:${ports[5]}/readyz" "http://127.0.0.1:${ports[7]}/readyz"; do
+        wait_ready "$url" "$(IFS=,; echo "${pids[*]}")" || { ready=0; break; }
+    done
+    if ((ready)); then
+        run_pytest services "$public" || rc=$?
     else
         warn "the services shape did not become ready"
         rc=1
     fi
-    stop_pids "$gw_pid" "$user_pid"
-    ((rc == 0)) || show_logs "$dir/migrate.log" "$dir/agora-user.log" "$dir/agora-gateway.log"
+    stop_pids "${pids[@]}"
+    ((rc == 0)) || show_logs "$dir/migrate.log" "${logs[@]}"
     return "$rc"
 }
 

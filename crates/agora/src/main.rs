@@ -3,6 +3,7 @@
 //! - `agora dev` runs the gateway and every service in one process on embedded stores.
 //! - `agora serve --target <service>` runs one service from `AGORA_*` settings.
 //! - `agora migrate` applies the migrations of every configured store.
+//! - `agora rebuild-timelines` recomputes the feed's derived timelines.
 
 use std::path::PathBuf;
 
@@ -37,12 +38,22 @@ enum Command {
     /// Add a new token signing key to the user store; restart user-service replicas to sign
     /// with it (tokens signed with older keys stay valid until they expire).
     RotateSigningKey,
+    /// Recompute timelines (home, public, hashtag, account) from the post and graph services.
+    /// The feed store and its hot set are derived views: this is how they are repaired.
+    RebuildTimelines {
+        /// Only these accounts' home timelines (default: every timeline).
+        #[arg(long = "account", value_name = "ID")]
+        accounts: Vec<i64>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Target {
     Gateway,
     User,
+    Post,
+    Graph,
+    Feed,
 }
 
 // glibc's allocator kept hundreds of MiB of freed argon2 blocks resident; mimalloc returns them.
@@ -64,9 +75,27 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let _t = agora_kit::telemetry::init("migrate", &ProcessEnv);
-            let config = agora_user::Config::from_env(&ProcessEnv)?;
-            agora_user::migrate(&config).await?;
-            println!("user store migrated ({})", agora_kit::config::redact_url(&config.database_url));
+            let redact = agora_kit::config::redact_url;
+            let user = agora_user::Config::from_env(&ProcessEnv)?;
+            agora_user::migrate(&user).await?;
+            println!("user store migrated ({})", redact(&user.database_url));
+            let post = agora_post::Config::from_env(&ProcessEnv)?;
+            agora_post::migrate(&post).await?;
+            println!("post store migrated ({})", redact(&post.database_url));
+            let graph = agora_graph::Config::from_env(&ProcessEnv)?;
+            agora_graph::migrate(&graph).await?;
+            println!("graph store migrated ({})", redact(&graph.database_url));
+            let feed = agora_feed::Config::from_env(&ProcessEnv)?;
+            agora_feed::migrate(&feed).await?;
+            println!("feed store migrated ({})", redact(&feed.database_url));
+            Ok(())
+        }
+        Command::RebuildTimelines { accounts } => {
+            let _t = agora_kit::telemetry::init("rebuild-timelines", &ProcessEnv);
+            let config = agora_feed::Config::from_env(&ProcessEnv)?;
+            let only = if accounts.is_empty() { None } else { Some(accounts) };
+            let report = agora_feed::rebuild(&config, only).await?;
+            println!("timelines rebuilt: {report:?}");
             Ok(())
         }
     }
@@ -76,6 +105,9 @@ async fn serve(target: Target) -> anyhow::Result<()> {
     match target {
         Target::Gateway => agora_gateway::serve_from_env(&ProcessEnv).await,
         Target::User => agora_user::serve_from_env(&ProcessEnv).await,
+        Target::Post => agora_post::serve_from_env(&ProcessEnv).await,
+        Target::Graph => agora_graph::serve_from_env(&ProcessEnv).await,
+        Target::Feed => agora_feed::serve_from_env(&ProcessEnv).await,
     }
 }
 

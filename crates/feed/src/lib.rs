@@ -174,13 +174,17 @@ impl FeedService {
         bus.ensure_topics(&topics).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not ensure the feed's topics; consumers will retry");
         });
-        // One consumer per topic, so a long fan-out never holds back an unfollow or a block.
+        // One consumer per topic, so a long fan-out never holds back an unfollow or a block;
+        // and one group per topic (`feed.post`, `feed.graph`), so a group's members always
+        // share one subscription — rebalancing members that subscribe to different topics was
+        // seen to stall for tens of seconds on tansu.
         for topic in topics {
             let handler = Arc::new(consumer::TimelineHandler { feed: Arc::clone(&feed) });
+            let domain = topic.split('.').nth(1).unwrap_or("events").to_owned();
             tokio::spawn(agora_events::consumer::run(
                 Arc::clone(&bus),
                 vec![topic],
-                consumer::GROUP.to_owned(),
+                format!("{}.{domain}", consumer::GROUP),
                 handler,
                 shutdown.clone(),
             ));

@@ -127,7 +127,8 @@ impl PlatformBuilder {
         let shutdown = Shutdown::new();
         let mut env = self.env.clone();
         let mut temp = None;
-        let (database_url, bus_url, limiter_url) = match &self.backend {
+        // One database per service: a service owns its data.
+        let (databases, bus_url, cache_url) = match &self.backend {
             Backend::Embedded => {
                 let dir = match &self.data_dir {
                     Some(d) => d.clone(),
@@ -139,10 +140,20 @@ impl PlatformBuilder {
                     }
                 };
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating data directory {}", dir.display()))?;
-                (format!("sqlite://{}/user.db", dir.display()), "memory://".to_owned(), "memory://".to_owned())
+                let db = |name: &str| format!("sqlite://{}/{name}.db", dir.display());
+                ([db("user"), db("post"), db("graph"), db("feed")], "memory://".to_owned(), "memory://".to_owned())
             }
             Backend::Real { postgres_url, redis_url, kafka_url } => {
-                (fresh_postgres_database(postgres_url).await?, kafka_url.clone(), redis_url.clone())
+                let mut dbs = Vec::new();
+                for _ in 0..4 {
+                    dbs.push(fresh_postgres_database(postgres_url).await?);
+                }
+                // Platforms sharing one broker must not consume each other's events.
+                let sep = if kafka_url.contains('?') { '&' } else { '?' };
+                let bus =
+                    format!("{kafka_url}{sep}namespace=t{:012x}&session_timeout_ms=2000", rand::random::<u64>() >> 16);
+                let dbs: [String; 4] = dbs.try_into().map_err(|_| anyhow::anyhow!("four databases"))?;
+                (dbs, bus, redis_url.clone())
             }
         };
         let gateway_listener = match self.gateway_listener {
@@ -152,18 +163,46 @@ impl PlatformBuilder {
         let gateway_addr = gateway_listener.local_addr()?;
         let public_url = self.public_url.clone().unwrap_or_else(|| format!("http://{gateway_addr}"));
         let user_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let post_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let graph_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let feed_listener = TcpListener::bind("127.0.0.1:0").await?;
         let user_addr = user_listener.local_addr()?;
+        let post_addr = post_listener.local_addr()?;
+        let graph_addr = graph_listener.local_addr()?;
+        let feed_addr = feed_listener.local_addr()?;
+        let [user_db, post_db, graph_db, feed_db] = databases;
         for (k, v) in [
-            ("AGORA_USER_DATABASE_URL", database_url.as_str()),
+            ("AGORA_USER_DATABASE_URL", user_db.as_str()),
+            ("AGORA_POST_DATABASE_URL", post_db.as_str()),
+            ("AGORA_GRAPH_DATABASE_URL", graph_db.as_str()),
+            ("AGORA_FEED_DATABASE_URL", feed_db.as_str()),
+            ("AGORA_FEED_CACHE_URL", cache_url.as_str()),
             ("AGORA_BUS_URL", bus_url.as_str()),
             ("AGORA_PUBLIC_URL", public_url.as_str()),
-            ("AGORA_GATEWAY_RATE_LIMIT_URL", limiter_url.as_str()),
+            ("AGORA_GATEWAY_RATE_LIMIT_URL", cache_url.as_str()),
         ] {
             if env.get(k).is_none() {
                 env = env.with(k, v);
             }
         }
-        env = env.with("AGORA_GATEWAY_USER_URL", format!("http://{user_addr}"));
+        let user_url = format!("http://{user_addr}");
+        let post_url = format!("http://{post_addr}");
+        let graph_url = format!("http://{graph_addr}");
+        let feed_url = format!("http://{feed_addr}");
+        for (k, v) in [
+            ("AGORA_GATEWAY_USER_URL", &user_url),
+            ("AGORA_GATEWAY_POST_URL", &post_url),
+            ("AGORA_GATEWAY_GRAPH_URL", &graph_url),
+            ("AGORA_GATEWAY_FEED_URL", &feed_url),
+            ("AGORA_POST_USER_URL", &user_url),
+            ("AGORA_POST_GRAPH_URL", &graph_url),
+            ("AGORA_GRAPH_USER_URL", &user_url),
+            ("AGORA_FEED_USER_URL", &user_url),
+            ("AGORA_FEED_GRAPH_URL", &graph_url),
+            ("AGORA_FEED_POST_URL", &post_url),
+        ] {
+            env = env.with(k, v.as_str());
+        }
 
         // An explicit setting wins over the backend's default (e.g. embedded stores on Kafka).
         let bus_url = env.get("AGORA_BUS_URL").unwrap_or(bus_url);
@@ -175,6 +214,36 @@ impl PlatformBuilder {
         let mut health = vec![user.health.clone()];
         let accounts = Arc::clone(&user.accounts);
         tasks.push(tokio::spawn(user.serve(user_listener, shutdown.clone())));
+        let user_client = UserServiceClient::new(agora_kit::grpc::channel(&user_url)?);
+        let verifier = agora_client::user_service_verifier(user_client.clone(), &public_url, shutdown.clone());
+
+        let graph_config = agora_graph::Config::from_env(&env)?;
+        let graph =
+            agora_graph::GraphService::build(&graph_config, Arc::clone(&bus), Arc::clone(&verifier), shutdown.clone())
+                .await?;
+        health.push(graph.health.clone());
+        let graph_domain = Arc::clone(&graph.graph);
+        tasks.push(tokio::spawn(graph.serve(graph_listener, shutdown.clone())));
+
+        let post_config = agora_post::Config::from_env(&env)?;
+        let (directory, relations) = agora_post::grpc_dependencies(&post_config)?;
+        let post = agora_post::PostService::build(
+            &post_config,
+            Arc::clone(&bus),
+            Arc::clone(&verifier),
+            directory,
+            relations,
+            shutdown.clone(),
+        )
+        .await?;
+        health.push(post.health.clone());
+        let posts = Arc::clone(&post.posts);
+        tasks.push(tokio::spawn(post.serve(post_listener, shutdown.clone())));
+
+        let feed_config = agora_feed::Config::from_env(&env)?;
+        let feed_shutdown = shutdown.child_token();
+        let feed = FeedHandle::start(&feed_config, &bus, &verifier, feed_listener, feed_shutdown).await?;
+        health.push(feed.health.clone());
 
         let mut gateway_url = None;
         if self.with_gateway {
@@ -184,21 +253,62 @@ impl PlatformBuilder {
             tasks.push(tokio::spawn(gateway.serve(gateway_listener, shutdown.clone())));
             gateway_url = Some(format!("http://{gateway_addr}"));
         }
-        let user_client = UserServiceClient::new(agora_kit::grpc::channel(&format!("http://{user_addr}"))?);
         Ok(Platform {
             gateway_url,
             gateway_addr,
             public_url,
             user_addr,
+            post_addr,
+            graph_addr,
+            feed_addr,
             user: user_client,
             accounts,
+            posts,
+            graph: graph_domain,
+            feed: Some(feed),
+            feed_config,
+            verifier,
             bus,
-            database_url,
+            database_url: user_db,
             health,
             shutdown,
             tasks,
             _temp: temp,
         })
+    }
+}
+
+/// The feed service of a platform, which tests stop and start on its own (to show that a
+/// consumer outage loses nothing).
+pub struct FeedHandle {
+    pub feed: Arc<agora_feed::Feed>,
+    pub health: agora_kit::health::Health,
+    shutdown: Shutdown,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl FeedHandle {
+    async fn start(
+        config: &agora_feed::Config,
+        bus: &Arc<dyn agora_events::EventBus>,
+        verifier: &Arc<agora_kit::jwt::Verifier>,
+        listener: TcpListener,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Self> {
+        let (graph, posts) = agora_feed::grpc_dependencies(config)?;
+        let svc = agora_feed::FeedService::build(
+            config,
+            Arc::clone(bus),
+            Arc::clone(verifier),
+            graph,
+            posts,
+            shutdown.clone(),
+        )
+        .await?;
+        let feed = Arc::clone(&svc.feed);
+        let health = svc.health.clone();
+        let task = tokio::spawn(svc.serve(listener, shutdown.clone()));
+        Ok(Self { feed, health, shutdown, task })
     }
 }
 
@@ -208,9 +318,18 @@ pub struct Platform {
     pub gateway_addr: SocketAddr,
     pub public_url: String,
     pub user_addr: SocketAddr,
+    pub post_addr: SocketAddr,
+    pub graph_addr: SocketAddr,
+    pub feed_addr: SocketAddr,
     pub user: UserServiceClient<Channel>,
-    /// The user service's domain object, for tests that reach past gRPC.
+    /// The services' domain objects, for tests that reach past gRPC.
     pub accounts: Arc<agora_user::Accounts>,
+    pub posts: Arc<agora_post::Posts>,
+    pub graph: Arc<agora_graph::Graph>,
+    /// `None` while stopped by [`Platform::stop_feed`].
+    pub feed: Option<FeedHandle>,
+    feed_config: agora_feed::Config,
+    pub verifier: Arc<agora_kit::jwt::Verifier>,
     pub bus: Arc<dyn agora_events::EventBus>,
     pub database_url: String,
     pub health: Vec<agora_kit::health::Health>,
@@ -225,9 +344,34 @@ impl Platform {
         self.gateway_url.as_deref().unwrap_or_default()
     }
 
+    /// Stops the feed service (its gRPC server and event consumers) as a crash would leave it:
+    /// events published meanwhile wait on the bus.
+    pub async fn stop_feed(&mut self) -> anyhow::Result<()> {
+        if let Some(f) = self.feed.take() {
+            f.shutdown.cancel();
+            f.task.await??;
+        }
+        Ok(())
+    }
+
+    /// Starts the feed service again on the same address and stores.
+    pub async fn start_feed(&mut self) -> anyhow::Result<()> {
+        if self.feed.is_some() {
+            return Ok(());
+        }
+        let listener = TcpListener::bind(self.feed_addr).await?;
+        let f = FeedHandle::start(&self.feed_config, &self.bus, &self.verifier, listener, self.shutdown.child_token())
+            .await?;
+        self.feed = Some(f);
+        Ok(())
+    }
+
     /// Signals shutdown and waits for every server to drain.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
+        if let Some(f) = self.feed.take() {
+            f.task.await??;
+        }
         for t in self.tasks.drain(..) {
             t.await??;
         }

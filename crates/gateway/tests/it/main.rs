@@ -5,4 +5,5 @@
 
 mod api;
 mod ratelimit;
+mod social;
 mod tokens;

@@ -1,0 +1,182 @@
+//! The social core across services, over HTTP: a feed-service outage in the middle of a burst of
+//! posts loses nothing and duplicates nothing, and a timeline page costs a bounded number of
+//! internal calls whatever its length. On embedded stores, and on PostgreSQL + Redis + Kafka.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use agora_testkit::{Backend, Platform, PlatformBuilder};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::api::Api;
+
+impl Api {
+    pub async fn account_id(&self, token: &str) -> String {
+        let me: Value = self.me(token).await.json().await.unwrap();
+        me["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn follow(&self, token: &str, id: &str) {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/accounts/{id}/follow", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap_or_default());
+    }
+
+    pub async fn post(&self, token: &str, text: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/statuses", self.base))
+            .bearer_auth(token)
+            .form(&[("status", text)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap_or_default());
+        let v: Value = r.json().await.unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn home_page(&self, token: &str, query: &str) -> Vec<Value> {
+        let r = self
+            .http
+            .get(format!("{}/api/v1/timelines/home?{query}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    /// Every status id of a home timeline, walking pages with max_id.
+    pub async fn whole_home(&self, token: &str) -> Vec<String> {
+        let mut all = Vec::new();
+        let mut query = "limit=40".to_owned();
+        loop {
+            let page = self.home_page(token, &query).await;
+            let Some(last) = page.last() else { break };
+            query = format!("limit=40&max_id={}", last["id"].as_str().unwrap());
+            all.extend(page.iter().map(|s| s["id"].as_str().unwrap().to_owned()));
+        }
+        all
+    }
+}
+
+fn builder(backend: Backend) -> PlatformBuilder {
+    PlatformBuilder::new(backend)
+        .setting("AGORA_GATEWAY_RATE_LIMIT_REGISTRATION", "off")
+        .setting("AGORA_GATEWAY_RATE_LIMIT_IP", "off")
+        .setting("AGORA_GATEWAY_RATE_LIMIT_ACCOUNT", "off")
+}
+
+/// Posts a burst; the feed service is stopped after the first third and started again after the
+/// second. Once it is back, every follower's home holds every status exactly once.
+async fn feed_outage_mid_burst(mut p: Platform) {
+    const FOLLOWERS: usize = 8;
+    const POSTS: usize = 60;
+    let api = Api::new(&p).await;
+    let (_, author, _) = api.user().await;
+    let author_id = api.account_id(&author).await;
+    let mut followers = Vec::new();
+    for _ in 0..FOLLOWERS {
+        let (_, t, _) = api.user().await;
+        api.follow(&t, &author_id).await;
+        followers.push(t);
+    }
+    let mut posted = Vec::new();
+    for i in 0..POSTS {
+        if i == POSTS / 3 {
+            p.stop_feed().await.unwrap();
+        }
+        if i == 2 * POSTS / 3 {
+            p.start_feed().await.unwrap();
+        }
+        posted.push(api.post(&author, &format!("burst {i}")).await);
+    }
+    let mut want = posted.clone();
+    want.sort_by_key(|id| std::cmp::Reverse(id.parse::<i64>().unwrap()));
+    for token in &followers {
+        let mut home = Vec::new();
+        for _ in 0..300 {
+            home = api.whole_home(token).await;
+            if home.len() >= POSTS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for id in &home {
+            *counts.entry(id.as_str()).or_default() += 1;
+        }
+        assert!(counts.values().all(|n| *n == 1), "a status appears twice: {counts:?}");
+        assert_eq!(home, want, "every status, newest first, exactly once");
+    }
+    p.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_outage_mid_burst_loses_nothing_embedded() {
+    feed_outage_mid_burst(builder(Backend::Embedded).start().await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_outage_mid_burst_loses_nothing_on_kafka() {
+    let Some(backend) = Backend::real_from_env() else {
+        let _ = agora_testkit::test_server("AGORA_TEST_KAFKA_URL");
+        return;
+    };
+    feed_outage_mid_burst(builder(backend).start().await.unwrap()).await;
+}
+
+/// gRPC calls served by every in-process service, excluding the verifiers' background refresh.
+fn internal_calls() -> u64 {
+    agora_kit::metrics::render()
+        .lines()
+        .filter(|l| l.starts_with("agora_grpc_requests_total{") && l.contains("side=\"server\""))
+        .filter(|l| !l.contains("ListRevokedSessions") && !l.contains("GetSigningKeys"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeline_page_costs_the_same_internal_calls_whatever_its_length() {
+    let p = builder(Backend::Embedded).start().await.unwrap();
+    let api = Api::new(&p).await;
+    let (_, reader, _) = api.user().await;
+    // 30 authors, one status each: a page of 30 has 30 distinct authors to hydrate.
+    let mut last = String::new();
+    for i in 0..30 {
+        let (_, t, _) = api.user().await;
+        let id = api.account_id(&t).await;
+        api.follow(&reader, &id).await;
+        last = api.post(&t, &format!("status {i}")).await;
+    }
+    for _ in 0..300 {
+        if api.home_page(&reader, "limit=40").await.len() == 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(api.home_page(&reader, "limit=1").await[0]["id"], last.as_str());
+    let cost = |limit: u32| {
+        let api = &api;
+        let reader = &reader;
+        async move {
+            let before = internal_calls();
+            let page = api.home_page(reader, &format!("limit={limit}")).await;
+            assert_eq!(page.len(), limit as usize);
+            internal_calls() - before
+        }
+    };
+    let short = cost(2).await;
+    let long = cost(30).await;
+    assert!(short > 0, "the metrics see the calls");
+    assert_eq!(short, long, "a page of 30 costs what a page of 2 costs");
+    p.stop().await.unwrap();
+}

@@ -127,7 +127,21 @@ pub struct Feed {
     graph: Arc<dyn GraphView>,
     posts: Arc<dyn PostSource>,
     settings: FeedSettings,
+    /// When this process last recorded each reader as active. A home read within
+    /// [`ACTIVITY_REFRESH`] of the last one skips the activity check and its write: the store
+    /// only needs activity to the nearest few minutes, against an inactivity threshold of days.
+    recently_active: parking_lot::Mutex<std::collections::HashMap<i64, Instant>>,
+    /// The large-account list for home reads, refreshed every [`LARGE_ACCOUNTS_TTL`].
+    large_accounts: parking_lot::Mutex<Option<(Instant, Arc<Vec<i64>>)>>,
 }
+
+/// How often a reader's activity is written while they keep reading.
+const ACTIVITY_REFRESH: Duration = Duration::from_secs(600);
+/// How stale the large-account list may be on the read path (a newly large author's statuses
+/// are still fanned out until the list catches up, so nothing is missed meanwhile).
+const LARGE_ACCOUNTS_TTL: Duration = Duration::from_secs(5);
+/// Bounds the activity cache; past it the cache starts over (costing one write per reader).
+const ACTIVITY_CACHE_MAX: usize = 1_000_000;
 
 fn hot_entry(e: &Entry) -> HotEntry {
     HotEntry { status_id: e.status_id, author_id: e.author_id, reblog_of_author_id: e.reblog_of_author_id }
@@ -150,7 +164,26 @@ impl Feed {
         posts: Arc<dyn PostSource>,
         settings: FeedSettings,
     ) -> Self {
-        Self { store, hot, graph, posts, settings }
+        Self {
+            store,
+            hot,
+            graph,
+            posts,
+            settings,
+            recently_active: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            large_accounts: parking_lot::Mutex::new(None),
+        }
+    }
+
+    async fn large_accounts_cached(&self) -> FeedResult<Arc<Vec<i64>>> {
+        if let Some((at, list)) = self.large_accounts.lock().as_ref()
+            && at.elapsed() < LARGE_ACCOUNTS_TTL
+        {
+            return Ok(Arc::clone(list));
+        }
+        let list = Arc::new(self.store.large_accounts().await?);
+        *self.large_accounts.lock() = Some((Instant::now(), Arc::clone(&list)));
+        Ok(list)
     }
 
     pub fn store(&self) -> &Arc<dyn TimelineStore> {
@@ -473,7 +506,8 @@ impl Feed {
         let filters = self.filter_set(&viewer).await?;
         let mut entries = self.walk(Source::Home(account_id), window, &filters).await?;
 
-        let large: Vec<i64> = self.store.large_accounts().await?.into_iter().filter(|id| *id != account_id).collect();
+        let large: Vec<i64> =
+            self.large_accounts_cached().await?.iter().copied().filter(|id| *id != account_id).collect();
         let followed_large =
             if large.is_empty() { Vec::new() } else { self.graph.followed_among(token, &large).await? };
         if !followed_large.is_empty() {
@@ -501,6 +535,9 @@ impl Feed {
     }
 
     async fn prepare_home(&self, account_id: i64, token: &str) -> FeedResult<()> {
+        if self.recently_active.lock().get(&account_id).is_some_and(|t| t.elapsed() < ACTIVITY_REFRESH) {
+            return Ok(());
+        }
         let rebuild = match self.store.activity(account_id).await? {
             Some(a) => a.needs_rebuild,
             None => {
@@ -512,6 +549,11 @@ impl Feed {
             self.rebuild_home(account_id, Some(token)).await?;
         }
         self.store.touch(account_id, agora_kit::time::now_ms()).await?;
+        let mut seen = self.recently_active.lock();
+        if seen.len() >= ACTIVITY_CACHE_MAX {
+            seen.clear();
+        }
+        seen.insert(account_id, Instant::now());
         Ok(())
     }
 

@@ -510,64 +510,61 @@ macro_rules! sql_graph_store {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                type Options = (i64, bool, bool, String);
-                let following: HashMap<i64, Options> = self
-                    .about::<Options>(
-                        "SELECT target_id, show_reblogs, notify, languages FROM follows \
-                         WHERE account_id = $1 AND target_id IN ({ids})",
-                        me,
-                        None,
-                        ids,
-                    )
-                    .await?
-                    .into_iter()
-                    .map(|o| (o.0, o))
-                    .collect();
-                let requested: HashMap<i64, Options> = self
-                    .about::<Options>(
-                        "SELECT target_id, show_reblogs, notify, languages FROM follow_requests \
-                         WHERE account_id = $1 AND target_id IN ({ids})",
-                        me,
-                        None,
-                        ids,
-                    )
-                    .await?
-                    .into_iter()
-                    .map(|o| (o.0, o))
-                    .collect();
-                let set = |rows: Vec<(i64,)>| rows.into_iter().map(|(id,)| id).collect::<HashSet<i64>>();
-                let followed_by = set(
-                    self.about("SELECT account_id FROM follows WHERE target_id = $1 AND account_id IN ({ids})", me, None, ids)
-                        .await?,
-                );
-                let requested_by = set(
-                    self.about(
-                        "SELECT account_id FROM follow_requests WHERE target_id = $1 AND account_id IN ({ids})",
-                        me,
-                        None,
-                        ids,
-                    )
-                    .await?,
-                );
-                let blocking = set(
-                    self.about("SELECT target_id FROM blocks WHERE account_id = $1 AND target_id IN ({ids})", me, None, ids)
-                        .await?,
-                );
-                let blocked_by = set(
-                    self.about("SELECT account_id FROM blocks WHERE target_id = $1 AND account_id IN ({ids})", me, None, ids)
-                        .await?,
-                );
-                let muting: HashMap<i64, bool> = self
-                    .about::<(i64, bool)>(
-                        "SELECT target_id, notifications FROM mutes WHERE account_id = $1 \
-                         AND (expires_at_ms = 0 OR expires_at_ms > $2) AND target_id IN ({ids})",
+                // One round trip for all seven facts (kind, other account, flags, languages);
+                // mutes come first so the placeholders appear in order ($1, $2, then the ids).
+                type Fact = (i64, i64, bool, bool, String);
+                let facts: Vec<Fact> = self
+                    .about::<Fact>(
+                        "SELECT CAST(0 AS BIGINT), target_id, notifications, FALSE, '' FROM mutes WHERE account_id = $1 \
+                         AND (expires_at_ms = 0 OR expires_at_ms > $2) AND target_id IN ({ids}) \
+                         UNION ALL SELECT CAST(1 AS BIGINT), target_id, show_reblogs, notify, languages FROM follows \
+                         WHERE account_id = $1 AND target_id IN ({ids}) \
+                         UNION ALL SELECT CAST(2 AS BIGINT), target_id, show_reblogs, notify, languages FROM follow_requests \
+                         WHERE account_id = $1 AND target_id IN ({ids}) \
+                         UNION ALL SELECT CAST(3 AS BIGINT), account_id, FALSE, FALSE, '' FROM follows \
+                         WHERE target_id = $1 AND account_id IN ({ids}) \
+                         UNION ALL SELECT CAST(4 AS BIGINT), account_id, FALSE, FALSE, '' FROM follow_requests \
+                         WHERE target_id = $1 AND account_id IN ({ids}) \
+                         UNION ALL SELECT CAST(5 AS BIGINT), target_id, FALSE, FALSE, '' FROM blocks \
+                         WHERE account_id = $1 AND target_id IN ({ids}) \
+                         UNION ALL SELECT CAST(6 AS BIGINT), account_id, FALSE, FALSE, '' FROM blocks \
+                         WHERE target_id = $1 AND account_id IN ({ids})",
                         me,
                         Some(now_ms),
                         ids,
                     )
-                    .await?
-                    .into_iter()
-                    .collect();
+                    .await?;
+                type Options = (i64, bool, bool, String);
+                let mut following: HashMap<i64, Options> = HashMap::new();
+                let mut requested: HashMap<i64, Options> = HashMap::new();
+                let mut muting: HashMap<i64, bool> = HashMap::new();
+                let (mut followed_by, mut requested_by, mut blocking, mut blocked_by) =
+                    (HashSet::new(), HashSet::new(), HashSet::new(), HashSet::new());
+                for (kind, id, a, b, languages) in facts {
+                    match kind {
+                        0 => {
+                            muting.insert(id, a);
+                        }
+                        1 => {
+                            following.insert(id, (id, a, b, languages));
+                        }
+                        2 => {
+                            requested.insert(id, (id, a, b, languages));
+                        }
+                        3 => {
+                            followed_by.insert(id);
+                        }
+                        4 => {
+                            requested_by.insert(id);
+                        }
+                        5 => {
+                            blocking.insert(id);
+                        }
+                        _ => {
+                            blocked_by.insert(id);
+                        }
+                    }
+                }
                 Ok(ids
                     .iter()
                     .map(|&id| {
@@ -696,25 +693,26 @@ macro_rules! sql_graph_store {
             }
 
             async fn filter_set(&self, me: i64, now_ms: i64) -> StoreResult<FilterSet> {
-                let blocking: Vec<i64> =
-                    sqlx::query_scalar("SELECT target_id FROM blocks WHERE account_id = $1 ORDER BY target_id")
-                        .bind(me)
-                        .fetch_all(&self.pool)
-                        .await?;
-                let blocked_by: Vec<i64> =
-                    sqlx::query_scalar("SELECT account_id FROM blocks WHERE target_id = $1 ORDER BY account_id")
-                        .bind(me)
-                        .fetch_all(&self.pool)
-                        .await?;
-                let muting: Vec<i64> = sqlx::query_scalar(
-                    "SELECT target_id FROM mutes WHERE account_id = $1 AND (expires_at_ms = 0 OR expires_at_ms > $2) \
-                     ORDER BY target_id",
+                // One round trip on every timeline read: (kind, account), sorted by account.
+                let rows: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT CAST(0 AS BIGINT), target_id FROM blocks WHERE account_id = $1 \
+                     UNION ALL SELECT CAST(1 AS BIGINT), account_id FROM blocks WHERE target_id = $1 \
+                     UNION ALL SELECT CAST(2 AS BIGINT), target_id FROM mutes WHERE account_id = $1 \
+                     AND (expires_at_ms = 0 OR expires_at_ms > $2) ORDER BY 2",
                 )
                 .bind(me)
                 .bind(now_ms)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(FilterSet { blocking, blocked_by, muting })
+                let mut set = FilterSet::default();
+                for (kind, id) in rows {
+                    match kind {
+                        0 => set.blocking.push(id),
+                        1 => set.blocked_by.push(id),
+                        _ => set.muting.push(id),
+                    }
+                }
+                Ok(set)
             }
 
             async fn counts(&self, ids: &[i64]) -> StoreResult<Vec<Counts>> {
@@ -722,22 +720,25 @@ macro_rules! sql_graph_store {
                 let mut following: HashMap<i64, i64> = HashMap::new();
                 for chunk in ids.chunks(IN_CHUNK) {
                     let list = placeholders(1, chunk.len());
-                    let rows: Vec<(i64, i64)> = self
-                        .fetch(
-                            format!("SELECT target_id, COUNT(*) FROM follows WHERE target_id IN ({list}) GROUP BY target_id"),
-                            chunk,
-                        )
-                        .await?;
-                    followers.extend(rows);
-                    let rows: Vec<(i64, i64)> = self
+                    // Both counts in one round trip: (0 = followers | 1 = following, id, count).
+                    let rows: Vec<(i64, i64, i64)> = self
                         .fetch(
                             format!(
-                                "SELECT account_id, COUNT(*) FROM follows WHERE account_id IN ({list}) GROUP BY account_id"
+                                "SELECT CAST(0 AS BIGINT), target_id, COUNT(*) FROM follows WHERE target_id IN ({list}) \
+                                 GROUP BY target_id \
+                                 UNION ALL SELECT CAST(1 AS BIGINT), account_id, COUNT(*) FROM follows \
+                                 WHERE account_id IN ({list}) GROUP BY account_id"
                             ),
                             chunk,
                         )
                         .await?;
-                    following.extend(rows);
+                    for (kind, id, n) in rows {
+                        if kind == 0 {
+                            followers.insert(id, n);
+                        } else {
+                            following.insert(id, n);
+                        }
+                    }
                 }
                 Ok(ids
                     .iter()

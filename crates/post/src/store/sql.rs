@@ -222,15 +222,6 @@ macro_rules! sql_post_store {
                 }
                 Ok(out)
             }
-
-            async fn marked(&self, select: &str, viewer: i64, ids: &[i64]) -> StoreResult<std::collections::HashSet<i64>> {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(select);
-                qb.push_bind(viewer);
-                qb.push(" AND status_id IN (");
-                push_ids(&mut qb, ids);
-                let found: Vec<i64> = qb.build_query_scalar().fetch_all(&self.pool).await?;
-                Ok(found.into_iter().collect())
-            }
         }
 
         #[async_trait]
@@ -544,17 +535,31 @@ macro_rules! sql_post_store {
                 if ids.is_empty() {
                     return Ok(ViewerMarks::default());
                 }
-                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT reblog_of_id FROM statuses WHERE account_id = ");
-                qb.push_bind(viewer);
-                qb.push(" AND reblog_of_id IN (");
-                push_ids(&mut qb, ids);
-                let reblogged: Vec<i64> = qb.build_query_scalar().fetch_all(&self.pool).await?;
-                Ok(ViewerMarks {
-                    favourited: self.marked("SELECT status_id FROM favourites WHERE account_id = ", viewer, ids).await?,
-                    reblogged: reblogged.into_iter().collect(),
-                    bookmarked: self.marked("SELECT status_id FROM bookmarks WHERE account_id = ", viewer, ids).await?,
-                    pinned: self.marked("SELECT status_id FROM pins WHERE account_id = ", viewer, ids).await?,
-                })
+                // One round trip: (kind, status id) for reblogs, favourites, bookmarks and pins.
+                let mut qb = sqlx::QueryBuilder::<$db>::new("");
+                let parts = [
+                    "SELECT CAST(0 AS BIGINT), reblog_of_id FROM statuses WHERE reblog_of_id IS NOT NULL AND account_id = ",
+                    " UNION ALL SELECT CAST(1 AS BIGINT), status_id FROM favourites WHERE account_id = ",
+                    " UNION ALL SELECT CAST(2 AS BIGINT), status_id FROM bookmarks WHERE account_id = ",
+                    " UNION ALL SELECT CAST(3 AS BIGINT), status_id FROM pins WHERE account_id = ",
+                ];
+                for (i, part) in parts.iter().enumerate() {
+                    qb.push(*part);
+                    qb.push_bind(viewer);
+                    qb.push(if i == 0 { " AND reblog_of_id IN (" } else { " AND status_id IN (" });
+                    push_ids(&mut qb, ids);
+                }
+                let rows: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&self.pool).await?;
+                let mut marks = ViewerMarks::default();
+                for (kind, id) in rows {
+                    match kind {
+                        0 => marks.reblogged.insert(id),
+                        1 => marks.favourited.insert(id),
+                        2 => marks.bookmarked.insert(id),
+                        _ => marks.pinned.insert(id),
+                    };
+                }
+                Ok(marks)
             }
 
             async fn favourite(&self, fav_id: i64, account_id: i64, status_id: i64, event: &Envelope) -> StoreResult<bool> {

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Runs agora-bench's socialNetwork workloads against one deployment shape and keeps the results.
+#
+#   scripts/bench.sh dev       [USERS]   # agora dev (SQLite, in-process bus, in-memory hot set)
+#   scripts/bench.sh services  [USERS]   # one process per service on PostgreSQL + Redis + Kafka
+#
+# Release binaries are built first. Results (tables, JSON, SVG plots, server logs) go to
+# bench-results/<shape>-<date>/. Rate limits are switched off for the run: the load generator
+# registers thousands of accounts from one address. Environment knobs: DURATION (20s),
+# CONNECTIONS (32), MIX_RATE (open-loop rate for the mix), CELEBRITY (followers of the one large
+# account in the fan-out run; 0 skips that run).
+set -uo pipefail
+
+SHAPE=${1:-dev}
+USERS=${2:-1000}
+DURATION=${DURATION:-20s}
+CONNECTIONS=${CONNECTIONS:-32}
+MIX_RATE=${MIX_RATE:-500}
+CELEBRITY=${CELEBRITY:-0}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/agora/target}
+BIN=$CARGO_TARGET_DIR/release
+OUT=$REPO/bench-results/$SHAPE-$(date -u +%Y%m%dT%H%M%SZ)
+WORK=$(mktemp -d /tmp/agora-bench.XXXXXX)
+PIDS=()
+STARTED_INFRA=0
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    if ((STARTED_INFRA)); then "$REPO/scripts/infra.sh" down >/dev/null 2>&1; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ready() { # URL
+    local i
+    for i in $(seq 1 300); do
+        curl -fsS "$1" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    log "not ready: $1"
+    return 1
+}
+
+log "building release binaries"
+(cd "$REPO" && cargo build --release -p agora -p agora-bench -p agora-user -p agora-post -p agora-graph -p agora-feed \
+    -p agora-gateway) || exit 1
+mkdir -p "$OUT"
+
+NO_LIMITS=(AGORA_LOG=warn AGORA_GATEWAY_RATE_LIMIT_IP=off AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=off
+    AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=off)
+PORT=$(free_port)
+URL=http://127.0.0.1:$PORT
+
+case $SHAPE in
+dev)
+    env "${NO_LIMITS[@]}" "$BIN/agora" dev --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >"$OUT/agora-dev.log" 2>&1 &
+    PIDS+=($!)
+    wait_ready "$URL/readyz" || exit 1
+    ;;
+services)
+    # Servers already named by AGORA_TEST_* (e.g. from `scripts/infra.sh up`) are reused.
+    if [[ -z ${AGORA_TEST_POSTGRES_URL:-} ]]; then
+        "$REPO/scripts/infra.sh" up >"$OUT/infra.log" 2>&1 || { log "infra failed"; exit 1; }
+        STARTED_INFRA=1
+        # shellcheck disable=SC1091
+        source "${AGORA_INFRA_DIR:-/tmp/agora-infra}/env"
+    fi
+    base=${AGORA_TEST_POSTGRES_URL%/*}
+    suffix=$(date +%s)
+    common=("${NO_LIMITS[@]}" AGORA_BUS_URL="$AGORA_TEST_KAFKA_URL?session_timeout_ms=6000&partitions=6"
+        AGORA_PUBLIC_URL="$URL" AGORA_FEED_CACHE_URL="$AGORA_TEST_REDIS_URL"
+        AGORA_GATEWAY_RATE_LIMIT_URL="$AGORA_TEST_REDIS_URL" AGORA_GATEWAY_LISTEN="127.0.0.1:$PORT")
+    for svc in user post graph feed; do
+        psql "$AGORA_TEST_POSTGRES_URL" -q -c "CREATE DATABASE bench_${svc}_$suffix" || exit 1
+        up=${svc^^}
+        common+=("AGORA_${up}_DATABASE_URL=$base/bench_${svc}_$suffix")
+    done
+    declare -A grpc
+    for svc in user post graph feed gateway; do
+        up=${svc^^}
+        [[ $svc == gateway ]] || { grpc[$svc]=$(free_port); common+=("AGORA_${up}_LISTEN=127.0.0.1:${grpc[$svc]}"); }
+        common+=("AGORA_${up}_ADMIN_LISTEN=127.0.0.1:$(free_port)")
+    done
+    for svc in post graph feed gateway; do
+        for peer in user post graph feed; do
+            [[ $svc == "$peer" ]] || common+=("AGORA_${svc^^}_${peer^^}_URL=http://127.0.0.1:${grpc[$peer]}")
+        done
+    done
+    for svc in user graph post feed gateway; do
+        env "${common[@]}" "$BIN/agora-$svc" >"$OUT/agora-$svc.log" 2>&1 &
+        PIDS+=($!)
+    done
+    wait_ready "$URL/readyz" || exit 1
+    ;;
+*)
+    echo "usage: $0 dev|services [USERS]" >&2
+    exit 2
+    ;;
+esac
+
+run() { # NAME ARGS...
+    local name=$1
+    shift
+    log "$name"
+    "$BIN/agora-bench" --url "$URL" --users "$USERS" --graph power-law --seed 7 --json "$OUT/$name.json" "$@" \
+        2> >(grep -v '^\[' >&2) | tee "$OUT/$name.txt"
+}
+
+C=(--mode closed --connections "$CONNECTIONS" --duration "$DURATION")
+run read-home-timeline --workload read-home-timeline "${C[@]}" --plot "$OUT/read-home-timeline.svg"
+run read-user-timeline --workload read-user-timeline "${C[@]}" --plot "$OUT/read-user-timeline.svg"
+run compose-post --workload compose-post "${C[@]}" --plot "$OUT/compose-post.svg"
+run mix-closed --workload mix "${C[@]}" --plot "$OUT/mix-closed.svg"
+run mix-open --workload mix --mode open --rate "$MIX_RATE" --duration "$DURATION" --plot "$OUT/mix-open.svg"
+run fanout --fanout-lag 20 --plot "$OUT/fanout.svg"
+if ((CELEBRITY > 0)); then
+    USERS=$((CELEBRITY + 1)) run fanout-celebrity --celebrity-followers "$CELEBRITY" --fanout-lag 10 \
+        --plot "$OUT/fanout-celebrity.svg"
+fi
+log "results in $OUT"

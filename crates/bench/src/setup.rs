@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use rand::Rng;
@@ -138,6 +139,27 @@ impl Setup {
             }
         }
         Ok(by_user)
+    }
+
+    /// Waits until fan-out has caught up with setup: until `reader`'s home timeline shows
+    /// `status_id` (the newest seeded status, by an account `reader` follows). Measuring while
+    /// the feed still works through thousands of seed posts would measure setup, not the
+    /// workload. Gives up (with a warning) after `limit`.
+    pub async fn settle(&self, reader: &User, status_id: &str, limit: Duration) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        eprintln!("setup: waiting for fan-out of the seed posts to settle");
+        while started.elapsed() < limit {
+            let req =
+                self.target.client.get(self.target.url("/api/v1/timelines/home?limit=1")).bearer_auth(&*reader.token);
+            let page = expect_json(req.send().await, "GET /api/v1/timelines/home").await?;
+            if page.get(0).and_then(|s| s.get("id")).and_then(Value::as_str) == Some(status_id) {
+                eprintln!("setup: fan-out settled in {:.1}s", started.elapsed().as_secs_f64());
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("setup: fan-out still busy after {:.0}s; measuring anyway", limit.as_secs_f64());
+        Ok(())
     }
 
     /// Runs `f` over `items` with at most `concurrency` in flight and a progress bar. Results come

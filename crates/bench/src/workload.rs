@@ -169,6 +169,17 @@ impl Social {
         );
         setup.follow_graph(&users, &graph).await?;
         let statuses = setup.seed_posts(&users, opts.posts_per_user).await?;
+        // The newest seed status and someone who follows its author.
+        let newest = statuses
+            .iter()
+            .enumerate()
+            .flat_map(|(author, ids)| ids.iter().map(move |id| (id.parse::<i64>().unwrap_or(0), author, id)))
+            .max();
+        if let Some((_, author, id)) = newest
+            && let Some(reader) = graph.follows.iter().position(|f| f.contains(&(author as u32)))
+        {
+            setup.settle(&users[reader], id, std::time::Duration::from_secs(300)).await?;
+        }
         Ok(Self::new(users, graph, statuses, celebrity))
     }
 

@@ -290,9 +290,15 @@ impl Feed {
                     // Too many homes to write: viewers who follow this author merge its account
                     // timeline in when they read.
                     self.store.set_large_account(s.account_id, Some(page.total)).await?;
+                    *self.large_accounts.lock() = None;
                     return Ok(delivered);
                 }
-                self.store.set_large_account(s.account_id, None).await?;
+                // Written only when the author was large and no longer is: fan-out is the hot
+                // path and the list is almost always unchanged.
+                if self.large_accounts_cached().await?.contains(&s.account_id) {
+                    self.store.set_large_account(s.account_id, None).await?;
+                    *self.large_accounts.lock() = None;
+                }
             }
             let mut to: Vec<i64> = page.follower_ids.iter().copied().filter(|id| *id != s.account_id).collect();
             if s.replies_to_other() {

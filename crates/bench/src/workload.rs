@@ -169,15 +169,23 @@ impl Social {
         );
         setup.follow_graph(&users, &graph).await?;
         let statuses = setup.seed_posts(&users, opts.posts_per_user).await?;
-        // The newest seed status and someone who follows its author.
+        // The newest seed status whose author has a follower, and that follower. The feed
+        // consumes in order, so once it is visible the older seed posts are fanned out too.
+        let mut first_follower = vec![None; n];
+        for (reader, follows) in graph.follows.iter().enumerate() {
+            for f in follows {
+                if let Some(slot) = first_follower.get_mut(*f as usize) {
+                    slot.get_or_insert(reader);
+                }
+            }
+        }
         let newest = statuses
             .iter()
             .enumerate()
-            .flat_map(|(author, ids)| ids.iter().map(move |id| (id.parse::<i64>().unwrap_or(0), author, id)))
+            .filter_map(|(author, ids)| Some((first_follower.get(author).copied().flatten()?, ids)))
+            .flat_map(|(reader, ids)| ids.iter().map(move |id| (id.parse::<i64>().unwrap_or(0), reader, id)))
             .max();
-        if let Some((_, author, id)) = newest
-            && let Some(reader) = graph.follows.iter().position(|f| f.contains(&(author as u32)))
-        {
+        if let Some((_, reader, id)) = newest {
             setup.settle(&users[reader], id, std::time::Duration::from_secs(300)).await?;
         }
         Ok(Self::new(users, graph, statuses, celebrity))

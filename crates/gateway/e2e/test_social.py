@@ -309,12 +309,14 @@ def test_reblogs_appear_once_in_home(register):
     reader.api.account_follow(me(b2)["id"])
     s = author.api.status_post("boost me")
     r1 = b1.api.status_reblog(s["id"])
-    b2.api.status_reblog(s["id"])
+    r2 = b2.api.status_reblog(s["id"])
     marker = b2.api.status_post("after the boosts")
     home = eventually(lambda: reader.api.timeline_home(limit=40), lambda l: str(marker["id"]) in ids(l))
     originals = [str(x["reblog"]["id"]) for x in home if x.get("reblog")]
     assert originals.count(str(s["id"])) == 1, home
-    assert str(r1["id"]) in ids(home)
+    # Whichever boost the feed saw first is the one shown (on Kafka the two may arrive on
+    # different partitions, in either order).
+    assert len({str(r1["id"]), str(r2["id"])} & set(ids(home))) == 1
 
 
 def test_bad_input_gets_clear_errors(base_url, user, session):

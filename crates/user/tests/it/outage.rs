@@ -145,8 +145,11 @@ async fn events_written_during_a_broker_outage_arrive_once_it_is_back() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     eprintln!("outage test: restarting the broker");
     broker.start().await;
-    // The broker came back empty: the operator recreates the topic.
-    admin_bus.ensure_topics(&["agora.user.v1".to_owned()]).await.unwrap();
+    // The broker came back empty: the operator recreates the platform's topics (the feed's
+    // consumers of the post and graph topics are subscribed too; librdkafka was seen to crash
+    // once with SIGSEGV while their topics stayed missing).
+    let topics = ["agora.user.v1", "agora.post.v1", "agora.graph.v1"].map(str::to_owned);
+    admin_bus.ensure_topics(&topics).await.unwrap();
 
     let mut all = before.clone();
     all.extend(during.iter().copied());

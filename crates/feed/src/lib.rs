@@ -208,19 +208,12 @@ impl FeedService {
 
     /// Serves gRPC on `listener` until `shutdown`, then drains in-flight calls.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<FeedServiceServer<grpc::FeedGrpc>>().await;
-        let svc = FeedServiceServer::new(grpc::FeedGrpc { feed: self.feed, verifier: self.verifier });
-        tracing::info!(addr = %listener.local_addr()?, "feed service listening");
-        tonic::transport::Server::builder()
-            .layer(agora_kit::metrics::GrpcMetricsLayer)
-            .add_service(health_service)
-            .add_service(svc)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutdown.cancelled_owned(),
-            )
-            .await?;
+        agora_kit::grpc::serve(
+            listener,
+            shutdown,
+            FeedServiceServer::new(grpc::FeedGrpc { feed: self.feed, verifier: self.verifier }),
+        )
+        .await?;
         Ok(())
     }
 }
@@ -241,14 +234,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         let b = Arc::clone(&b);
         async move { b.ping().await.map_err(|e| e.to_string()) }
     });
-    let admin = TcpListener::bind(config.admin_listen).await?;
-    let admin_task = tokio::spawn(agora_kit::health::serve_admin(admin, health.clone(), shutdown.clone()));
-    let drain = health.clone();
-    let sd = shutdown.clone();
-    tokio::spawn(async move {
-        sd.cancelled().await;
-        drain.set_draining();
-    });
+    let admin_task = agora_kit::health::spawn_admin(config.admin_listen, health.clone(), shutdown.clone()).await?;
     service.serve(listener, shutdown).await?;
     let _ = admin_task.await;
     Ok(())

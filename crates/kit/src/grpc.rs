@@ -45,3 +45,33 @@ pub fn channel(url: &str) -> Result<Channel, Error> {
         .keep_alive_while_idle(true);
     Ok(endpoint.connect_lazy())
 }
+
+/// Serves one gRPC service on `listener` until `shutdown`, then drains in-flight calls. Every
+/// service gets the same server: RED metrics per RPC, and the standard gRPC health service
+/// reporting it as serving.
+pub async fn serve<S>(listener: tokio::net::TcpListener, shutdown: crate::Shutdown, svc: S) -> Result<(), Error>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+        + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter.set_serving::<S>().await;
+    let addr = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?;
+    tracing::info!(%addr, service = S::NAME, "gRPC listening");
+    tonic::transport::Server::builder()
+        .layer(crate::metrics::GrpcMetricsLayer)
+        .add_service(health_service)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await
+        .map_err(|e| Error::internal(e.to_string()))
+}

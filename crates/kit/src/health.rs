@@ -93,3 +93,20 @@ pub async fn serve_admin(listener: TcpListener, health: Health, shutdown: Shutdo
     crate::metrics::install();
     axum::serve(listener, admin_router(health)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
+
+/// A service process's admin side: binds `addr`, serves `/metrics`, `/healthz` and `/readyz`
+/// until `shutdown`, and reports draining from the moment shutdown begins.
+pub async fn spawn_admin(
+    addr: std::net::SocketAddr,
+    health: Health,
+    shutdown: Shutdown,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = TcpListener::bind(addr).await?;
+    let drain = health.clone();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        sd.cancelled().await;
+        drain.set_draining();
+    });
+    Ok(tokio::spawn(serve_admin(listener, health, shutdown)))
+}

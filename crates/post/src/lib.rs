@@ -135,18 +135,7 @@ impl PostService {
 
     /// Serves gRPC on `listener` until `shutdown`, then drains in-flight calls.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<PostServiceServer<grpc::PostGrpc>>().await;
-        let svc = PostServiceServer::new(grpc::PostGrpc { posts: self.posts });
-        tracing::info!(addr = %listener.local_addr()?, "post service listening");
-        tonic::transport::Server::builder()
-            .layer(agora_kit::metrics::GrpcMetricsLayer)
-            .add_service(health_service)
-            .add_service(svc)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutdown.cancelled_owned(),
-            )
+        agora_kit::grpc::serve(listener, shutdown, PostServiceServer::new(grpc::PostGrpc { posts: self.posts }))
             .await?;
         Ok(())
     }
@@ -169,14 +158,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
         let b = Arc::clone(&b);
         async move { b.ping().await.map_err(|e| e.to_string()) }
     });
-    let admin = TcpListener::bind(config.admin_listen).await?;
-    let admin_task = tokio::spawn(agora_kit::health::serve_admin(admin, health.clone(), shutdown.clone()));
-    let drain = health.clone();
-    let sd = shutdown.clone();
-    tokio::spawn(async move {
-        sd.cancelled().await;
-        drain.set_draining();
-    });
+    let admin_task = agora_kit::health::spawn_admin(config.admin_listen, health.clone(), shutdown.clone()).await?;
     service.serve(listener, shutdown).await?;
     let _ = admin_task.await;
     Ok(())

@@ -31,6 +31,12 @@ impl Caller {
     pub fn require(&self, scope: &str) -> Result<(), ApiError> {
         if self.claims.allows(scope) { Ok(()) } else { Err(ApiError::forbidden_scope()) }
     }
+
+    /// A user token (not an application's) that grants `scope`.
+    pub fn require_user(&self, scope: &str) -> Result<(), ApiError> {
+        self.account_id()?;
+        self.require(scope)
+    }
 }
 
 /// The verified caller stashed by the rate-limit middleware, if the request had a valid token.

@@ -66,6 +66,11 @@ impl Params {
     }
 }
 
+/// An id in a path: a positive decimal snowflake. Anything else cannot name a record: 404.
+pub fn path_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(ApiError::not_found)
+}
+
 fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
     use serde_json::Value;
     match value {

@@ -32,29 +32,12 @@ pub async fn accounts(st: &AppState, ids: &[i64]) -> ApiResult<HashMap<i64, Valu
     if unique.is_empty() {
         return Ok(HashMap::new());
     }
-    let (mut user, mut graph, mut post) = (st.user.clone(), st.graph.clone(), st.post.clone());
-    let (accounts, counts, stats) = tokio::join!(
+    let mut user = st.user.clone();
+    let (accounts, (counts, stats)) = tokio::join!(
         user.batch_get_accounts(request(upb::BatchGetAccountsRequest { ids: unique.clone() }, None)),
-        graph.get_counts(request(gpb::GetCountsRequest { ids: unique.clone() }, None)),
-        post.get_account_stats(request(ppb::GetAccountStatsRequest { ids: unique.clone() }, None)),
+        counts(st, unique.clone()),
     );
     let accounts = accounts?.into_inner().accounts;
-    // Counts are decoration: an outage of the graph or post service degrades them to zero
-    // rather than failing the whole response.
-    let counts: HashMap<i64, gpb::Counts> = match counts {
-        Ok(c) => c.into_inner().counts.into_iter().map(|c| (c.id, c)).collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "follower counts unavailable");
-            HashMap::new()
-        }
-    };
-    let stats: HashMap<i64, ppb::AccountStats> = match stats {
-        Ok(s) => s.into_inner().stats.into_iter().map(|s| (s.id, s)).collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "status counts unavailable");
-            HashMap::new()
-        }
-    };
     let base = &st.config.public_url;
     Ok(accounts
         .iter()
@@ -64,6 +47,32 @@ pub async fn accounts(st: &AppState, ids: &[i64]) -> ApiResult<HashMap<i64, Valu
             (a.id, v)
         })
         .collect())
+}
+
+/// Follower counts (graph service) and status counts (post service) by account, fetched
+/// together. They are decoration: an outage of either degrades them to zero rather than failing
+/// the response.
+async fn counts(st: &AppState, ids: Vec<i64>) -> (HashMap<i64, gpb::Counts>, HashMap<i64, ppb::AccountStats>) {
+    let (mut graph, mut post) = (st.graph.clone(), st.post.clone());
+    let (counts, stats) = tokio::join!(
+        graph.get_counts(request(gpb::GetCountsRequest { ids: ids.clone() }, None)),
+        post.get_account_stats(request(ppb::GetAccountStatsRequest { ids }, None)),
+    );
+    let counts = match counts {
+        Ok(c) => c.into_inner().counts.into_iter().map(|c| (c.id, c)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "follower counts unavailable");
+            HashMap::new()
+        }
+    };
+    let stats = match stats {
+        Ok(s) => s.into_inner().stats.into_iter().map(|s| (s.id, s)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "status counts unavailable");
+            HashMap::new()
+        }
+    };
+    (counts, stats)
 }
 
 fn apply_counts(v: &mut Value, counts: Option<&gpb::Counts>, stats: Option<&ppb::AccountStats>) {
@@ -82,14 +91,9 @@ fn apply_counts(v: &mut Value, counts: Option<&gpb::Counts>, stats: Option<&ppb:
 
 /// An account the caller already holds (e.g. their own, with `source`), with its counts added.
 pub async fn with_counts(st: &AppState, id: i64, mut v: Value) -> Value {
-    let (mut graph, mut post) = (st.graph.clone(), st.post.clone());
-    let (counts, stats) = tokio::join!(
-        graph.get_counts(request(gpb::GetCountsRequest { ids: vec![id] }, None)),
-        post.get_account_stats(request(ppb::GetAccountStatsRequest { ids: vec![id] }, None)),
-    );
-    let counts = counts.ok().and_then(|c| c.into_inner().counts.into_iter().next());
-    let stats = stats.ok().and_then(|s| s.into_inner().stats.into_iter().next());
-    apply_counts(&mut v, counts.as_ref(), stats.as_ref());
+    let (counts, stats) = counts(st, vec![id]).await;
+    let (counts, stats) = (counts.get(&id), stats.get(&id));
+    apply_counts(&mut v, counts, stats);
     v
 }
 

@@ -91,13 +91,8 @@ pub async fn update_credentials(
     Ok(axum::Json(entities::credential_account(&st.config.public_url, &a)))
 }
 
-/// Ids in paths are decimal snowflakes; anything else cannot name an account.
-fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(ApiError::not_found)
-}
-
 pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json> {
-    let id = parse_id(&id)?;
+    let id = crate::params::path_id(&id)?;
     Ok(axum::Json(crate::render::account(&st, id).await?))
 }
 

@@ -11,21 +11,11 @@ use agora_proto::post::v1 as ppb;
 use crate::auth::{Authenticated, Caller, OptionalCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::paging::{self, linked};
-use crate::params::Params;
+use crate::params::{Params, path_id as parse_id};
 use crate::render;
 use crate::state::AppState;
 
 type Json = axum::Json<Value>;
-
-/// Ids in paths are decimal snowflakes; anything else cannot name a status.
-pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(ApiError::not_found)
-}
-
-fn user(c: &Caller, scope: &str) -> ApiResult<()> {
-    c.account_id()?;
-    c.require(scope)
-}
 
 fn opt_id(p: &Params, key: &str) -> ApiResult<i64> {
     match p.str(key).map(str::trim) {
@@ -45,7 +35,7 @@ pub async fn create(
     headers: HeaderMap,
     p: Params,
 ) -> ApiResult<Json> {
-    user(&c, "write:statuses")?;
+    c.require_user("write:statuses")?;
     if !p.list("media_ids").is_empty() {
         return Err(ApiError::unprocessable("Media attachments are not supported yet"));
     }
@@ -99,7 +89,7 @@ pub async fn delete(
     Authenticated(c): Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    user(&c, "write:statuses")?;
+    c.require_user("write:statuses")?;
     let id = parse_id(&id)?;
     let s = st.post.clone().delete_status(request(ppb::StatusIdRequest { id }, Some(&c.token))).await?.into_inner();
     render_one(&st, s.status).await
@@ -111,7 +101,7 @@ pub async fn edit(
     Path(id): Path<String>,
     p: Params,
 ) -> ApiResult<Json> {
-    user(&c, "write:statuses")?;
+    c.require_user("write:statuses")?;
     let id = parse_id(&id)?;
     if !p.list("media_ids").is_empty() {
         return Err(ApiError::unprocessable("Media attachments are not supported yet"));
@@ -178,7 +168,7 @@ pub async fn source(
     Authenticated(c): Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json> {
-    user(&c, "read:statuses")?;
+    c.require_user("read:statuses")?;
     let id = parse_id(&id)?;
     let s = st.post.clone().get_source(request(ppb::StatusIdRequest { id }, Some(&c.token))).await?.into_inner();
     Ok(axum::Json(json!({ "id": s.id.to_string(), "text": s.text, "spoiler_text": s.spoiler_text })))
@@ -202,7 +192,7 @@ async fn act(st: &AppState, c: &Caller, id: &str, action: Action) -> ApiResult<J
         Action::Bookmark | Action::Unbookmark => "write:bookmarks",
         Action::Unreblog | Action::Pin | Action::Unpin => "write:statuses",
     };
-    user(c, scope)?;
+    c.require_user(scope)?;
     let id = parse_id(id)?;
     let req = request(ppb::StatusIdRequest { id }, Some(&c.token));
     let mut post = st.post.clone();
@@ -246,7 +236,7 @@ pub async fn reblog(
     Path(id): Path<String>,
     p: Params,
 ) -> ApiResult<Json> {
-    user(&c, "write:statuses")?;
+    c.require_user("write:statuses")?;
     let id = parse_id(&id)?;
     let visibility = render::parse_visibility(&p.string("visibility"), ppb::Visibility::Public)?;
     if visibility == ppb::Visibility::Direct {
@@ -301,7 +291,7 @@ pub async fn reblogged_by(
 }
 
 async fn mine(st: &AppState, c: &Caller, p: &Params, bookmarks: bool) -> ApiResult<Response> {
-    user(c, if bookmarks { "read:bookmarks" } else { "read:favourites" })?;
+    c.require_user(if bookmarks { "read:bookmarks" } else { "read:favourites" })?;
     let page = paging::bounds(p, 20, 40)?;
     let req = request(ppb::ListMineRequest { page: Some(page.into()) }, Some(&c.token));
     let mut post = st.post.clone();
@@ -344,7 +334,7 @@ pub async fn react(
     Authenticated(c): Authenticated,
     Path((id, emoji)): Path<(String, String)>,
 ) -> ApiResult<Json> {
-    user(&c, "write:favourites")?;
+    c.require_user("write:favourites")?;
     let id = parse_id(&id)?;
     let r = st.post.clone().add_reaction(request(ppb::ReactionRequest { id, emoji }, Some(&c.token))).await?;
     Ok(reactions_json(r.into_inner()))
@@ -356,7 +346,7 @@ pub async fn unreact(
     Authenticated(c): Authenticated,
     Path((id, emoji)): Path<(String, String)>,
 ) -> ApiResult<Json> {
-    user(&c, "write:favourites")?;
+    c.require_user("write:favourites")?;
     let id = parse_id(&id)?;
     let r = st.post.clone().remove_reaction(request(ppb::ReactionRequest { id, emoji }, Some(&c.token))).await?;
     Ok(reactions_json(r.into_inner()))

@@ -12,9 +12,8 @@ use agora_proto::post::v1 as ppb;
 use crate::auth::{Authenticated, OptionalCaller};
 use crate::error::{ApiError, ApiResult};
 use crate::paging::{self, keep, linked};
-use crate::params::Params;
+use crate::params::{Params, path_id as parse_id};
 use crate::render;
-use crate::routes::statuses::parse_id;
 use crate::state::AppState;
 
 type Json = axum::Json<Value>;
@@ -97,8 +96,8 @@ pub async fn account(
     if let Some(c) = &c {
         c.require("read:statuses")?;
     }
-    // 404 for an unknown account, as Mastodon answers.
-    render::account(&st, account_id).await?;
+    // 404 for an unknown account, as Mastodon answers (one lookup: counts are not needed here).
+    st.user.clone().get_account(request(agora_proto::user::v1::GetAccountRequest { id: account_id }, None)).await?;
     let token = c.as_ref().map(|c| c.token.as_str());
     let path = format!("/api/v1/accounts/{account_id}/statuses");
     if flag(&p, "pinned")? {

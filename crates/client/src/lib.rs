@@ -58,6 +58,16 @@ pub fn user_service_verifier(user: UserServiceClient<Channel>, issuer: &str, shu
     verifier
 }
 
+/// [`user_service_verifier`] for the user service at `user_url` (a lazily connecting channel).
+pub fn user_service_verifier_at(
+    user_url: &str,
+    issuer: &str,
+    shutdown: Shutdown,
+) -> Result<Arc<Verifier>, agora_kit::Error> {
+    let client = UserServiceClient::new(agora_kit::grpc::channel(user_url)?);
+    Ok(user_service_verifier(client, issuer, shutdown))
+}
+
 /// The verified caller of a gRPC request: its claims and the raw token, to forward to the next
 /// service.
 #[derive(Debug, Clone)]

@@ -47,3 +47,12 @@ pub fn envelope<M: prost::Message>(
         tracestate: trace.get("tracestate").cloned().unwrap_or_default(),
     }
 }
+
+/// Adds a `bus` check to `health`: ready only while the bus answers.
+pub fn add_health_check(health: &agora_kit::health::Health, bus: &std::sync::Arc<dyn EventBus>) {
+    let bus = std::sync::Arc::clone(bus);
+    health.add_check("bus", move || {
+        let bus = std::sync::Arc::clone(&bus);
+        async move { bus.ping().await.map_err(|e| e.to_string()) }
+    });
+}

@@ -27,7 +27,6 @@ use agora_kit::jwt::Verifier;
 use agora_proto::feed::v1::feed_service_server::FeedServiceServer;
 use agora_proto::graph::v1::graph_service_client::GraphServiceClient;
 use agora_proto::post::v1::post_service_client::PostServiceClient;
-use agora_proto::user::v1::user_service_client::UserServiceClient;
 use tokio::net::TcpListener;
 
 pub use deps::{GraphView, PostSource};
@@ -221,19 +220,11 @@ impl FeedService {
 /// Runs the feed service alone: its own bus connection, token verifier and admin endpoint.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let bus = agora_events::connect(&config.bus_url).await?;
-    let verifier = agora_client::user_service_verifier(
-        UserServiceClient::new(agora_kit::grpc::channel(&config.user_url)?),
-        &config.public_url,
-        shutdown.clone(),
-    );
+    let verifier = agora_client::user_service_verifier_at(&config.user_url, &config.public_url, shutdown.clone())?;
     let (graph, posts) = grpc_dependencies(&config)?;
     let service = FeedService::build(&config, Arc::clone(&bus), verifier, graph, posts, shutdown.clone()).await?;
     let health = service.health.clone();
-    let b = Arc::clone(&bus);
-    health.add_check("bus", move || {
-        let b = Arc::clone(&b);
-        async move { b.ping().await.map_err(|e| e.to_string()) }
-    });
+    agora_events::add_health_check(&health, &bus);
     let admin_task = agora_kit::health::spawn_admin(config.admin_listen, health.clone(), shutdown.clone()).await?;
     service.serve(listener, shutdown).await?;
     let _ = admin_task.await;

@@ -137,18 +137,10 @@ impl GraphService {
 /// Runs the graph service alone: its own bus connection, token verifier and admin endpoint.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let bus = agora_events::connect(&config.bus_url).await?;
-    let verifier = agora_client::user_service_verifier(
-        UserServiceClient::new(agora_kit::grpc::channel(&config.user_url)?),
-        &config.public_url,
-        shutdown.clone(),
-    );
+    let verifier = agora_client::user_service_verifier_at(&config.user_url, &config.public_url, shutdown.clone())?;
     let service = GraphService::build(&config, Arc::clone(&bus), verifier, shutdown.clone()).await?;
     let health = service.health.clone();
-    let b = Arc::clone(&bus);
-    health.add_check("bus", move || {
-        let b = Arc::clone(&b);
-        async move { b.ping().await.map_err(|e| e.to_string()) }
-    });
+    agora_events::add_health_check(&health, &bus);
     let admin_task = agora_kit::health::spawn_admin(config.admin_listen, health.clone(), shutdown.clone()).await?;
     service.serve(listener, shutdown).await?;
     let _ = admin_task.await;

@@ -120,11 +120,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     let bus = agora_events::connect(&config.bus_url).await?;
     let service = UserService::build(&config, Arc::clone(&bus), shutdown.clone()).await?;
     let health = service.health.clone();
-    let b = Arc::clone(&bus);
-    health.add_check("bus", move || {
-        let b = Arc::clone(&b);
-        async move { b.ping().await.map_err(|e| e.to_string()) }
-    });
+    agora_events::add_health_check(&health, &bus);
     let admin_task = agora_kit::health::spawn_admin(config.admin_listen, health.clone(), shutdown.clone()).await?;
     service.serve(listener, shutdown).await?;
     let _ = admin_task.await;

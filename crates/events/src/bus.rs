@@ -29,6 +29,16 @@ pub struct Delivery {
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes one event; returns once the bus has accepted it durably.
     async fn publish(&self, topic: &str, envelope: &Envelope) -> Result<(), BusError>;
+    /// Publishes events in order; returns how many were accepted before the first failure (an
+    /// error only when none was). Adapters that can accept a batch at once override this.
+    async fn publish_all(&self, events: &[(String, Envelope)]) -> Result<usize, BusError> {
+        for (i, (topic, envelope)) in events.iter().enumerate() {
+            if let Err(e) = self.publish(topic, envelope).await {
+                return if i == 0 { Err(e) } else { Ok(i) };
+            }
+        }
+        Ok(events.len())
+    }
     /// Joins consumer group `group` on `topics`. Each event reaches one member of each group.
     /// A new group starts from the oldest retained event.
     async fn subscribe(&self, topics: &[String], group: &str) -> Result<Box<dyn Subscription>, BusError>;
@@ -46,12 +56,13 @@ pub trait Subscription: Send {
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError>;
 }
 
-/// Picks the adapter by URL scheme: `memory://` (in-process) or `kafka://host:port[,host:port]`
-/// with optional `?session_timeout_ms=N&partitions=N`.
+/// Picks the adapter by URL scheme: `sqlite://PATH` (the embedded, durable log), `memory://`
+/// (the same log in memory, gone with the process) or `kafka://host:port[,host:port]` with
+/// optional `?session_timeout_ms=N&partitions=N&namespace=NAME`.
 pub async fn connect(url: &str) -> Result<Arc<dyn EventBus>, BusError> {
     match url.split_once("://").map(|(s, _)| s) {
-        Some("memory") => Ok(Arc::new(crate::memory::MemoryBus::new())),
+        Some("memory") | Some("sqlite") => Ok(Arc::new(crate::local::LocalBus::connect(url).await?)),
         Some("kafka") => Ok(Arc::new(crate::kafka::KafkaBus::connect(url)?)),
-        _ => Err(BusError::Config(format!("unsupported bus url scheme in {url:?} (memory://, kafka://)"))),
+        _ => Err(BusError::Config(format!("unsupported bus url scheme in {url:?} (sqlite://, memory://, kafka://)"))),
     }
 }

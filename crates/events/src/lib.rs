@@ -2,7 +2,8 @@
 //!
 //! - [`Envelope`](agora_proto::events::v1::Envelope) wraps every event; topics are
 //!   `agora.<domain>.v1`, keyed by aggregate id.
-//! - [`EventBus`] has two adapters: Kafka ([`kafka::KafkaBus`]) and in-process ([`memory::MemoryBus`]).
+//! - [`EventBus`] has two adapters: Kafka ([`kafka::KafkaBus`]) and the embedded durable log
+//!   ([`local::LocalBus`], a SQLite file or an in-memory database).
 //! - [`outbox`]: the state change and its event commit in one transaction; [`outbox::OutboxRelay`]
 //!   publishes pending rows with retry and backoff.
 //! - [`consumer`]: runs handlers at-least-once; [`dedupe`] makes them effectively exactly-once.
@@ -13,7 +14,7 @@ pub mod bus;
 pub mod consumer;
 pub mod dedupe;
 pub mod kafka;
-pub mod memory;
+pub mod local;
 pub mod outbox;
 
 pub use agora_proto::events::v1::Envelope;
@@ -46,6 +47,13 @@ pub fn envelope<M: prost::Message>(
         traceparent: trace.get("traceparent").cloned().unwrap_or_default(),
         tracestate: trace.get("tracestate").cloned().unwrap_or_default(),
     }
+}
+
+/// The bus every service of a process uses (`AGORA_BUS_URL`): by default the embedded durable
+/// log in `$AGORA_DATA_DIR/bus.db`.
+pub fn bus_url(env: &dyn agora_kit::config::Env) -> Result<String, agora_kit::config::ConfigError> {
+    let data_dir = agora_kit::config::string(env, "AGORA_DATA_DIR", ".agora");
+    agora_kit::config::url(env, "AGORA_BUS_URL", &format!("sqlite://{data_dir}/bus.db"), &["sqlite", "memory", "kafka"])
 }
 
 /// Adds a `bus` check to `health`: ready only while the bus answers.

@@ -71,25 +71,24 @@ impl OutboxRelay {
     /// published before it are removed from the outbox).
     pub async fn publish_batch(&self) -> Result<usize, OutboxError> {
         let rows = self.store.pending(self.batch).await?;
-        let mut done = Vec::with_capacity(rows.len());
-        let mut failure = None;
-        for row in &rows {
-            match self.bus.publish(&row.topic, &row.envelope).await {
-                Ok(()) => done.push(row.id),
-                Err(e) => {
-                    failure = Some(OutboxError(e.to_string()));
-                    break;
-                }
-            }
+        if rows.is_empty() {
+            return Ok(0);
         }
-        if !done.is_empty() {
+        let events: Vec<(String, Envelope)> = rows.iter().map(|r| (r.topic.clone(), r.envelope.clone())).collect();
+        let (accepted, failure) = match self.bus.publish_all(&events).await {
+            Ok(n) if n < rows.len() => (n, Some(OutboxError(format!("the bus accepted {n} of {} events", rows.len())))),
+            Ok(n) => (n, None),
+            Err(e) => (0, Some(OutboxError(e.to_string()))),
+        };
+        if accepted > 0 {
+            let done: Vec<i64> = rows[..accepted].iter().map(|r| r.id).collect();
             self.store.remove(&done).await?;
             metrics::counter!("agora_outbox_published_total", "service" => self.service.clone())
                 .increment(done.len() as u64);
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok(done.len()),
+            None => Ok(accepted),
         }
     }
 

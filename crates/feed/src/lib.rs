@@ -81,7 +81,7 @@ impl Config {
                 &["postgres", "postgresql", "sqlite"],
             )?,
             cache_url: config::url(env, "AGORA_FEED_CACHE_URL", "memory://", &["memory", "redis", "rediss"])?,
-            bus_url: config::url(env, "AGORA_BUS_URL", "memory://", &["memory", "kafka"])?,
+            bus_url: agora_events::bus_url(env)?,
             public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080")
                 .trim_end_matches('/')
                 .to_owned(),
@@ -175,8 +175,7 @@ impl FeedService {
         });
         // One consumer per topic, so a long fan-out never holds back an unfollow or a block;
         // and one group per topic (`feed.post`, `feed.graph`), so a group's members always
-        // share one subscription — rebalancing members that subscribe to different topics was
-        // seen to stall for tens of seconds on tansu.
+        // share one subscription and each topic rebalances on its own.
         for topic in topics {
             let handler = Arc::new(consumer::TimelineHandler { feed: Arc::clone(&feed) });
             let domain = topic.split('.').nth(1).unwrap_or("events").to_owned();

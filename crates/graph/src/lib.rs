@@ -63,7 +63,7 @@ impl Config {
                 &format!("sqlite://{data_dir}/graph.db"),
                 &["postgres", "postgresql", "sqlite"],
             )?,
-            bus_url: config::url(env, "AGORA_BUS_URL", "memory://", &["memory", "kafka"])?,
+            bus_url: agora_events::bus_url(env)?,
             public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080")
                 .trim_end_matches('/')
                 .to_owned(),

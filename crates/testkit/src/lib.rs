@@ -5,6 +5,8 @@
 //!
 //! It must never hold a fixed port or sleep waiting for one: it binds listeners itself.
 
+pub mod api;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use tonic::transport::Channel;
 /// Where the stores and the bus live.
 #[derive(Debug, Clone)]
 pub enum Backend {
-    /// SQLite files in a data directory, the in-process bus, in-memory rate limits.
+    /// SQLite files in a data directory, the embedded durable bus (`bus.db`), in-memory rate limits.
     Embedded,
     /// Real servers: a fresh database is created on `postgres_url` for each platform.
     Real { postgres_url: String, redis_url: String, kafka_url: String },
@@ -141,7 +143,9 @@ impl PlatformBuilder {
                 };
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating data directory {}", dir.display()))?;
                 let db = |name: &str| format!("sqlite://{}/{name}.db", dir.display());
-                ([db("user"), db("post"), db("graph"), db("feed")], "memory://".to_owned(), "memory://".to_owned())
+                // The bus is a durable log beside the stores, so a crash loses no committed event.
+                let bus = format!("sqlite://{}/bus.db", dir.display());
+                ([db("user"), db("post"), db("graph"), db("feed")], bus, "memory://".to_owned())
             }
             Backend::Real { postgres_url, redis_url, kafka_url } => {
                 let mut dbs = Vec::new();

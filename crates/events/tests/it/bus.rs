@@ -105,8 +105,31 @@ async fn unacked_events_are_redelivered_after_a_restart(bus: Arc<dyn EventBus>) 
     assert_eq!(ids, vec![402, 403]);
 }
 
+/// A batch goes out whole and in order, interleaved topics included.
+async fn batches_keep_their_order(bus: Arc<dyn EventBus>) {
+    let (t1, t2) = (topic(), topic());
+    bus.ensure_topics(&[t1.clone(), t2.clone()]).await.unwrap();
+    let batch: Vec<(String, Envelope)> =
+        (0..12).map(|i| (if i % 3 == 0 { t2.clone() } else { t1.clone() }, event(700 + i, "k"))).collect();
+    assert_eq!(bus.publish_all(&batch).await.unwrap(), 12);
+    let mut s1 = bus.subscribe(std::slice::from_ref(&t1), "batch").await.unwrap();
+    let mut s2 = bus.subscribe(std::slice::from_ref(&t2), "batch").await.unwrap();
+    let got1: Vec<i64> = take(&mut s1, 8).await.iter().map(|e| e.id).collect();
+    let got2: Vec<i64> = take(&mut s2, 4).await.iter().map(|e| e.id).collect();
+    assert_eq!(got1, vec![701, 702, 704, 705, 707, 708, 710, 711]);
+    assert_eq!(got2, vec![700, 703, 706, 709]);
+}
+
 async fn memory() -> Option<Arc<dyn EventBus>> {
     Some(agora_events::connect("memory://").await.unwrap())
+}
+
+/// The embedded default: a log file that outlives the process.
+async fn sqlite() -> Option<Arc<dyn EventBus>> {
+    let dir = agora_testkit::tempdir().unwrap();
+    let url = format!("sqlite://{}/bus.db", dir.0.display());
+    std::mem::forget(dir); // the test process exits soon; the file must outlive the bus
+    Some(agora_events::connect(&url).await.unwrap())
 }
 
 async fn kafka() -> Option<Arc<dyn EventBus>> {
@@ -116,8 +139,9 @@ async fn kafka() -> Option<Arc<dyn EventBus>> {
 }
 
 agora_testkit::conformance!(
-    backends: [memory, kafka],
+    backends: [memory, sqlite, kafka],
     cases: [
+        batches_keep_their_order,
         late_groups_see_history_in_key_order,
         every_group_gets_every_event,
         acked_events_are_not_redelivered_to_the_group,
@@ -179,4 +203,52 @@ async fn kafka_namespaces_are_isolated() {
     assert_eq!(got_b[0].id, 600);
     let d = tokio::time::timeout(Duration::from_secs(5), sa.next()).await;
     assert!(d.is_err(), "namespace a saw a second event");
+}
+
+/// The embedded log keeps events and each group's position across a restart of the process
+/// (here: the bus closed and opened again on the same file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_log_survives_a_restart() {
+    let dir = agora_testkit::tempdir().unwrap();
+    let url = format!("sqlite://{}/bus.db", dir.0.display());
+    let t = topic();
+    {
+        let bus = agora_events::connect(&url).await.unwrap();
+        for i in 0..10 {
+            bus.publish(&t, &event(800 + i, "k")).await.unwrap();
+        }
+        let mut sub = bus.subscribe(std::slice::from_ref(&t), "g").await.unwrap();
+        assert_eq!(take(&mut sub, 4).await.len(), 4);
+        let unacked = sub.next().await.unwrap();
+        assert_eq!(unacked.envelope.id, 804);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bus = agora_events::connect(&url).await.unwrap();
+    let mut again = bus.subscribe(std::slice::from_ref(&t), "g").await.unwrap();
+    let ids: Vec<i64> = take(&mut again, 6).await.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (804..810).collect::<Vec<_>>(), "resumes after the last ack, the unacked one first");
+    let mut other = bus.subscribe(std::slice::from_ref(&t), "h").await.unwrap();
+    assert_eq!(take(&mut other, 10).await.len(), 10, "a new group reads the whole retained log");
+}
+
+/// Two members of one group on the embedded bus never both get an event: one consumes, the
+/// other takes over where it left off when it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_group_members_take_turns() {
+    let bus = sqlite().await.unwrap();
+    let t = topic();
+    for i in 0..6 {
+        bus.publish(&t, &event(900 + i, "k")).await.unwrap();
+    }
+    let mut first = bus.subscribe(std::slice::from_ref(&t), "pair").await.unwrap();
+    let mut second = bus.subscribe(std::slice::from_ref(&t), "pair").await.unwrap();
+    let a: Vec<i64> = take(&mut first, 3).await.iter().map(|e| e.id).collect();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), second.next()).await.is_err(),
+        "the second member must wait while the first holds the topic"
+    );
+    drop(first);
+    let b: Vec<i64> = take(&mut second, 3).await.iter().map(|e| e.id).collect();
+    assert_eq!(a, vec![900, 901, 902]);
+    assert_eq!(b, vec![903, 904, 905]);
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_events::EventBus;
-use agora_events::memory::MemoryBus;
 use agora_feed::{Config, FeedService};
 use agora_kit::Shutdown;
 use agora_kit::config::MapEnv;
@@ -83,7 +82,7 @@ async fn start() -> Running {
     let key = SigningKey::generate().unwrap();
     let verifier = Verifier::new(ISSUER, ISSUER, StaticKeys::new(vec![key.public_key()]));
     verifier.prime().await.unwrap();
-    let bus: Arc<dyn EventBus> = Arc::new(MemoryBus::new());
+    let bus: Arc<dyn EventBus> = agora_events::connect("memory://").await.unwrap();
     let graph = Arc::new(FakeGraph::default());
     let shutdown = Shutdown::new();
     let service = FeedService::build(

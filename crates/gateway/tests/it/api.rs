@@ -1,101 +1,10 @@
 //! The public API over HTTP: Mastodon shapes, bad input, limits. On embedded stores, and the
 //! main flow once more on PostgreSQL + Redis + Kafka.
 
+pub use agora_testkit::api::{Api, uniq};
 use agora_testkit::{Backend, Platform, PlatformBuilder};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-pub struct Api {
-    pub http: reqwest::Client,
-    pub base: String,
-    pub client_id: String,
-    pub client_secret: String,
-    pub app_token: String,
-}
-
-pub fn uniq(p: &str) -> String {
-    format!("{p}{:06x}", rand::random::<u32>() & 0xff_ffff)
-}
-
-impl Api {
-    pub async fn new(p: &Platform) -> Api {
-        let http = reqwest::Client::new();
-        let base = p.url().to_owned();
-        let app: Value = http
-            .post(format!("{base}/api/v1/apps"))
-            .form(&[
-                ("client_name", "it"),
-                ("scopes", "read write follow push"),
-                ("redirect_uris", "urn:ietf:wg:oauth:2.0:oob"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let client_id = app["client_id"].as_str().unwrap().to_owned();
-        let client_secret = app["client_secret"].as_str().unwrap().to_owned();
-        let tok: Value = http
-            .post(format!("{base}/oauth/token"))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", &client_id),
-                ("client_secret", &client_secret),
-                ("scope", "read write"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        Api { http, base, client_id, client_secret, app_token: tok["access_token"].as_str().unwrap().to_owned() }
-    }
-
-    pub async fn register_raw(&self, username: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}/api/v1/accounts", self.base))
-            .bearer_auth(&self.app_token)
-            .form(&[
-                ("username", username),
-                ("email", &format!("{}@example.com", uniq("m"))),
-                ("password", "long enough password"),
-                ("agreement", "true"),
-            ])
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Registers a fresh account; returns (username, access token, refresh token).
-    pub async fn user(&self) -> (String, String, String) {
-        let name = uniq("u");
-        let r = self.register_raw(&name).await;
-        assert_eq!(r.status(), StatusCode::OK);
-        let v: Value = r.json().await.unwrap();
-        (name, v["access_token"].as_str().unwrap().to_owned(), v["refresh_token"].as_str().unwrap().to_owned())
-    }
-
-    /// `POST /oauth/revoke` for `token` with this client's credentials.
-    pub async fn revoke(&self, token: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}/oauth/revoke", self.base))
-            .form(&[("client_id", self.client_id.as_str()), ("client_secret", &self.client_secret), ("token", token)])
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn me(&self, token: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}/api/v1/accounts/verify_credentials", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-    }
-}
 
 async fn platform() -> Platform {
     PlatformBuilder::embedded()

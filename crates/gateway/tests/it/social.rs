@@ -6,67 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use agora_testkit::{Backend, Platform, PlatformBuilder};
-use reqwest::StatusCode;
-use serde_json::Value;
 
 use crate::api::Api;
-
-impl Api {
-    pub async fn account_id(&self, token: &str) -> String {
-        let me: Value = self.me(token).await.json().await.unwrap();
-        me["id"].as_str().unwrap().to_owned()
-    }
-
-    pub async fn follow(&self, token: &str, id: &str) {
-        let r = self
-            .http
-            .post(format!("{}/api/v1/accounts/{id}/follow", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap_or_default());
-    }
-
-    pub async fn post(&self, token: &str, text: &str) -> String {
-        let r = self
-            .http
-            .post(format!("{}/api/v1/statuses", self.base))
-            .bearer_auth(token)
-            .form(&[("status", text)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap_or_default());
-        let v: Value = r.json().await.unwrap();
-        v["id"].as_str().unwrap().to_owned()
-    }
-
-    pub async fn home_page(&self, token: &str, query: &str) -> Vec<Value> {
-        let r = self
-            .http
-            .get(format!("{}/api/v1/timelines/home?{query}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        r.json().await.unwrap()
-    }
-
-    /// Every status id of a home timeline, walking pages with max_id.
-    pub async fn whole_home(&self, token: &str) -> Vec<String> {
-        let mut all = Vec::new();
-        let mut query = "limit=40".to_owned();
-        loop {
-            let page = self.home_page(token, &query).await;
-            let Some(last) = page.last() else { break };
-            query = format!("limit=40&max_id={}", last["id"].as_str().unwrap());
-            all.extend(page.iter().map(|s| s["id"].as_str().unwrap().to_owned()));
-        }
-        all
-    }
-}
 
 fn builder(backend: Backend) -> PlatformBuilder {
     PlatformBuilder::new(backend)

@@ -346,7 +346,7 @@ fn config_defaults_and_errors_name_the_variable() {
     assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9103");
     assert_eq!(c.database_url, "sqlite:///var/lib/agora/graph.db");
     assert_eq!(c.user_url, "http://127.0.0.1:50051");
-    assert_eq!(c.bus_url, "memory://");
+    assert_eq!(c.bus_url, "sqlite:///var/lib/agora/bus.db");
     assert!(c.migrate_on_start);
     let custom = MapEnv::new()
         .with("AGORA_GRAPH_DATABASE_URL", "postgres://db/graph")

@@ -33,7 +33,7 @@ fn config(dir: &std::path::Path) -> Config {
 async fn statuses_over_grpc_announce_themselves_on_the_bus() {
     let dir = agora_testkit::tempdir().unwrap();
     let shutdown = Shutdown::new();
-    let bus: Arc<dyn EventBus> = Arc::new(agora_events::memory::MemoryBus::new());
+    let bus: Arc<dyn EventBus> = agora_events::connect("memory://").await.unwrap();
     let mut events = bus.subscribe(&["agora.post.v1".to_owned()], "grpc-test").await.unwrap();
     let key = SigningKey::generate().unwrap();
     let verifier = Verifier::new(ISS, ISS, StaticKeys::new(vec![key.public_key()]));

@@ -94,9 +94,6 @@ pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: N
                 if !d.allowed {
                     metrics::counter!("agora_gateway_rate_limited_total", "kind" => key.split(':').next().unwrap_or("").to_owned())
                         .increment(1);
-                    // Read the body first: answering before it is consumed makes the server close a
-                    // keep-alive connection the client may already be reusing.
-                    let _ = axum::body::to_bytes(req.into_body(), state.config.max_body_bytes).await;
                     let retry = ((d.reset_at_ms - agora_kit::time::now_ms()).max(0) as u64).div_ceil(1000).max(1);
                     let mut resp = ApiError::rate_limited(retry).into_response();
                     rate_headers(resp.headers_mut(), &d);

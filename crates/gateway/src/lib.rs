@@ -6,6 +6,7 @@
 //! services receive the token itself. It never logs tokens, passwords or secrets.
 
 pub mod auth;
+pub mod conn;
 pub mod edge;
 pub mod entities;
 pub mod error;
@@ -73,6 +74,20 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `*` or a comma-separated list of origins.
     pub cors_origins: String,
+    /// Header, idle, per-address and shutdown limits of client connections.
+    pub connections: conn::Limits,
+}
+
+fn millis(env: &dyn Env, key: &str, default: u64) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_millis(positive(env, key, default as usize)? as u64))
+}
+
+fn positive(env: &dyn Env, key: &str, default: usize) -> Result<usize, ConfigError> {
+    let n: usize = config::parse(env, key, default)?;
+    if n == 0 {
+        return Err(ConfigError::new(key, "0", "must be positive"));
+    }
+    Ok(n)
 }
 
 fn limit(env: &dyn Env, key: &str, default: &str) -> Result<Option<Limit>, ConfigError> {
@@ -116,13 +131,20 @@ impl Config {
             title: config::string(env, "AGORA_INSTANCE_TITLE", "Agora"),
             contact_email: config::string(env, "AGORA_INSTANCE_EMAIL", ""),
             registrations_open: config::boolean(env, "AGORA_REGISTRATIONS_OPEN", true)?,
-            trusted_proxies,
+            trusted_proxies: trusted_proxies.clone(),
             limit_ip: limit(env, "AGORA_GATEWAY_RATE_LIMIT_IP", "300/300")?,
             limit_account: limit(env, "AGORA_GATEWAY_RATE_LIMIT_ACCOUNT", "300/300")?,
             limit_registration: limit(env, "AGORA_GATEWAY_RATE_LIMIT_REGISTRATION", "5/1800")?,
             max_body_bytes: config::parse(env, "AGORA_GATEWAY_MAX_BODY_BYTES", 1024 * 1024)?,
             request_timeout: Duration::from_millis(config::parse(env, "AGORA_GATEWAY_REQUEST_TIMEOUT_MS", 15_000)?),
             cors_origins: config::string(env, "AGORA_GATEWAY_CORS_ORIGINS", "*"),
+            connections: conn::Limits {
+                header_timeout: millis(env, "AGORA_GATEWAY_HEADER_TIMEOUT_MS", 10_000)?,
+                idle_timeout: millis(env, "AGORA_GATEWAY_IDLE_TIMEOUT_MS", 60_000)?,
+                per_address: positive(env, "AGORA_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS", 256)?,
+                shutdown_grace: millis(env, "AGORA_GATEWAY_SHUTDOWN_GRACE_MS", 10_000)?,
+                trusted: trusted_proxies,
+            },
         })
     }
 
@@ -298,20 +320,20 @@ impl Gateway {
         Ok(Self { state, health })
     }
 
-    /// Serves HTTP until `shutdown`, then stops accepting and drains in-flight requests.
+    /// Serves HTTP until `shutdown`, then stops accepting and drains in-flight requests for
+    /// the configured grace period, after which what is left is closed.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let app = NormalizePathLayer::trim_trailing_slash().layer(router(self.state, self.health.clone()));
+        let limits = self.state.config.connections.clone();
+        let app = Router::new()
+            .fallback_service(NormalizePathLayer::trim_trailing_slash().layer(router(self.state, self.health.clone())));
         let drain = self.health.clone();
-        tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-        axum::serve(
-            listener,
-            axum::ServiceExt::<http::Request<axum::body::Body>>::into_make_service_with_connect_info::<SocketAddr>(app),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
             drain.set_draining();
-        })
-        .await?;
+        });
+        tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+        conn::serve(listener, app, limits, shutdown).await;
         Ok(())
     }
 }

@@ -64,14 +64,29 @@ where
     reporter.set_serving::<S>().await;
     let addr = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?;
     tracing::info!(%addr, service = S::NAME, "gRPC listening");
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .layer(crate::metrics::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(svc)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
-        .await
-        .map_err(|e| Error::internal(e.to_string()))
+            shutdown.clone().cancelled_owned(),
+        );
+    tokio::pin!(server);
+    // Calls in flight get DRAIN_LIMIT to finish after shutdown starts; then the server stops
+    // anyway (callers have their own deadlines and retry elsewhere).
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    tokio::select! {
+        r = &mut server => r.map_err(|e| Error::internal(e.to_string())),
+        _ = deadline => {
+            tracing::warn!(service = S::NAME, "gRPC calls still open after the drain limit; stopping anyway");
+            Ok(())
+        }
+    }
 }
+
+/// How long a gRPC server lets calls finish once shutdown started.
+pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);

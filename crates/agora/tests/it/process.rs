@@ -58,6 +58,23 @@ impl Proc {
         }
     }
 
+    /// SIGTERM, as Kubernetes stops a pod; returns how long the process took to exit and whether
+    /// it exited cleanly, or `None` if it was still running after `limit` (then it is killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<(Duration, bool)> {
+        let mut c = self.child.take()?;
+        let started = Instant::now();
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        while started.elapsed() < limit {
+            if let Some(status) = c.try_wait().unwrap() {
+                return Some((started.elapsed(), status.success()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

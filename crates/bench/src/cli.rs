@@ -23,7 +23,7 @@ use crate::workload::WorkloadKind;
     after_help = "\
 The server must run with its rate limits raised, or setup stops at the first HTTP 429:
   AGORA_GATEWAY_RATE_LIMIT_IP=100000000/1 AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=100000000/1 \\
-  AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=100000000/1 agora dev ...
+  AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=100000000/1 AGORA_GATEWAY_RATE_LIMIT_SIGN_IN=100000000/1 agora dev ...
 (\"off\" works too.) Build the bench with --release: a debug load generator measures itself.
 
 Examples:

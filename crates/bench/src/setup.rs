@@ -31,7 +31,7 @@ const TOLERATED_FAILURES: f64 = 0.01;
 
 pub const RATE_LIMIT_HINT: &str = "the server is rate-limiting the benchmark (HTTP 429). Restart it with \
      AGORA_GATEWAY_RATE_LIMIT_IP=100000000/1 AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=100000000/1 \
-     AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=100000000/1 (or =off) \
+     AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=100000000/1 AGORA_GATEWAY_RATE_LIMIT_SIGN_IN=100000000/1 (or =off) \
      (or, for sign-ups only, AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32 and --spoof-forwarded-for)";
 
 /// A registered account, its id and its bearer token.

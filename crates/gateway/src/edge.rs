@@ -68,23 +68,26 @@ pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: N
         Some(t) => state.verifier.verify(&t).await.ok().map(|claims| Caller { claims, token: t }),
         None => None,
     };
-    let mut checks: Vec<(String, Limit)> = Vec::with_capacity(2);
-    match caller.as_ref().and_then(|c| c.claims.account_id()) {
-        Some(id) => {
-            if let Some(l) = state.config.limit_account {
-                checks.push((format!("acct:{id}"), l));
-            }
-        }
-        None => {
-            if let Some(l) = state.config.limit_ip {
-                checks.push((format!("ip:{ip}"), l));
-            }
-        }
+    let path = req.uri().path().trim_end_matches('/');
+    let post = req.method() == Method::POST;
+    let sign_in = post && matches!(path, "/oauth/token" | "/oauth/authorize");
+    let sign_up = post && path == "/api/v1/accounts";
+    let mut checks: Vec<(String, Limit)> = Vec::with_capacity(3);
+    let account = caller.as_ref().and_then(|c| c.claims.account_id());
+    if let (Some(id), Some(l)) = (account, state.config.limit_account) {
+        checks.push((format!("acct:{id}"), l));
     }
-    if req.method() == Method::POST
-        && req.uri().path().trim_end_matches('/') == "/api/v1/accounts"
-        && let Some(l) = state.config.limit_registration
+    // Sign-in and sign-up always count against the client's address, whatever token the
+    // request carries: a bearer header must not buy a way around the per-address budget.
+    if (account.is_none() || sign_in || sign_up || path == "/oauth/revoke")
+        && let Some(l) = state.config.limit_ip
     {
+        checks.push((format!("ip:{ip}"), l));
+    }
+    if sign_in && let Some(l) = state.config.limit_sign_in {
+        checks.push((format!("signin:{ip}"), l));
+    }
+    if sign_up && let Some(l) = state.config.limit_registration {
         checks.push((format!("signup:{ip}"), l));
     }
     let mut shown: Option<Decision> = None;
@@ -94,7 +97,7 @@ pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: N
                 if !d.allowed {
                     metrics::counter!("agora_gateway_rate_limited_total", "kind" => key.split(':').next().unwrap_or("").to_owned())
                         .increment(1);
-                    let retry = ((d.reset_at_ms - agora_kit::time::now_ms()).max(0) as u64).div_ceil(1000).max(1);
+                    let retry = (d.retry_after_ms.max(0) as u64).div_ceil(1000).max(1);
                     let mut resp = ApiError::rate_limited(retry).into_response();
                     rate_headers(resp.headers_mut(), &d);
                     return resp;

@@ -72,7 +72,7 @@ impl From<agora_kit::Error> for ApiError {
                 serde_json::json!({ field: [{ "error": e.code.clone().unwrap_or_else(|| "ERR_INVALID".into()), "description": e.message }] }),
             );
         }
-        Self { status, body, retry_after: None }
+        Self { status, body, retry_after: e.retry_after_secs }
     }
 }
 

@@ -70,6 +70,8 @@ pub struct Config {
     pub limit_ip: Option<Limit>,
     pub limit_account: Option<Limit>,
     pub limit_registration: Option<Limit>,
+    /// Sign-in attempts (`POST /oauth/token`, `POST /oauth/authorize`) per address.
+    pub limit_sign_in: Option<Limit>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     /// `*` or a comma-separated list of origins.
@@ -135,6 +137,7 @@ impl Config {
             limit_ip: limit(env, "AGORA_GATEWAY_RATE_LIMIT_IP", "300/300")?,
             limit_account: limit(env, "AGORA_GATEWAY_RATE_LIMIT_ACCOUNT", "300/300")?,
             limit_registration: limit(env, "AGORA_GATEWAY_RATE_LIMIT_REGISTRATION", "5/1800")?,
+            limit_sign_in: limit(env, "AGORA_GATEWAY_RATE_LIMIT_SIGN_IN", "25/300")?,
             max_body_bytes: config::parse(env, "AGORA_GATEWAY_MAX_BODY_BYTES", 1024 * 1024)?,
             request_timeout: Duration::from_millis(config::parse(env, "AGORA_GATEWAY_REQUEST_TIMEOUT_MS", 15_000)?),
             cors_origins: config::string(env, "AGORA_GATEWAY_CORS_ORIGINS", "*"),

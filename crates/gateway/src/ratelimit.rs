@@ -1,5 +1,6 @@
-//! Request rate limits: fixed windows counted in Redis (shared by every gateway replica) or in
-//! memory (`agora dev`). Both adapters pass the conformance suite in `tests/it/ratelimit.rs`.
+//! Request rate limits by the generic cell rate algorithm (GCRA), with state in Redis (shared by
+//! every gateway replica) or in memory (`agora dev`). Both adapters pass the conformance suite in
+//! `tests/it/ratelimit.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,8 +39,10 @@ pub struct Decision {
     pub allowed: bool,
     pub limit: u64,
     pub remaining: u64,
-    /// When the current window ends (ms since the epoch).
+    /// When the whole budget is available again (ms since the epoch): `X-RateLimit-Reset`.
     pub reset_at_ms: i64,
+    /// For a refused request: how long until one more would be allowed (`Retry-After`).
+    pub retry_after_ms: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,20 +56,60 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), LimiterError>;
 }
 
-fn window_of(now_ms: i64, limit: Limit) -> (i64, i64) {
-    let w = limit.window.as_millis() as i64;
-    let idx = now_ms / w;
-    (idx, (idx + 1) * w)
+/// The generic cell rate algorithm, in microseconds. A key's state is one instant, its
+/// theoretical arrival time (TAT): each allowed request moves it on by the emission interval
+/// `window / max`, and a request is allowed while the TAT stays within `window` of now. So a
+/// burst is at most `max` long, and after it requests are allowed at the steady rate — unlike
+/// fixed windows, nothing lets `2 × max` through around a window's edge.
+#[derive(Debug, Clone, Copy)]
+struct Gcra {
+    interval_us: i64,
+    window_us: i64,
+    max: u64,
 }
 
-fn decide(count: u64, limit: Limit, reset_at_ms: i64) -> Decision {
-    Decision { allowed: count <= limit.max, limit: limit.max, remaining: limit.max.saturating_sub(count), reset_at_ms }
+impl Gcra {
+    fn new(limit: Limit) -> Self {
+        let window_us = limit.window.as_micros() as i64;
+        Self { interval_us: (window_us / limit.max as i64).max(1), window_us, max: limit.max }
+    }
+
+    /// Given the stored TAT (if any) and now, returns the decision and the TAT to store (if the
+    /// request is allowed).
+    fn step(&self, stored_tat_us: Option<i64>, now_us: i64) -> (Decision, Option<i64>) {
+        let tat = stored_tat_us.unwrap_or(now_us).max(now_us);
+        let new_tat = tat + self.interval_us;
+        let ms = |us: i64| us.div_euclid(1000);
+        if new_tat - now_us > self.window_us {
+            let d = Decision {
+                allowed: false,
+                limit: self.max,
+                remaining: 0,
+                reset_at_ms: ms(tat),
+                retry_after_ms: ms(new_tat - self.window_us - now_us).max(1),
+            };
+            return (d, None);
+        }
+        let remaining = ((self.window_us - (new_tat - now_us)) / self.interval_us).max(0) as u64;
+        let d = Decision {
+            allowed: true,
+            limit: self.max,
+            remaining: remaining.min(self.max),
+            reset_at_ms: ms(new_tat),
+            retry_after_ms: 0,
+        };
+        (d, Some(new_tat))
+    }
 }
 
-/// Counters in this process.
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// State in this process.
 #[derive(Default)]
 pub struct MemoryLimiter {
-    counters: Mutex<HashMap<String, (i64, u64)>>,
+    tats: Mutex<HashMap<String, i64>>,
 }
 
 impl MemoryLimiter {
@@ -78,19 +121,19 @@ impl MemoryLimiter {
 #[async_trait]
 impl RateLimiter for MemoryLimiter {
     async fn hit(&self, key: &str, limit: Limit) -> Result<Decision, LimiterError> {
-        let now = agora_kit::time::now_ms();
-        let (idx, reset) = window_of(now, limit);
-        let mut map = self.counters.lock();
+        let now = now_us();
+        let gcra = Gcra::new(limit);
+        let mut map = self.tats.lock();
         if map.len() > 100_000 {
-            // Forget finished windows so a flood of distinct keys cannot grow memory forever.
-            map.retain(|_, (i, _)| *i >= idx - 1);
+            // A TAT in the past is the same as no state: forget those, so a flood of distinct
+            // keys cannot grow memory forever.
+            map.retain(|_, tat| *tat > now);
         }
-        let entry = map.entry(key.to_owned()).or_insert((idx, 0));
-        if entry.0 != idx {
-            *entry = (idx, 0);
+        let (decision, store) = gcra.step(map.get(key).copied(), now);
+        if let Some(tat) = store {
+            map.insert(key.to_owned(), tat);
         }
-        entry.1 += 1;
-        Ok(decide(entry.1, limit, reset))
+        Ok(decision)
     }
 
     async fn ping(&self) -> Result<(), LimiterError> {
@@ -98,14 +141,22 @@ impl RateLimiter for MemoryLimiter {
     }
 }
 
-/// Counters in Redis: one key per (name, window), expiring with the window.
+/// State in Redis: one key per limited name holding its TAT, expiring when it is in the past.
+/// The step runs in a script on Redis's own clock, so every gateway replica agrees.
 pub struct RedisLimiter {
     client: fred::clients::Client,
 }
 
-const HIT_SCRIPT: &str = "local c = redis.call('INCR', KEYS[1]) \
-if c == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end \
-return c";
+/// ARGV: interval µs, window µs. Returns {allowed, tat µs, now µs}.
+const GCRA_SCRIPT: &str = "local t = redis.call('TIME') \
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) \
+local interval = tonumber(ARGV[1]) local window = tonumber(ARGV[2]) \
+local tat = tonumber(redis.call('GET', KEYS[1]) or now) \
+if tat < now then tat = now end \
+local new_tat = tat + interval \
+if new_tat - now > window then return {0, tat, now} end \
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000) \
+return {1, tat, now}";
 
 impl RedisLimiter {
     pub async fn connect(url: &str) -> Result<Self, LimiterError> {
@@ -131,16 +182,21 @@ impl RedisLimiter {
 impl RateLimiter for RedisLimiter {
     async fn hit(&self, key: &str, limit: Limit) -> Result<Decision, LimiterError> {
         use fred::interfaces::LuaInterface as _;
-        let now = agora_kit::time::now_ms();
-        let (idx, reset) = window_of(now, limit);
-        let redis_key = format!("agora:rl:{key}:{idx}");
-        let ttl_ms = (limit.window.as_millis() as i64 + 1_000).to_string();
-        let count: i64 = self
+        let gcra = Gcra::new(limit);
+        let reply: Vec<i64> = self
             .client
-            .eval(HIT_SCRIPT, vec![redis_key], vec![ttl_ms])
+            .eval(
+                GCRA_SCRIPT,
+                vec![format!("agora:rl2:{key}")],
+                vec![gcra.interval_us.to_string(), gcra.window_us.to_string()],
+            )
             .await
             .map_err(|e| LimiterError(e.to_string()))?;
-        Ok(decide(count.max(0) as u64, limit, reset))
+        let [_, tat, now] = reply[..] else {
+            return Err(LimiterError(format!("unexpected limiter reply {reply:?}")));
+        };
+        // The script already decided; replaying the step on its numbers builds the same answer.
+        Ok(gcra.step(Some(tat), now).0)
     }
 
     async fn ping(&self) -> Result<(), LimiterError> {

@@ -84,13 +84,25 @@ pub struct Error {
     pub field: Option<String>,
     /// A machine-readable reason, e.g. `ERR_TAKEN`, as in Mastodon's registration errors.
     pub code: Option<String>,
+    /// For [`ErrorKind::RateLimited`]: when to try again, in seconds (HTTP `Retry-After`).
+    pub retry_after_secs: Option<u64>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), field: None, code: None }
+        Self { kind, message: message.into(), field: None, code: None, retry_after_secs: None }
+    }
+
+    /// An error with a machine-readable `code` (e.g. an OAuth error name).
+    pub fn coded(kind: ErrorKind, code: &str, message: impl Into<String>) -> Self {
+        Self { code: Some(code.to_owned()), ..Self::new(kind, message) }
+    }
+
+    /// Too many attempts; the caller may try again after `retry_after_secs`.
+    pub fn rate_limited(code: &str, message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self { retry_after_secs: Some(retry_after_secs), ..Self::coded(ErrorKind::RateLimited, code, message) }
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -103,6 +115,7 @@ impl Error {
             message: message.into(),
             field: Some(field.to_owned()),
             code: Some(code.to_owned()),
+            retry_after_secs: None,
         }
     }
 
@@ -135,11 +148,13 @@ impl std::error::Error for Error {}
 
 const FIELD_KEY: &str = "agora-field";
 const CODE_KEY: &str = "agora-code";
+const RETRY_KEY: &str = "agora-retry-after";
 
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let mut status = tonic::Status::new(e.kind.grpc_code(), e.message);
-        for (key, value) in [(FIELD_KEY, e.field), (CODE_KEY, e.code)] {
+        let retry = e.retry_after_secs.map(|s| s.to_string());
+        for (key, value) in [(FIELD_KEY, e.field), (CODE_KEY, e.code), (RETRY_KEY, retry)] {
             if let Some(v) = value.and_then(|v| v.parse().ok()) {
                 status.metadata_mut().insert(key, v);
             }
@@ -161,7 +176,13 @@ impl From<tonic::Status> for Error {
             _ if s.message().is_empty() => kind.default_message().to_owned(),
             _ => s.message().to_owned(),
         };
-        Self { kind, message, field: meta(FIELD_KEY), code: meta(CODE_KEY) }
+        Self {
+            kind,
+            message,
+            field: meta(FIELD_KEY),
+            code: meta(CODE_KEY),
+            retry_after_secs: meta(RETRY_KEY).and_then(|s| s.parse().ok()),
+        }
     }
 }
 

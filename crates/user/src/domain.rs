@@ -204,6 +204,52 @@ pub fn validate_email(raw: &str) -> Result<String, Error> {
     Ok(e.to_owned())
 }
 
+/// The backoff on failed sign-ins. It slows guessing down and never locks anyone out: after
+/// `free_failures` failures under one throttle key, each further attempt must wait twice as
+/// long as the one before (from `base` up to `max`), and a key forgets its failures `forget_after`
+/// its last one. The owner signing in from an address they used before (within
+/// `known_address_for`) has a key of their own, so guessing from elsewhere does not slow them.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginThrottle {
+    pub free_failures: i64,
+    pub base: std::time::Duration,
+    pub max: std::time::Duration,
+    pub forget_after: std::time::Duration,
+    pub known_address_for: std::time::Duration,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self {
+            free_failures: 5,
+            base: std::time::Duration::from_secs(1),
+            max: std::time::Duration::from_secs(300),
+            forget_after: std::time::Duration::from_secs(24 * 3600),
+            known_address_for: std::time::Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+impl LoginThrottle {
+    /// How long after the last failure the next attempt must wait, given `failures` so far.
+    pub fn delay(&self, failures: i64) -> std::time::Duration {
+        if failures < self.free_failures {
+            return std::time::Duration::ZERO;
+        }
+        let doublings = (failures - self.free_failures).min(30) as u32;
+        self.base.saturating_mul(1u32 << doublings).min(self.max)
+    }
+
+    /// Milliseconds still to wait before an attempt is allowed, if any.
+    pub fn wait_ms(&self, failures: i64, last_failure_at_ms: i64, now_ms: i64) -> Option<i64> {
+        if now_ms - last_failure_at_ms > self.forget_after.as_millis() as i64 {
+            return None;
+        }
+        let until = last_failure_at_ms + self.delay(failures).as_millis() as i64;
+        (until > now_ms).then_some(until - now_ms)
+    }
+}
+
 pub fn validate_password(p: &str) -> Result<(), Error> {
     if p.chars().count() < PASSWORD_MIN {
         return Err(Error::invalid("password", "ERR_TOO_SHORT", "Password is too short (minimum is 8 characters)"));
@@ -308,6 +354,18 @@ pub fn validate_patch(mut p: ProfilePatch) -> Result<ProfilePatch, Error> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn login_backoff_grows_and_is_capped() {
+        let t = LoginThrottle::default();
+        assert_eq!(t.delay(4), std::time::Duration::ZERO, "a few typos cost nothing");
+        assert_eq!(t.delay(5), std::time::Duration::from_secs(1));
+        assert_eq!(t.delay(7), std::time::Duration::from_secs(4));
+        assert_eq!(t.delay(50), std::time::Duration::from_secs(300), "never more than the cap: no hard lock");
+        assert_eq!(t.wait_ms(7, 1_000, 2_000), Some(3_000));
+        assert_eq!(t.wait_ms(7, 1_000, 6_000), None);
+        assert_eq!(t.wait_ms(50, 0, 25 * 3600 * 1000), None, "failures are forgotten after a day");
+    }
+
     use super::*;
 
     #[test]

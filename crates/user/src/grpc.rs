@@ -92,7 +92,10 @@ impl UserService for UserGrpc {
 
     async fn authenticate(&self, req: Request<pb::AuthenticateRequest>) -> R<pb::AuthenticateResponse> {
         let r = req.into_inner();
-        let t = self.accounts.password_grant(&r.client_id, &r.client_secret, &r.login, &r.password, &r.scopes).await?;
+        let t = self
+            .accounts
+            .password_grant(&r.client_id, &r.client_secret, &r.login, &r.password, &r.scopes, &r.client_address)
+            .await?;
         Ok(Response::new(pb::AuthenticateResponse { token: Some(token_pb(t)) }))
     }
 
@@ -117,6 +120,7 @@ impl UserService for UserGrpc {
                 &r.password,
                 &r.code_challenge,
                 &r.code_challenge_method,
+                &r.client_address,
             )
             .await?;
         Ok(Response::new(pb::CreateAuthorizationCodeResponse { code }))

@@ -45,19 +45,20 @@ pub struct Accounts {
     /// A real hash to verify against when a login names no account, so that response time
     /// does not reveal which usernames exist.
     dummy_hash: String,
+    /// The backoff on failed sign-ins.
+    pub throttle: domain::LoginThrottle,
 }
 
 fn invalid_grant(msg: &str) -> Error {
-    Error { kind: ErrorKind::Unauthenticated, message: msg.to_owned(), field: None, code: Some("invalid_grant".into()) }
+    Error::coded(ErrorKind::Unauthenticated, "invalid_grant", msg)
 }
 
 fn invalid_client() -> Error {
-    Error {
-        kind: ErrorKind::Unauthenticated,
-        message: "Client authentication failed due to unknown client, no client authentication included, or unsupported authentication method.".into(),
-        field: None,
-        code: Some("invalid_client".into()),
-    }
+    Error::coded(
+        ErrorKind::Unauthenticated,
+        "invalid_client",
+        "Client authentication failed due to unknown client, no client authentication included, or unsupported authentication method.",
+    )
 }
 
 /// Argon2id costs ~19 MiB and tens of milliseconds per hash. Hashing runs on a fixed set of
@@ -141,7 +142,7 @@ impl Accounts {
         let verifier = Verifier::new(&policy.issuer, AUDIENCE, source);
         verifier.prime().await?;
         let dummy_hash = hash_password(tokens::random_secret()).await?;
-        Ok(Self { store, keyring, verifier, ids, policy, outbox_wake, dummy_hash })
+        Ok(Self { store, keyring, verifier, ids, policy, outbox_wake, dummy_hash, throttle: Default::default() })
     }
 
     pub fn policy(&self) -> &TokenPolicy {
@@ -246,12 +247,11 @@ impl Accounts {
     fn requested_scopes(&self, raw: &[String], app: &Application) -> Result<Vec<String>, Error> {
         let scopes = domain::parse_scopes(raw)?;
         if !domain::scopes_within(&scopes, &app.scopes) {
-            return Err(Error {
-                kind: ErrorKind::InvalidArgument,
-                message: "The requested scope is invalid, unknown, or malformed.".into(),
-                field: None,
-                code: Some("invalid_scope".into()),
-            });
+            return Err(Error::coded(
+                ErrorKind::InvalidArgument,
+                "invalid_scope",
+                "The requested scope is invalid, unknown, or malformed.",
+            ));
         }
         Ok(scopes)
     }
@@ -358,7 +358,8 @@ impl Accounts {
         Ok((token, account))
     }
 
-    /// Password grant.
+    /// Password grant. `address` is the client's address as the gateway saw it (empty if
+    /// unknown); it only picks the sign-in throttle key.
     pub async fn password_grant(
         &self,
         client_id: &str,
@@ -366,19 +367,54 @@ impl Accounts {
         login: &str,
         password: &str,
         scopes: &[String],
+        address: &str,
     ) -> Result<IssuedToken, Error> {
         let app = self.client(client_id, Some(client_secret)).await?;
         let scopes = self.requested_scopes(scopes, &app)?;
-        let account = self.check_password(login, password).await?;
+        let account = self.check_password(login, password, address).await?;
         let (session, refresh) = self.new_session(Some(account.id), &app.client_id, scopes, true);
         self.store.create_session(&session).await?;
         metrics::counter!("agora_user_logins_total").increment(1);
         self.issue(&session, Some(&account), refresh)
     }
 
-    async fn check_password(&self, login: &str, password: &str) -> Result<Account, Error> {
+    /// Checks a login and password under the sign-in backoff. While a throttle key must wait,
+    /// the password is not even checked, so waiting is the only way forward for a guesser; an
+    /// unknown login is throttled exactly like a known one, so the answer says nothing about
+    /// which accounts exist.
+    async fn check_password(&self, login: &str, password: &str, address: &str) -> Result<Account, Error> {
         let found =
             if login.trim().is_empty() || login.len() > 320 { None } else { self.store.credentials(login).await? };
+        let now = agora_kit::time::now_ms();
+        let throttle = self.throttle;
+        // The key failures count under, and the keys a success clears.
+        let (key, clears) = match &found {
+            Some((account, _)) => {
+                let shared = format!("acct:{}", account.id);
+                let since = now - throttle.known_address_for.as_millis() as i64;
+                if !address.is_empty() && self.store.known_address(account.id, address, since).await? {
+                    let own = format!("acct:{}:addr:{address}", account.id);
+                    (own.clone(), vec![own, shared])
+                } else {
+                    (shared.clone(), vec![shared])
+                }
+            }
+            None => {
+                let key = format!("login:{}", login.trim().to_lowercase());
+                (key.clone(), vec![key])
+            }
+        };
+        if let Some((failures, last)) = self.store.login_failures(&key).await?
+            && let Some(wait_ms) = throttle.wait_ms(failures, last, now)
+        {
+            metrics::counter!("agora_user_logins_throttled_total").increment(1);
+            let secs = (wait_ms as u64).div_ceil(1000).max(1);
+            return Err(Error::rate_limited(
+                "login_throttled",
+                format!("Too many failed sign-in attempts. Try again in {secs} seconds."),
+                secs,
+            ));
+        }
         let (account, ok) = match found {
             Some((account, hash)) => {
                 let ok = verify_password(password.to_owned(), hash).await;
@@ -390,9 +426,17 @@ impl Accounts {
             }
         };
         match (account, ok) {
-            (Some(a), true) => Ok(a),
+            (Some(a), true) => {
+                self.store.clear_login_failures(&clears).await?;
+                if !address.is_empty() {
+                    self.store.remember_address(a.id, address, now).await?;
+                }
+                Ok(a)
+            }
             _ => {
                 metrics::counter!("agora_user_login_failures_total").increment(1);
+                let forget_before = now - throttle.forget_after.as_millis() as i64;
+                self.store.record_login_failure(&key, now, forget_before).await?;
                 Err(invalid_grant(
                     "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.",
                 ))
@@ -425,6 +469,7 @@ impl Accounts {
         password: &str,
         code_challenge: &str,
         code_challenge_method: &str,
+        address: &str,
     ) -> Result<String, Error> {
         let app = self.client(client_id, None).await?;
         if !app.redirect_uris.iter().any(|u| u == redirect_uri) {
@@ -438,7 +483,7 @@ impl Accounts {
             return Err(Error::invalid("code_challenge_method", "ERR_INVALID", "only S256 is supported"));
         }
         let scopes = self.requested_scopes(scopes, &app)?;
-        let account = self.check_password(login, password).await?;
+        let account = self.check_password(login, password, address).await?;
         let code = tokens::random_secret();
         self.store
             .create_auth_code(&AuthCode {
@@ -570,9 +615,13 @@ impl Accounts {
         let (claims, id) = self.authenticate_user(token, "write:accounts").await?;
         domain::validate_password(new)?;
         let account = self.store.account(id).await?.ok_or_else(|| Error::not_found("Account"))?;
-        self.check_password(&account.username, current)
-            .await
-            .map_err(|_| Error::invalid("current_password", "ERR_INVALID", "Current password is invalid"))?;
+        // Guessing the current password with a stolen session is throttled like a sign-in.
+        self.check_password(&account.username, current, "").await.map_err(|e| match e.kind {
+            ErrorKind::Unauthenticated => {
+                Error::invalid("current_password", "ERR_INVALID", "Current password is invalid")
+            }
+            _ => e,
+        })?;
         let hash = hash_password(new.to_owned()).await?;
         let event = self.revoked_event("password_changed");
         let revoked = self.store.change_password(id, &hash, claims.session_id(), &event).await?;

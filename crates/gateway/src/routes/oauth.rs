@@ -11,6 +11,7 @@ use agora_kit::grpc::request;
 use agora_proto::user::v1 as pb;
 
 use crate::auth::Authenticated;
+use crate::edge::ClientIp;
 use crate::entities::{self, escape_html};
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
@@ -71,7 +72,17 @@ fn invalid_request(msg: &str) -> ApiError {
     ApiError::oauth(StatusCode::BAD_REQUEST, "invalid_request", msg)
 }
 
-pub async fn token(State(st): State<AppState>, headers: HeaderMap, p: Params) -> ApiResult<Response> {
+/// The client's address, as the edge saw it, for the sign-in throttle.
+fn address(ip: Option<axum::Extension<ClientIp>>) -> String {
+    ip.map(|axum::Extension(ClientIp(ip))| ip.to_string()).unwrap_or_default()
+}
+
+pub async fn token(
+    State(st): State<AppState>,
+    ip: Option<axum::Extension<ClientIp>>,
+    headers: HeaderMap,
+    p: Params,
+) -> ApiResult<Response> {
     let (client_id, client_secret) = client_credentials(&headers, &p);
     if client_id.is_empty() {
         return Err(ApiError::oauth(
@@ -90,7 +101,14 @@ pub async fn token(State(st): State<AppState>, headers: HeaderMap, p: Params) ->
                 return Err(invalid_request("username and password are required"));
             }
             user.authenticate(request(
-                pb::AuthenticateRequest { client_id, client_secret, login, password, scopes: scope },
+                pb::AuthenticateRequest {
+                    client_id,
+                    client_secret,
+                    login,
+                    password,
+                    scopes: scope,
+                    client_address: address(ip),
+                },
                 None,
             ))
             .await?
@@ -208,7 +226,11 @@ pub async fn authorize_page(p: Params) -> ApiResult<Response> {
     Ok(resp)
 }
 
-pub async fn authorize_submit(State(st): State<AppState>, p: Params) -> ApiResult<Response> {
+pub async fn authorize_submit(
+    State(st): State<AppState>,
+    ip: Option<axum::Extension<ClientIp>>,
+    p: Params,
+) -> ApiResult<Response> {
     let redirect_uri = p.str("redirect_uri").unwrap_or(crate::OOB).to_owned();
     let result = st
         .user
@@ -222,6 +244,7 @@ pub async fn authorize_submit(State(st): State<AppState>, p: Params) -> ApiResul
                 password: p.string("password"),
                 code_challenge: p.string("code_challenge"),
                 code_challenge_method: p.string("code_challenge_method"),
+                client_address: address(ip),
             },
             None,
         ))

@@ -177,6 +177,15 @@ pub trait UserStore: Send + Sync + 'static {
     async fn take_auth_code(&self, code_hash: &str) -> StoreResult<Option<AuthCode>>;
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// Failed sign-ins under a throttle key: (count, time of the last one).
+    async fn login_failures(&self, key: &str) -> StoreResult<Option<(i64, i64)>>;
+    /// Counts one more failure under `key`, starting over when the last one is older than
+    /// `forget_before_ms`. Returns the new count.
+    async fn record_login_failure(&self, key: &str, now_ms: i64, forget_before_ms: i64) -> StoreResult<i64>;
+    async fn clear_login_failures(&self, keys: &[String]) -> StoreResult<()>;
+    /// Whether `account_id` signed in successfully from `address` since `since_ms`.
+    async fn known_address(&self, account_id: i64, address: &str, since_ms: i64) -> StoreResult<bool>;
+    async fn remember_address(&self, account_id: i64, address: &str, now_ms: i64) -> StoreResult<()>;
     /// Inserts a key; an existing kid is left as it is.
     async fn add_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
 }

@@ -535,6 +535,61 @@ macro_rules! sql_user_store {
                 Ok(rows.into_iter().map(|(kid, pkcs8, created_at_ms)| StoredKey { kid, pkcs8, created_at_ms }).collect())
             }
 
+            async fn login_failures(&self, key: &str) -> StoreResult<Option<(i64, i64)>> {
+                Ok(sqlx::query_as("SELECT failures, last_failure_at_ms FROM login_failures WHERE throttle_key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn record_login_failure(&self, key: &str, now_ms: i64, forget_before_ms: i64) -> StoreResult<i64> {
+                // One statement, so concurrent failures never lose a count.
+                Ok(sqlx::query_scalar(
+                    "INSERT INTO login_failures (throttle_key, failures, last_failure_at_ms) VALUES ($1, 1, $2) \
+                     ON CONFLICT (throttle_key) DO UPDATE SET \
+                     failures = CASE WHEN login_failures.last_failure_at_ms < $3 THEN 1 ELSE login_failures.failures + 1 END, \
+                     last_failure_at_ms = $2 \
+                     RETURNING failures",
+                )
+                .bind(key)
+                .bind(now_ms)
+                .bind(forget_before_ms)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn clear_login_failures(&self, keys: &[String]) -> StoreResult<()> {
+                for key in keys {
+                    sqlx::query("DELETE FROM login_failures WHERE throttle_key = $1").bind(key).execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            async fn known_address(&self, account_id: i64, address: &str, since_ms: i64) -> StoreResult<bool> {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT last_success_at_ms FROM login_addresses WHERE account_id = $1 AND address = $2 AND last_success_at_ms >= $3",
+                )
+                .bind(account_id)
+                .bind(address)
+                .bind(since_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(found.is_some())
+            }
+
+            async fn remember_address(&self, account_id: i64, address: &str, now_ms: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO login_addresses (account_id, address, last_success_at_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (account_id, address) DO UPDATE SET last_success_at_ms = $3",
+                )
+                .bind(account_id)
+                .bind(address)
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
             async fn add_signing_key(&self, k: &StoredKey) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO signing_keys (kid, pkcs8, created_at_ms) VALUES ($1, $2, $3) ON CONFLICT (kid) DO NOTHING",

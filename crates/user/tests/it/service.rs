@@ -54,13 +54,13 @@ async fn a_password_change_signs_out_every_other_session() {
     let a = &p.accounts;
     let (cid, secret) = client(a).await;
     let (name, first, _) = registered(a, &cid, &secret).await;
-    let second = a.password_grant(&cid, &secret, &name, "correct horse battery", &["read".into()]).await.unwrap();
+    let second = a.password_grant(&cid, &secret, &name, "correct horse battery", &["read".into()], "").await.unwrap();
     let n = a.change_password(Some(&first), "correct horse battery", "a much better one").await.unwrap();
     assert_eq!(n, 1);
     assert!(a.verifier.verify(&first).await.is_ok(), "the session that changed the password stays");
     assert!(a.verifier.verify(&second.access_token).await.is_err());
-    assert!(a.password_grant(&cid, &secret, &name, "correct horse battery", &[]).await.is_err());
-    assert!(a.password_grant(&cid, &secret, &name, "a much better one", &[]).await.is_ok());
+    assert!(a.password_grant(&cid, &secret, &name, "correct horse battery", &[], "").await.is_err());
+    assert!(a.password_grant(&cid, &secret, &name, "a much better one", &[], "").await.is_ok());
     let wrong = a.change_password(Some(&first), "not it", "another password").await.unwrap_err();
     assert_eq!(wrong.field.as_deref(), Some("current_password"));
 }
@@ -111,6 +111,7 @@ async fn authorization_code_with_pkce() {
             "correct horse battery",
             challenge,
             "S256",
+            "",
         )
         .await
         .unwrap_err();
@@ -124,6 +125,7 @@ async fn authorization_code_with_pkce() {
             "correct horse battery",
             challenge,
             "S256",
+            "",
         )
         .await
         .unwrap();
@@ -139,6 +141,7 @@ async fn authorization_code_with_pkce() {
             "correct horse battery",
             challenge,
             "S256",
+            "",
         )
         .await
         .unwrap();
@@ -153,11 +156,12 @@ async fn wrong_client_secret_and_unknown_users_are_refused_alike() {
     let a = &p.accounts;
     let (cid, secret) = client(a).await;
     let (name, _, _) = registered(a, &cid, &secret).await;
-    let e = a.password_grant(&cid, "wrong", &name, "correct horse battery", &[]).await.unwrap_err();
+    let e = a.password_grant(&cid, "wrong", &name, "correct horse battery", &[], "").await.unwrap_err();
     assert_eq!(e.code.as_deref(), Some("invalid_client"));
-    let unknown = a.password_grant(&cid, &secret, "nobody", "whatever pw", &[]).await.unwrap_err();
-    let wrong_pw = a.password_grant(&cid, &secret, &name, "whatever pw", &[]).await.unwrap_err();
+    let unknown = a.password_grant(&cid, &secret, "nobody", "whatever pw", &[], "").await.unwrap_err();
+    let wrong_pw = a.password_grant(&cid, &secret, &name, "whatever pw", &[], "").await.unwrap_err();
     assert_eq!(unknown, wrong_pw, "no hint whether the account exists");
-    let e = a.password_grant(&cid, &secret, &name, "correct horse battery", &["admin:write".into()]).await.unwrap_err();
+    let e =
+        a.password_grant(&cid, &secret, &name, "correct horse battery", &["admin:write".into()], "").await.unwrap_err();
     assert_eq!(e.code.as_deref(), Some("invalid_scope"));
 }

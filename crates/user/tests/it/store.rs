@@ -249,6 +249,35 @@ async fn racing_duplicate_registrations_admit_one(s: Arc<dyn UserStore>) {
     assert_eq!(ok, 1);
 }
 
+/// Sign-in failures count up per key (also when they race), start over after the forget
+/// horizon, and clear; known addresses are remembered with their last success.
+async fn login_failures_and_known_addresses(s: Arc<dyn UserStore>) {
+    let key = format!("acct:{}", rand::random::<u32>());
+    assert_eq!(s.login_failures(&key).await.unwrap(), None);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (s, key) = (Arc::clone(&s), key.clone());
+        tasks.push(tokio::spawn(async move { s.record_login_failure(&key, 1_000, 0).await.unwrap() }));
+    }
+    let mut counts: Vec<i64> = Vec::new();
+    for t in tasks {
+        counts.push(t.await.unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=10).collect::<Vec<_>>(), "concurrent failures are each counted once");
+    assert_eq!(s.login_failures(&key).await.unwrap(), Some((10, 1_000)));
+    assert_eq!(s.record_login_failure(&key, 90_000, 50_000).await.unwrap(), 1, "an old streak is forgotten");
+    s.clear_login_failures(std::slice::from_ref(&key)).await.unwrap();
+    assert_eq!(s.login_failures(&key).await.unwrap(), None);
+
+    assert!(!s.known_address(7, "198.51.100.7", 0).await.unwrap());
+    s.remember_address(7, "198.51.100.7", 5_000).await.unwrap();
+    s.remember_address(7, "198.51.100.7", 9_000).await.unwrap();
+    assert!(s.known_address(7, "198.51.100.7", 8_000).await.unwrap(), "the latest success counts");
+    assert!(!s.known_address(7, "198.51.100.7", 9_001).await.unwrap(), "too long ago");
+    assert!(!s.known_address(8, "198.51.100.7", 0).await.unwrap(), "per account");
+}
+
 async fn sqlite() -> Option<Arc<dyn UserStore>> {
     let dir = agora_testkit::tempdir().unwrap();
     let url = format!("sqlite://{}/user.db", dir.0.display());
@@ -280,5 +309,6 @@ agora_testkit::conformance!(
         applications_and_codes,
         signing_keys_are_kept,
         racing_duplicate_registrations_admit_one,
+        login_failures_and_known_addresses,
     ]
 );

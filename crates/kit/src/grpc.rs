@@ -57,7 +57,7 @@ where
         + Send
         + Sync
         + 'static,
-    S::Response: axum::response::IntoResponse,
+    S::Response: axum::response::IntoResponse + Send + 'static,
     S::Future: Send + 'static,
 {
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -67,7 +67,7 @@ where
     let server = tonic::transport::Server::builder()
         .layer(crate::metrics::GrpcMetricsLayer)
         .add_service(health_service)
-        .add_service(svc)
+        .add_service(Detached(svc))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown.clone().cancelled_owned(),
@@ -85,6 +85,47 @@ where
             tracing::warn!(service = S::NAME, "gRPC calls still open after the drain limit; stopping anyway");
             Ok(())
         }
+    }
+}
+
+/// Runs every call on a task of its own, so that a caller who goes away (a client that hung up,
+/// a deadline that passed) does not stop the handler between two steps of its work: it finishes,
+/// and only its answer is dropped. Without this, a call abandoned between two writes left the
+/// first one done and the second one never started.
+#[derive(Clone)]
+struct Detached<S>(S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Detached<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Detached<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible> + Send + 'static,
+    S::Response: axum::response::IntoResponse + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        use axum::response::IntoResponse as _;
+        let call = tokio::spawn(self.0.call(req));
+        Box::pin(async move {
+            Ok(match call.await {
+                Ok(Ok(resp)) => resp.into_response(),
+                Ok(Err(never)) => match never {},
+                Err(e) => {
+                    tracing::error!(error = %e, "gRPC handler task failed");
+                    tonic::Status::internal("Internal server error").into_http::<axum::body::Body>().into_response()
+                }
+            })
+        })
     }
 }
 

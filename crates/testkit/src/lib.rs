@@ -273,7 +273,10 @@ impl PlatformBuilder {
             feed_config,
             verifier,
             bus,
-            database_url: user_db,
+            backend: self.backend.clone(),
+            databases: [("user", user_db), ("post", post_db), ("graph", graph_db), ("feed", feed_db)]
+                .into_iter()
+                .collect(),
             health,
             shutdown,
             tasks,
@@ -335,7 +338,10 @@ pub struct Platform {
     feed_config: agora_feed::Config,
     pub verifier: Arc<agora_kit::jwt::Verifier>,
     pub bus: Arc<dyn agora_events::EventBus>,
-    pub database_url: String,
+    /// Where the stores and the bus live.
+    pub backend: Backend,
+    /// Each service's database URL, by service name.
+    pub databases: std::collections::HashMap<&'static str, String>,
     pub health: Vec<agora_kit::health::Health>,
     pub shutdown: Shutdown,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,

@@ -112,8 +112,10 @@ async fn batches_keep_their_order(bus: Arc<dyn EventBus>) {
     let batch: Vec<(String, Envelope)> =
         (0..12).map(|i| (if i % 3 == 0 { t2.clone() } else { t1.clone() }, event(700 + i, "k"))).collect();
     assert_eq!(bus.publish_all(&batch).await.unwrap(), 12);
-    let mut s1 = bus.subscribe(std::slice::from_ref(&t1), "batch").await.unwrap();
-    let mut s2 = bus.subscribe(std::slice::from_ref(&t2), "batch").await.unwrap();
+    // One group per topic, as services consume (members of one group on different topics
+    // rebalance against each other).
+    let mut s1 = bus.subscribe(std::slice::from_ref(&t1), "batch-1").await.unwrap();
+    let mut s2 = bus.subscribe(std::slice::from_ref(&t2), "batch-2").await.unwrap();
     let got1: Vec<i64> = take(&mut s1, 8).await.iter().map(|e| e.id).collect();
     let got2: Vec<i64> = take(&mut s2, 4).await.iter().map(|e| e.id).collect();
     assert_eq!(got1, vec![701, 702, 704, 705, 707, 708, 710, 711]);

@@ -2,12 +2,7 @@
 //! work on both engines), so one body is instantiated per engine by `sql_timeline_store!`; only
 //! connection set-up and migrations differ.
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use async_trait::async_trait;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
 use super::{Activity, AuthorScope, Recorded, Removed, StoreError, StoreResult, TimelineStore};
@@ -109,7 +104,7 @@ macro_rules! sql_timeline_store {
     ($store:ident, $db:ty, $begin:expr) => {
         impl $store {
             async fn write_tx(&self) -> Result<sqlx::Transaction<'static, $db>, sqlx::Error> {
-                self.pool.begin_with($begin).await
+                agora_store::begin(&self.pool, $begin).await
             }
         }
 
@@ -240,7 +235,7 @@ macro_rules! sql_timeline_store {
                 .bind(s.sensitive)
                 .execute(&mut *tx)
                 .await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(outcome)
             }
 
@@ -272,7 +267,7 @@ macro_rules! sql_timeline_store {
                 .await?;
                 sqlx::query("DELETE FROM tag_uses WHERE status_id = $1").bind(id).execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM engagements WHERE status_id = $1").bind(id).execute(&mut *tx).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(rows.into_iter().map(|(timeline, status_id)| Removed { timeline, status_id }).collect())
             }
 
@@ -281,7 +276,7 @@ macro_rules! sql_timeline_store {
                 for t in timelines {
                     insert_entry(&mut *tx, t, entry).await?;
                 }
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(())
             }
 
@@ -301,7 +296,7 @@ macro_rules! sql_timeline_store {
                             received.push(*r);
                         }
                     }
-                    tx.commit().await?;
+                    agora_store::commit(tx).await?;
                 }
                 Ok(received)
             }
@@ -315,7 +310,7 @@ macro_rules! sql_timeline_store {
                 for t in tags {
                     insert_entry(&mut *tx, &crate::domain::TimelineKey::tag(t), entry).await?;
                 }
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(())
             }
 
@@ -516,7 +511,7 @@ macro_rules! sql_timeline_store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(())
             }
 
@@ -627,8 +622,7 @@ pub struct PgTimelineStore {
 
 impl PgTimelineStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let pool =
-            PgPoolOptions::new().max_connections(20).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
+        let pool = agora_store::postgres(url).await?;
         Ok(Self { pool })
     }
 
@@ -649,21 +643,7 @@ pub struct SqliteTimelineStore {
 
 impl SqliteTimelineStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
-        if let Some(parent) = opts.get_filename().parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts)
-            .await?;
+        let pool = agora_store::sqlite(url).await?;
         Ok(Self { pool })
     }
 

@@ -3,15 +3,11 @@
 //! set-up, migrations, the outbox helpers and how a pair of accounts is locked differ.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use agora_events::outbox::OutboxStore;
 use agora_kit::pagination::Page;
 use async_trait::async_trait;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
 use super::{ChangeEvent, GraphStore, Refusal, StoreError, StoreResult};
@@ -69,7 +65,7 @@ macro_rules! sql_graph_store {
 
         impl $store {
             async fn write_tx(&self, a: i64, b: i64) -> StoreResult<Tx> {
-                let mut tx = self.pool.begin_with($begin).await?;
+                let mut tx = agora_store::begin(&self.pool, $begin).await?;
                 let lock: Option<&'static str> = $lock_pair;
                 if let Some(sql) = lock {
                     sqlx::query(sql).bind(pair_key(a, b)).execute(&mut *tx).await?;
@@ -213,7 +209,7 @@ macro_rules! sql_graph_store {
                         };
                         Self::record(&mut tx, &mut changes, change, event).await?;
                     }
-                    tx.commit().await?;
+                    agora_store::commit(tx).await?;
                     return Ok(changes);
                 }
                 let updated_request = sqlx::query(
@@ -259,7 +255,7 @@ macro_rules! sql_graph_store {
                         Self::record(&mut tx, &mut changes, change, event).await?;
                     }
                 }
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(changes)
             }
 
@@ -273,7 +269,7 @@ macro_rules! sql_graph_store {
                 let mut changes = Vec::new();
                 Self::drop_edge(&mut tx, Edge::Follow, account_id, target_id, &mut changes, event).await?;
                 Self::drop_edge(&mut tx, Edge::Request, account_id, target_id, &mut changes, event).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(changes)
             }
 
@@ -286,7 +282,7 @@ macro_rules! sql_graph_store {
                 let mut tx = self.write_tx(account_id, follower_id).await?;
                 let mut changes = Vec::new();
                 Self::drop_edge(&mut tx, Edge::Follow, follower_id, account_id, &mut changes, event).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(changes)
             }
 
@@ -329,7 +325,7 @@ macro_rules! sql_graph_store {
                         GraphChange { show_reblogs, ..GraphChange::new(ChangeKind::Followed, requester_id, account_id) };
                     Self::record(&mut tx, &mut changes, change, event).await?;
                 }
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(changes)
             }
 
@@ -345,7 +341,7 @@ macro_rules! sql_graph_store {
                 if changes.is_empty() {
                     return Err(StoreError::NotFound);
                 }
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(changes)
             }
 
@@ -381,7 +377,7 @@ macro_rules! sql_graph_store {
                     let change = GraphChange::new(ChangeKind::Blocked, account_id, target_id);
                     Self::record(&mut tx, &mut changes, change, event).await?;
                 }
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(changes)
             }
 
@@ -402,7 +398,7 @@ macro_rules! sql_graph_store {
                     let change = GraphChange::new(ChangeKind::Unblocked, account_id, target_id);
                     Self::record(&mut tx, &mut changes, change, event).await?;
                 }
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(changes)
             }
 
@@ -464,7 +460,7 @@ macro_rules! sql_graph_store {
                     };
                     Self::record(&mut tx, &mut changes, change, event).await?;
                 }
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(changes)
             }
 
@@ -489,7 +485,7 @@ macro_rules! sql_graph_store {
                     let change = GraphChange::new(ChangeKind::Unmuted, account_id, target_id);
                     Self::record(&mut tx, &mut changes, change, event).await?;
                 }
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(changes)
             }
 
@@ -768,8 +764,7 @@ pub struct PgGraphStore {
 
 impl PgGraphStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let pool =
-            PgPoolOptions::new().max_connections(20).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
+        let pool = agora_store::postgres(url).await?;
         let outbox = Arc::new(agora_events::outbox::pg::PgOutbox::new(pool.clone(), url, "graph"));
         Ok(Self { pool, outbox })
     }
@@ -800,22 +795,7 @@ pub struct SqliteGraphStore {
 
 impl SqliteGraphStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        if let Some(parent) = opts.get_filename().parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts)
-            .await?;
+        let pool = agora_store::sqlite(url).await?;
         let outbox = Arc::new(agora_events::outbox::sqlite::SqliteOutbox::new(pool.clone()));
         Ok(Self { pool, outbox })
     }

@@ -7,13 +7,9 @@
 //! under concurrent calls.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
 use super::{
@@ -199,7 +195,7 @@ macro_rules! sql_post_store {
 
         impl $store {
             async fn write_tx(&self) -> Result<Tx, sqlx::Error> {
-                self.pool.begin_with($begin).await
+                agora_store::begin(&self.pool, $begin).await
             }
 
             /// A page of `(cursor, id)` pairs from `select`, which must select `id, <target>` and
@@ -277,7 +273,7 @@ macro_rules! sql_post_store {
                 }
                 let created = load_one(&mut tx, s.id).await?.ok_or(StoreError::NotFound)?;
                 announce(&mut tx, &event(&created)).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(Inserted::New(created))
             }
 
@@ -323,7 +319,7 @@ macro_rules! sql_post_store {
                 }
                 let created = load_one(&mut tx, s.id).await?.ok_or(StoreError::NotFound)?;
                 announce(&mut tx, &event(&created)).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(Inserted::New(created))
             }
 
@@ -347,7 +343,7 @@ macro_rules! sql_post_store {
                     return Ok(None);
                 };
                 remove_reblog(&mut tx, &reblog, event).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(Some(reblog))
             }
 
@@ -362,7 +358,7 @@ macro_rules! sql_post_store {
                 if status.reblog_of_id.is_some() {
                     // Deleting a reblog is undoing it.
                     remove_reblog(&mut tx, &status, event).await?;
-                    tx.commit().await?;
+                    agora_store::commit(tx).await?;
                     return Ok(Some(Deleted { status, reblogs: Vec::new() }));
                 }
                 let done = sqlx::query("UPDATE statuses SET deleted = TRUE, deleted_at_ms = $1 WHERE id = $2 AND deleted = FALSE")
@@ -391,7 +387,7 @@ macro_rules! sql_post_store {
                         .await?;
                 }
                 announce(&mut tx, &event(&status)).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(Some(Deleted { status, reblogs }))
             }
 
@@ -439,7 +435,7 @@ macro_rules! sql_post_store {
                 write_mentions_and_tags(&mut tx, id, &e.mentions, &e.tags).await?;
                 let edited = load_one(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
                 announce(&mut tx, &event(&edited)).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(edited)
             }
 
@@ -596,7 +592,7 @@ macro_rules! sql_post_store {
                     return Err(StoreError::NotFound);
                 }
                 announce(&mut tx, event).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(true)
             }
 
@@ -616,7 +612,7 @@ macro_rules! sql_post_store {
                     .execute(&mut *tx)
                     .await?;
                 announce(&mut tx, event).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(true)
             }
 
@@ -684,7 +680,7 @@ macro_rules! sql_post_store {
                 .bind(agora_kit::time::now_ms())
                 .execute(&mut *tx)
                 .await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(true)
             }
 
@@ -764,8 +760,7 @@ pub struct PgPostStore {
 
 impl PgPostStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let pool =
-            PgPoolOptions::new().max_connections(20).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
+        let pool = agora_store::postgres(url).await?;
         let outbox = Arc::new(agora_events::outbox::pg::PgOutbox::new(pool.clone(), url, "post"));
         Ok(Self { pool, outbox })
     }
@@ -796,22 +791,7 @@ pub struct SqlitePostStore {
 
 impl SqlitePostStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        if let Some(parent) = opts.get_filename().parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
-            .await?;
+        let pool = agora_store::sqlite(url).await?;
         let outbox = Arc::new(agora_events::outbox::sqlite::SqliteOutbox::new(pool.clone()));
         Ok(Self { pool, outbox })
     }

@@ -2,13 +2,9 @@
 //! on both engines), so one body is instantiated per engine by `sql_user_store!`; only
 //! connection set-up, migrations and the outbox helpers differ.
 
-use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
 use super::{
@@ -135,7 +131,7 @@ macro_rules! sql_user_store {
     ($store:ident, $db:ty, $outbox:path, $begin:expr) => {
         impl $store {
             async fn write_tx(&self) -> Result<sqlx::Transaction<'static, $db>, sqlx::Error> {
-                self.pool.begin_with($begin).await
+                agora_store::begin(&self.pool, $begin).await
             }
 
             async fn revoke_in_tx(
@@ -235,7 +231,7 @@ macro_rules! sql_user_store {
                         .bind(a.id)
                         .fetch_one(&mut *tx)
                         .await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(row.into())
             }
 
@@ -329,7 +325,7 @@ macro_rules! sql_user_store {
                 let account = Account::from(row);
                 let env = event(&account);
                 $outbox(&mut *tx, &agora_events::topic_for(&env.r#type), &env).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(account)
             }
 
@@ -364,14 +360,14 @@ macro_rules! sql_user_store {
                         revoked.push(sid);
                     }
                 }
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(revoked)
             }
 
             async fn create_session(&self, s: &NewSession) -> StoreResult<()> {
                 let mut tx = self.write_tx().await?;
                 insert_session(&mut tx, s).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(())
             }
 
@@ -421,7 +417,7 @@ macro_rules! sql_user_store {
                 };
                 if !spent {
                     let newly = Self::revoke_in_tx(&mut tx, sid, "refresh_token_reuse", now, revoked).await?.is_some();
-                    tx.commit().await?;
+                    agora_store::commit(tx).await?;
                     return Ok(Rotation::Reused { session_id: sid, account_id: session.account_id, newly_revoked: newly });
                 }
                 if session.revoked_at_ms.is_some() || token_expires <= now {
@@ -447,7 +443,7 @@ macro_rules! sql_user_store {
                         .bind(sid)
                         .fetch_one(&mut *tx)
                         .await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(Rotation::Rotated(row.into()))
             }
 
@@ -469,7 +465,7 @@ macro_rules! sql_user_store {
             ) -> StoreResult<bool> {
                 let mut tx = self.write_tx().await?;
                 let revoked = Self::revoke_in_tx(&mut tx, id, reason, agora_kit::time::now_ms(), event).await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(revoked.is_some())
             }
 
@@ -514,7 +510,7 @@ macro_rules! sql_user_store {
                     .bind(code_hash)
                     .execute(&mut *tx)
                     .await?;
-                tx.commit().await?;
+                agora_store::commit(tx).await?;
                 Ok(row.map(|(client_id, account_id, redirect_uri, scopes, code_challenge, expires_at_ms)| AuthCode {
                     code_hash: code_hash.to_owned(),
                     client_id,
@@ -639,8 +635,7 @@ pub struct PgUserStore {
 
 impl PgUserStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let pool =
-            PgPoolOptions::new().max_connections(20).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
+        let pool = agora_store::postgres(url).await?;
         let outbox = Arc::new(agora_events::outbox::pg::PgOutbox::new(pool.clone(), url, "user"));
         Ok(Self { pool, outbox })
     }
@@ -663,22 +658,7 @@ pub struct SqliteUserStore {
 
 impl SqliteUserStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        if let Some(parent) = opts.get_filename().parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts)
-            .await?;
+        let pool = agora_store::sqlite(url).await?;
         let outbox = Arc::new(agora_events::outbox::sqlite::SqliteOutbox::new(pool.clone()));
         Ok(Self { pool, outbox })
     }

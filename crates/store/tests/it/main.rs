@@ -1,0 +1,106 @@
+//! agora-store on real engines: units of work cancelled at every point of their life leave no
+//! connection inside a transaction and never half a unit, on SQLite and on PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use rand::Rng as _;
+
+/// One unit: an item and the counter that counts items, in one transaction.
+macro_rules! unit {
+    ($pool:expr, $begin:expr) => {
+        async {
+            let mut tx = agora_store::begin($pool, $begin).await?;
+            sqlx::query("INSERT INTO items (note) VALUES ('x')").execute(&mut *tx).await?;
+            sqlx::query("UPDATE counter SET n = n + 1").execute(&mut *tx).await?;
+            agora_store::commit(tx).await
+        }
+    };
+}
+
+/// Polls `fut` `polls` times (letting I/O progress in between) and drops it unfinished.
+async fn cancel_after<F: std::future::Future>(fut: F, polls: usize) {
+    let mut fut = std::pin::pin!(fut);
+    for _ in 0..polls {
+        if futures::poll!(fut.as_mut()).is_ready() {
+            return;
+        }
+        // Long enough for the server to answer what was sent: the dangerous moment is a
+        // statement executed whose answer nobody read.
+        let pause = rand::rng().random_range(1_000..3_000);
+        tokio::time::sleep(Duration::from_micros(pause)).await;
+    }
+}
+
+/// (items, counter): equal when no unit was ever half-applied.
+macro_rules! consistent {
+    ($pool:expr) => {{
+        let (items,): (i64,) = sqlx::query_as("SELECT count(*) FROM items").fetch_one($pool).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT n FROM counter").fetch_one($pool).await.unwrap();
+        (items, n)
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_units_of_work_leave_clean_connections_on_postgres() {
+    let Some(admin) = agora_testkit::test_server("AGORA_TEST_POSTGRES_URL") else { return };
+    let url = agora_testkit::fresh_postgres_database(&admin).await.unwrap();
+    let pool = agora_store::postgres(&url).await.unwrap();
+    sqlx::query("CREATE TABLE items (id BIGSERIAL PRIMARY KEY, note TEXT NOT NULL)").execute(&pool).await.unwrap();
+    sqlx::query("CREATE TABLE counter (n BIGINT NOT NULL)").execute(&pool).await.unwrap();
+    sqlx::query("INSERT INTO counter VALUES (0)").execute(&pool).await.unwrap();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let mut observer = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    for polls in 1..16 {
+        cancel_after(unit!(&pool, "BEGIN"), polls).await;
+        // Give the pool time to take the connection back, then look at every session.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let stuck: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+        )
+        .bind(&db)
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+        assert_eq!(stuck, 0, "cancelled after {polls} polls: a pooled connection was left inside a transaction");
+    }
+    // Every connection of the pool, all at once, runs a unit to completion.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move { unit!(&pool, "BEGIN").await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let (items, n) = consistent!(&pool);
+    assert_eq!(items, n, "an item without its count, or a count without its item");
+    assert!(n >= 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_units_of_work_leave_clean_connections_on_sqlite() {
+    let dir = agora_testkit::tempdir().unwrap();
+    let pool = agora_store::sqlite(&format!("sqlite://{}/t.db", dir.0.display())).await.unwrap();
+    sqlx::query("CREATE TABLE items (id INTEGER PRIMARY KEY, note TEXT NOT NULL)").execute(&pool).await.unwrap();
+    sqlx::query("CREATE TABLE counter (n BIGINT NOT NULL)").execute(&pool).await.unwrap();
+    sqlx::query("INSERT INTO counter VALUES (0)").execute(&pool).await.unwrap();
+    for polls in 1..16 {
+        cancel_after(unit!(&pool, "BEGIN IMMEDIATE"), polls).await;
+    }
+    // A connection left holding the write lock would make these wait out the busy timeout and fail.
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move { unit!(&pool, "BEGIN IMMEDIATE").await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "writers waited on a lock nobody releases");
+    let (items, n) = consistent!(&pool);
+    assert_eq!(items, n, "an item without its count, or a count without its item");
+    assert!(n >= 16);
+}

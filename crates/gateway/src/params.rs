@@ -10,6 +10,8 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, Default)]
 pub struct Params {
     pairs: Vec<(String, String)>,
+    /// Keys whose (last) value came from a JSON number or boolean rather than a string.
+    scalars: Vec<String>,
 }
 
 /// The longest parameter value we accept (the body limit bounds the total).
@@ -17,7 +19,21 @@ const MAX_VALUE: usize = 64 * 1024;
 
 impl Params {
     pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
-        Self { pairs }
+        Self { pairs, scalars: Vec::new() }
+    }
+
+    /// A free-text parameter (a status, a name, a password): a JSON number or boolean there is
+    /// a client bug, refused with 422 rather than turned into the text "false".
+    pub fn text(&self, key: &str) -> Result<Option<&str>, ApiError> {
+        if self.scalars.iter().any(|k| k == key) {
+            return Err(ApiError::unprocessable(&format!("{key} must be a string")));
+        }
+        Ok(self.str(key))
+    }
+
+    /// [`Self::text`], empty when absent.
+    pub fn text_or_empty(&self, key: &str) -> Result<String, ApiError> {
+        Ok(self.text(key)?.unwrap_or_default().to_owned())
     }
 
     /// The last value of `key` (later values override earlier ones, as in Rails).
@@ -71,27 +87,33 @@ pub fn path_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(ApiError::not_found)
 }
 
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>, scalars: &mut Vec<String>) {
     use serde_json::Value;
     match value {
         Value::Object(map) => {
             for (k, v) in map {
                 let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}[{k}]") };
-                flatten(&key, v, out);
+                flatten(&key, v, out, scalars);
             }
         }
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
                 if v.is_object() {
-                    flatten(&format!("{prefix}[{i}]"), v, out);
+                    flatten(&format!("{prefix}[{i}]"), v, out, scalars);
                 } else {
-                    flatten(&format!("{prefix}[]"), v, out);
+                    flatten(&format!("{prefix}[]"), v, out, scalars);
                 }
             }
         }
         Value::Null => {}
-        Value::String(s) => out.push((prefix.to_owned(), s.clone())),
-        other => out.push((prefix.to_owned(), other.to_string())),
+        Value::String(s) => {
+            scalars.retain(|k| k != prefix);
+            out.push((prefix.to_owned(), s.clone()))
+        }
+        other => {
+            scalars.push(prefix.to_owned());
+            out.push((prefix.to_owned(), other.to_string()))
+        }
     }
 }
 
@@ -140,7 +162,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                     return Err(ApiError::bad_request("the JSON body must be an object"));
                 }
                 let mut pairs = Vec::new();
-                flatten("", &value, &mut pairs);
+                flatten("", &value, &mut pairs, &mut params.scalars);
                 params.merge(pairs);
             }
             "application/x-www-form-urlencoded" | "" => {
@@ -177,8 +199,11 @@ mod tests {
             "scopes": ["read", "write"]
         });
         let mut pairs = Vec::new();
-        flatten("", &v, &mut pairs);
-        let p = Params::from_pairs(pairs);
+        let mut scalars = Vec::new();
+        flatten("", &v, &mut pairs, &mut scalars);
+        let p = Params { pairs, scalars };
+        assert!(p.text("locked").is_err(), "a JSON boolean is not text");
+        assert_eq!(p.text("display_name").unwrap(), Some("A"));
         assert_eq!(p.str("display_name"), Some("A"));
         assert_eq!(p.bool("locked").unwrap(), Some(true));
         assert_eq!(

@@ -248,10 +248,22 @@ impl Posts {
         }
     }
 
+    /// For a status that does not exist, the work a hidden one costs (one relations lookup),
+    /// so that how long the answer takes does not tell a missing status from one the viewer
+    /// may not see.
+    async fn equalise_missing(&self, viewer: Option<&Caller>, id: i64) {
+        if let Some(caller) = viewer.filter(|c| c.claims.account_id().is_some()) {
+            let _ = self.relations.relations(caller, &[id]).await;
+        }
+    }
+
     /// The status `id` as stored if the viewer may see it; NOT_FOUND when missing, deleted or
     /// hidden, alike.
     async fn visible(&self, viewer: Option<&Caller>, id: i64) -> Result<StatusRecord, Error> {
-        let record = self.store.statuses(&[id]).await?.pop().ok_or_else(not_found)?;
+        let Some(record) = self.store.statuses(&[id]).await?.pop().filter(|r| !r.deleted) else {
+            self.equalise_missing(viewer, id).await;
+            return Err(not_found());
+        };
         if let Some(original) = record.reblog_of_id {
             let original = self.store.statuses(&[original]).await?.pop().ok_or_else(not_found)?;
             let mask = self.visible_mask(viewer, &[&record, &original]).await?;
@@ -371,6 +383,9 @@ impl Posts {
         let viewer = self.viewer(token).await?;
         let ids: Vec<i64> = ids.iter().copied().take(200).collect();
         let records = self.store.statuses(&ids).await?;
+        if records.is_empty() && !ids.is_empty() {
+            self.equalise_missing(viewer.as_ref(), ids[0]).await;
+        }
         self.present(viewer.as_ref(), records).await
     }
 

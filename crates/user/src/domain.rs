@@ -178,7 +178,12 @@ pub fn validate_username(raw: &str) -> Result<String, Error> {
     Ok(u.to_owned())
 }
 
-/// A deliberately plain check: one `@`, a dotted domain, no spaces or control characters.
+/// An address people actually receive mail at, by RFC 5322's grammar (the `email_address`
+/// parser) narrowed to what Mastodon accepts: a bare address (no display name, no quoted local
+/// part, no comments, no `[IP]` literal), a local part of plain ASCII atoms, a domain of at least
+/// two labels that is a valid host name (internationalised names allowed) with a non-numeric
+/// top-level label. So `<script>@x.com`, `"a b"@x.com`, `a@[127.0.0.1]` and addresses holding
+/// non-characters or invisible formatting are refused.
 pub fn validate_email(raw: &str) -> Result<String, Error> {
     let e = raw.trim();
     let err = || Error::invalid("email", "ERR_INVALID", "Email is invalid");
@@ -188,17 +193,34 @@ pub fn validate_email(raw: &str) -> Result<String, Error> {
     if e.len() > EMAIL_MAX || e.chars().any(|c| c.is_whitespace() || c.is_control() || is_format_char(c)) {
         return Err(err());
     }
-    let (local, domain) = e.rsplit_once('@').ok_or_else(err)?;
-    if local.is_empty()
-        || local.contains('@')
-        || local.len() > 64
-        || domain.len() < 3
-        || !domain.contains('.')
-        || domain.starts_with(['.', '-'])
-        || domain.ends_with(['.', '-'])
-        || domain.contains("..")
-        || !domain.chars().all(|c| c.is_alphanumeric() || c == '.' || c == '-')
-    {
+    let options = email_address::Options {
+        minimum_sub_domains: 2,
+        allow_domain_literal: false,
+        allow_display_text: false,
+        allow_long_local_parts: false,
+    };
+    let parsed = email_address::EmailAddress::parse_with_options(e, options).map_err(|_| err())?;
+    let (local, domain) = (parsed.local_part(), parsed.domain());
+    // Dot-atoms of RFC 5322 `atext` only: no quoted strings, no comments, nothing non-ASCII.
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    if local.split('.').any(|atom| atom.is_empty() || !atom.chars().all(atext)) {
+        return Err(err());
+    }
+    // The domain must be a host name; IDNs are checked in their ASCII (punycode) form.
+    let ascii = match url::Host::parse(domain) {
+        Ok(url::Host::Domain(d)) => d,
+        _ => return Err(err()),
+    };
+    let labels: Vec<&str> = ascii.split('.').collect();
+    let valid_label = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    let tld_ok = labels.last().is_some_and(|t| t.chars().any(|c| c.is_ascii_alphabetic()));
+    if labels.len() < 2 || !labels.iter().all(valid_label) || !tld_ok {
         return Err(err());
     }
     Ok(e.to_owned())
@@ -390,8 +412,23 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert!(validate_email("a@example.com").is_ok());
+        for good in ["a@example.com", "first.last+tag@mail.example.co.uk", "o'brien@example.ie", "x@bücher.example"] {
+            assert!(validate_email(good).is_ok(), "{good:?} should be accepted");
+        }
         for bad in [
+            "<script>@x.com",
+            "a<b>@x.com",
+            "\"quoted local\"@example.com",
+            "a@[127.0.0.1]",
+            "Alice <alice@example.com>",
+            "a(comment)@example.com",
+            "a@example.123",
+            "a@-example.com",
+            "a.@example.com",
+            ".a@example.com",
+            "a\u{FFFE}@example.com",
+            "a@exa\u{FDD0}mple.com",
+            "ä@example.com",
             "",
             "a",
             "a@b",

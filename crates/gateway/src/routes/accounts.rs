@@ -22,12 +22,12 @@ pub async fn register(State(st): State<AppState>, Authenticated(c): Authenticate
     }
     c.require("write:accounts")?;
     let req = pb::RegisterRequest {
-        username: p.string("username"),
-        email: p.string("email"),
-        password: p.string("password"),
+        username: p.text_or_empty("username")?,
+        email: p.text_or_empty("email")?,
+        password: p.text_or_empty("password")?,
         agreement: p.bool("agreement")?.unwrap_or(false),
-        locale: p.string("locale"),
-        reason: p.string("reason"),
+        locale: p.text_or_empty("locale")?,
+        reason: p.text_or_empty("reason")?,
         scopes: Vec::new(),
     };
     let resp = st.user.clone().register(request(req, Some(&c.token))).await?.into_inner();
@@ -74,17 +74,17 @@ pub async fn update_credentials(
         }
     }
     let req = pb::UpdateProfileRequest {
-        display_name: p.str("display_name").map(str::to_owned),
-        note: p.str("note").map(str::to_owned),
+        display_name: p.text("display_name")?.map(str::to_owned),
+        note: p.text("note")?.map(str::to_owned),
         avatar_url: None,
         header_url: None,
         locked: p.bool("locked")?,
         bot: p.bool("bot")?,
         fields: fields.into_values().collect(),
         update_fields,
-        privacy: p.str("source[privacy]").map(str::to_owned),
+        privacy: p.text("source[privacy]")?.map(str::to_owned),
         sensitive: p.bool("source[sensitive]")?,
-        language: p.str("source[language]").map(str::to_owned),
+        language: p.text("source[language]")?.map(str::to_owned),
     };
     let a =
         st.user.clone().update_profile(request(req, Some(&c.token))).await?.into_inner().account.unwrap_or_default();
@@ -138,8 +138,8 @@ pub async fn change_password(
         .clone()
         .change_password(request(
             pb::ChangePasswordRequest {
-                current_password: p.string("current_password"),
-                new_password: p.string("new_password"),
+                current_password: p.text_or_empty("current_password")?,
+                new_password: p.text_or_empty("new_password")?,
             },
             Some(&c.token),
         ))

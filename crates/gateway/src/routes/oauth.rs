@@ -22,7 +22,7 @@ fn scopes(p: &Params, key: &str) -> Vec<String> {
 }
 
 pub async fn create_app(State(st): State<AppState>, p: Params) -> ApiResult<axum::Json<Value>> {
-    let name = p.string("client_name");
+    let name = p.text_or_empty("client_name")?;
     if name.trim().is_empty() {
         return Err(ApiError::unprocessable("Validation failed: Application name can't be blank"));
     }
@@ -32,7 +32,7 @@ pub async fn create_app(State(st): State<AppState>, p: Params) -> ApiResult<axum
     }
     let req = pb::CreateApplicationRequest {
         name,
-        website: p.string("website"),
+        website: p.text_or_empty("website")?,
         redirect_uris,
         scopes: scopes(&p, "scopes"),
     };
@@ -95,8 +95,8 @@ pub async fn token(
     let scope = scopes(&p, "scope");
     let token = match p.str("grant_type").unwrap_or("") {
         "password" => {
-            let login = p.string("username");
-            let password = p.string("password");
+            let login = p.text_or_empty("username")?;
+            let password = p.text_or_empty("password")?;
             if login.is_empty() || password.is_empty() {
                 return Err(invalid_request("username and password are required"));
             }

@@ -50,11 +50,11 @@ pub async fn create(
         return Err(ApiError::unprocessable("Idempotency-Key is too long"));
     }
     let req = ppb::CreateStatusRequest {
-        text: p.string("status"),
-        spoiler_text: p.string("spoiler_text"),
+        text: p.text_or_empty("status")?,
+        spoiler_text: p.text_or_empty("spoiler_text")?,
         sensitive: p.bool("sensitive")?.unwrap_or(false),
-        visibility: render::parse_visibility(&p.string("visibility"), ppb::Visibility::Public)? as i32,
-        language: p.string("language"),
+        visibility: render::parse_visibility(&p.text_or_empty("visibility")?, ppb::Visibility::Public)? as i32,
+        language: p.text_or_empty("language")?,
         in_reply_to_id: opt_id(&p, "in_reply_to_id")?,
         idempotency_key: key.to_owned(),
     };
@@ -108,10 +108,10 @@ pub async fn edit(
     }
     let req = ppb::EditStatusRequest {
         id,
-        text: p.string("status"),
-        spoiler_text: p.string("spoiler_text"),
+        text: p.text_or_empty("status")?,
+        spoiler_text: p.text_or_empty("spoiler_text")?,
         sensitive: p.bool("sensitive")?.unwrap_or(false),
-        language: p.string("language"),
+        language: p.text_or_empty("language")?,
     };
     let s = st.post.clone().edit_status(request(req, Some(&c.token))).await?.into_inner().status;
     render_one(&st, s).await
@@ -238,7 +238,7 @@ pub async fn reblog(
 ) -> ApiResult<Json> {
     c.require_user("write:statuses")?;
     let id = parse_id(&id)?;
-    let visibility = render::parse_visibility(&p.string("visibility"), ppb::Visibility::Public)?;
+    let visibility = render::parse_visibility(&p.text_or_empty("visibility")?, ppb::Visibility::Public)?;
     if visibility == ppb::Visibility::Direct {
         return Err(ApiError::unprocessable("Validation failed: Visibility is not included in the list"));
     }

@@ -95,6 +95,31 @@ async fn bad_input_gets_clear_4xx_never_500() {
     }
     let (s, _) = error_of(api.http.delete(format!("{}/api/v1/instance", api.base)).send().await.unwrap()).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    // Addresses nobody receives mail at.
+    for bad in ["<script>@x.com", "\"a b\"@example.com", "a@[127.0.0.1]", "a\u{FFFE}@example.com", "Al <a@example.com>"]
+    {
+        let body = json!({"username": uniq("e"), "email": bad, "password": "long enough pw", "agreement": true});
+        let (s, body) = error_of(post(body.to_string().into(), "application/json").await.unwrap()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+        assert!(body["details"]["email"].is_array(), "{bad:?}: {body}");
+    }
+    // JSON of the wrong type is refused, not turned into text.
+    let (_, token, _) = api.user().await;
+    for body in [json!({"status": false}), json!({"status": 12}), json!({"status": "ok", "spoiler_text": true})] {
+        let r = api
+            .http
+            .post(format!("{}/api/v1/statuses", api.base))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (s, err) = error_of(r).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {err}");
+    }
+    let body = json!({"username": false, "email": "ok@example.com", "password": "long enough pw", "agreement": true});
+    let (s, _) = error_of(post(body.to_string().into(), "application/json").await.unwrap()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     p.stop().await.unwrap();
 }
 

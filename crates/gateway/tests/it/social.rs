@@ -121,3 +121,49 @@ async fn a_timeline_page_costs_the_same_internal_calls_whatever_its_length() {
     assert_eq!(short, long, "a page of 30 costs what a page of 2 costs");
     p.stop().await.unwrap();
 }
+
+/// A status the viewer may not see and one that does not exist answer alike, and cost the same
+/// internal calls, so neither the body nor the time taken tells them apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_status_costs_what_a_missing_one_costs() {
+    let p = builder(Backend::Embedded).start().await.unwrap();
+    let api = Api::new(&p).await;
+    let (_, author, _) = api.user().await;
+    let (_, viewer, _) = api.user().await;
+    let r = api
+        .http
+        .post(format!("{}/api/v1/statuses", api.base))
+        .bearer_auth(&author)
+        .form(&[("status", "followers only"), ("visibility", "private")])
+        .send()
+        .await
+        .unwrap();
+    let hidden = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let missing = (hidden.parse::<i64>().unwrap() + 12_345).to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await; // let fan-out settle
+    for suffix in ["", "/context", "/favourited_by"] {
+        let cost = |id: String| {
+            let api = &api;
+            let viewer = &viewer;
+            async move {
+                let before = internal_calls();
+                let r = api
+                    .http
+                    .get(format!("{}/api/v1/statuses/{id}{suffix}", api.base))
+                    .bearer_auth(viewer)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status();
+                let body = r.text().await.unwrap();
+                (status, body, internal_calls() - before)
+            }
+        };
+        let (hs, hb, hc) = cost(hidden.clone()).await;
+        let (ms, mb, mc) = cost(missing.clone()).await;
+        assert_eq!(hs, 404, "{suffix}");
+        assert_eq!((hs, &hb), (ms, &mb), "{suffix}: the answers differ");
+        assert_eq!(hc, mc, "{suffix}: a hidden status costs {hc} internal calls, a missing one {mc}");
+    }
+    p.stop().await.unwrap();
+}

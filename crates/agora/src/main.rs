@@ -38,6 +38,9 @@ enum Command {
     /// Add a new token signing key to the user store; restart user-service replicas to sign
     /// with it (tokens signed with older keys stay valid until they expire).
     RotateSigningKey,
+    /// Print a new token signing key (a PEM PRIVATE KEY block) for AGORA_USER_SIGNING_KEY(_FILE),
+    /// e.g. `agora generate-signing-key > key.pem` and then a Kubernetes Secret from that file.
+    GenerateSigningKey,
     /// Recompute timelines (home, public, hashtag, account) from the post and graph services.
     /// The feed store and its hot set are derived views: this is how they are repaired.
     RebuildTimelines {
@@ -71,6 +74,10 @@ async fn main() -> anyhow::Result<()> {
             let config = agora_user::Config::from_env(&ProcessEnv)?;
             let kid = agora_user::rotate_signing_key(&config).await?;
             println!("new signing key {kid}; restart the user service replicas to sign with it");
+            Ok(())
+        }
+        Command::GenerateSigningKey => {
+            print!("{}", agora_kit::jwt::SigningKey::generate()?.to_pem());
             Ok(())
         }
         Command::Migrate => {

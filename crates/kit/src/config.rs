@@ -58,6 +58,42 @@ impl ConfigError {
     }
 }
 
+/// A secret setting (a private key, a password): never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// A secret from `key` itself or from the file named by `{key}_FILE` (how Kubernetes mounts a
+/// Secret); `None` when neither is set. Setting both is an error, and so is an unreadable file.
+pub fn secret(env: &dyn Env, key: &str) -> Result<Option<Secret>, ConfigError> {
+    let file_key = format!("{key}_FILE");
+    match (env.get(key).filter(|v| !v.is_empty()), env.get(&file_key).filter(|v| !v.is_empty())) {
+        (Some(_), Some(path)) => {
+            Err(ConfigError::new(&file_key, &path, format!("set either {key} or {file_key}, not both")))
+        }
+        (Some(v), None) => Ok(Some(Secret(v))),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map(|v| Some(Secret(v)))
+            .map_err(|e| ConfigError::new(&file_key, &path, format!("cannot read it: {e}"))),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Reads `key`, falling back to `default` when unset.
 pub fn string(env: &dyn Env, key: &str, default: &str) -> String {
     env.get(key).unwrap_or_else(|| default.to_owned())

@@ -396,6 +396,22 @@ mod tests {
         assert_eq!(bearer("Basic abc"), None);
         assert_eq!(bearer("Bearer "), None);
     }
+
+    #[test]
+    fn pem_keys_round_trip_with_stable_kids() {
+        let (a, b) = (SigningKey::generate().unwrap(), SigningKey::generate().unwrap());
+        let text = format!("# signs\n{}\n# still verifies\n{}", a.to_pem(), b.to_pem());
+        let keys = SigningKey::from_pem(&text).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].public, a.public);
+        assert_eq!(keys[1].public, b.public);
+        assert_eq!(keys[0].kid, SigningKey::from_pem(&a.to_pem()).unwrap()[0].kid, "the kid depends on the key alone");
+        assert_ne!(keys[0].kid, keys[1].kid);
+        assert!(SigningKey::from_pem("nothing here").is_err());
+        let broken = a.to_pem().replace('A', "*");
+        let e = SigningKey::from_pem(&broken).unwrap_err();
+        assert!(!e.contains(&a.to_pem()[40..60]), "errors carry no key material");
+    }
 }
 
 /// An Ed25519 signing key with its `kid`. Only the issuer holds these.
@@ -438,6 +454,44 @@ impl SigningKey {
 
     pub fn pkcs8(&self) -> &[u8] {
         &self.pkcs8
+    }
+
+    /// Keys from PEM text: `PRIVATE KEY` blocks (PKCS#8 Ed25519, as `openssl genpkey -algorithm
+    /// ed25519` or `agora generate-signing-key` write them), in order. Each key's `kid` is derived
+    /// from its public key, so every replica reading the same file names its keys alike. The
+    /// error never contains key material.
+    pub fn from_pem(text: &str) -> Result<Vec<SigningKey>, String> {
+        use base64::Engine as _;
+        const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+        const END: &str = "-----END PRIVATE KEY-----";
+        let mut keys = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find(BEGIN) {
+            let after = &rest[start + BEGIN.len()..];
+            let end = after.find(END).ok_or("a PRIVATE KEY block is not closed")?;
+            let b64: String = after[..end].chars().filter(|c| !c.is_whitespace()).collect();
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| format!("private key {} is not valid base64", keys.len() + 1))?;
+            let provisional = SigningKey::from_pkcs8("", &der)
+                .map_err(|_| format!("private key {} is not a PKCS#8 Ed25519 key", keys.len() + 1))?;
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &provisional.public);
+            let kid: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+            keys.push(SigningKey { kid, ..provisional });
+            rest = &after[end + END.len()..];
+        }
+        if keys.is_empty() {
+            return Err("no -----BEGIN PRIVATE KEY----- block found".into());
+        }
+        Ok(keys)
+    }
+
+    /// This key as a PEM `PRIVATE KEY` block.
+    pub fn to_pem(&self) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.pkcs8);
+        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+        format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n"))
     }
 
     pub fn public_key(&self) -> PublicKey {

@@ -42,6 +42,11 @@ pub struct Config {
     /// Apply migrations at start (`AGORA_MIGRATE_ON_START`, default true).
     pub migrate_on_start: bool,
     pub worker_id: u16,
+    /// Signing keys kept outside the database (`AGORA_USER_SIGNING_KEY`, or a file named by
+    /// `AGORA_USER_SIGNING_KEY_FILE`, e.g. a mounted Kubernetes Secret): PEM `PRIVATE KEY`
+    /// blocks, the first of which signs; the others, and keys in the store, only verify. `None`:
+    /// keys live in the user store (the embedded default).
+    pub signing_keys: Option<Vec<agora_kit::jwt::SigningKey>>,
 }
 
 impl Config {
@@ -64,6 +69,17 @@ impl Config {
             refresh_token_ttl: config::seconds(env, "AGORA_USER_REFRESH_TOKEN_TTL", 90 * 24 * 3600)?,
             migrate_on_start: config::boolean(env, "AGORA_MIGRATE_ON_START", true)?,
             worker_id: config::parse(env, "AGORA_WORKER_ID", rand::random::<u16>() % 1024)?,
+            signing_keys: match config::secret(env, "AGORA_USER_SIGNING_KEY")? {
+                None => None,
+                Some(pem) => Some(agora_kit::jwt::SigningKey::from_pem(pem.expose()).map_err(|e| {
+                    let var = if env.get("AGORA_USER_SIGNING_KEY_FILE").is_some() {
+                        "AGORA_USER_SIGNING_KEY_FILE"
+                    } else {
+                        "AGORA_USER_SIGNING_KEY"
+                    };
+                    ConfigError::new(var, "[redacted]", e)
+                })?),
+            },
         })
     }
 }
@@ -93,6 +109,7 @@ impl UserService {
             issuer: config.public_url.clone(),
             access_ttl: config.access_token_ttl,
             refresh_ttl: config.refresh_token_ttl,
+            external_keys: config.signing_keys.clone(),
         };
         let ids = Arc::new(IdGenerator::new(config.worker_id));
         let accounts = Arc::new(Accounts::new(Arc::clone(&store), policy, ids, wake).await?);
@@ -139,7 +156,13 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 /// `kid`. Returns the new `kid`.
 pub async fn rotate_signing_key(config: &Config) -> anyhow::Result<String> {
     let store = store::connect(&config.database_url).await?;
-    let keyring = tokens::Keyring::load(store.as_ref()).await?;
+    if config.signing_keys.is_some() {
+        anyhow::bail!(
+            "signing keys come from AGORA_USER_SIGNING_KEY(_FILE): rotate by putting a new key first in it \
+             (agora generate-signing-key prints one) and keeping the old one after it until its tokens expire"
+        );
+    }
+    let keyring = tokens::Keyring::load(store.as_ref(), None).await?;
     Ok(keyring.rotate(store.as_ref()).await?)
 }
 

@@ -23,6 +23,8 @@ pub struct TokenPolicy {
     pub issuer: String,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Keys from outside the store (see `Config::signing_keys`); the first signs.
+    pub external_keys: Option<Vec<agora_kit::jwt::SigningKey>>,
 }
 
 /// A token pair as issued.
@@ -137,7 +139,7 @@ impl Accounts {
         ids: Arc<IdGenerator>,
         outbox_wake: Arc<Notify>,
     ) -> Result<Self, Error> {
-        let keyring = Keyring::load(store.as_ref()).await?;
+        let keyring = Keyring::load(store.as_ref(), policy.external_keys.as_deref()).await?;
         let source = Arc::new(tokens::StoreKeys { store: Arc::clone(&store), keyring: Arc::clone(&keyring) });
         let verifier = Verifier::new(&policy.issuer, AUDIENCE, source);
         verifier.prime().await?;

@@ -34,14 +34,24 @@ pub fn pkce_matches(challenge: &str, verifier: &str) -> bool {
     same_hash(&computed, challenge)
 }
 
-/// The signing keys, newest last. Loaded from the store; a first start generates one.
+/// The signing keys, the one that signs last. Loaded from the store (a first start generates
+/// one there), or given from outside the database (a mounted Secret): then the first external
+/// key signs, and the other external keys and every key in the store only verify, so tokens
+/// issued before the switch stay valid until they expire.
 pub struct Keyring {
     keys: RwLock<Vec<SigningKey>>,
 }
 
 impl Keyring {
-    pub async fn load(store: &dyn UserStore) -> Result<Arc<Self>, Error> {
+    pub async fn load(store: &dyn UserStore, external: Option<&[SigningKey]>) -> Result<Arc<Self>, Error> {
         let mut stored = store.signing_keys().await?;
+        if let Some(external) = external.filter(|k| !k.is_empty()) {
+            let mut keys =
+                stored.iter().map(|k| SigningKey::from_pkcs8(&k.kid, &k.pkcs8)).collect::<Result<Vec<_>, _>>()?;
+            keys.retain(|k| !external.iter().any(|e| e.kid == k.kid));
+            keys.extend(external.iter().rev().cloned());
+            return Ok(Arc::new(Self { keys: RwLock::new(keys) }));
+        }
         if stored.is_empty() {
             let key = SigningKey::generate()?;
             store

@@ -105,3 +105,41 @@ async fn gateways_follow_signing_key_rotation() {
     assert_eq!(api.me(&old_token).await.status(), StatusCode::OK, "older keys keep verifying");
     p.stop().await.unwrap();
 }
+
+/// Keys can live outside the database (a mounted Secret): the first key signs, tokens signed
+/// before the switch by the store's key keep working, and nothing is written to the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_keys_from_a_secret_take_over_from_the_store() {
+    let dir = agora_testkit::tempdir().unwrap();
+    let start = |pem: Option<String>| {
+        let mut b = PlatformBuilder::embedded()
+            .data_dir(&dir.0)
+            .public_url("https://agora.test")
+            .setting("AGORA_GATEWAY_RATE_LIMIT_REGISTRATION", "off");
+        if let Some(pem) = pem {
+            b = b.setting("AGORA_USER_SIGNING_KEY", &pem);
+        }
+        b.start()
+    };
+    let p = start(None).await.unwrap();
+    let api = Api::new(&p).await;
+    let (_, old_token, _) = api.user().await;
+    let stored_kid = jsonwebtoken::decode_header(&old_token).unwrap().kid.unwrap();
+    p.stop().await.unwrap();
+
+    let (signer, retired) = (SigningKey::generate().unwrap(), SigningKey::generate().unwrap());
+    let pem = format!("{}{}", signer.to_pem(), retired.to_pem());
+    let kids: Vec<String> = SigningKey::from_pem(&pem).unwrap().into_iter().map(|k| k.kid).collect();
+    let p = start(Some(pem)).await.unwrap();
+    let api = Api::new(&p).await;
+    let (_, new_token, _) = api.user().await;
+    let kid = jsonwebtoken::decode_header(&new_token).unwrap().kid.unwrap();
+    assert_eq!(kid, kids[0], "the first key of the secret signs");
+    assert_ne!(kid, stored_kid);
+    assert_eq!(api.me(&new_token).await.status(), StatusCode::OK);
+    let old = api.me(&old_token).await;
+    assert_eq!(old.status(), StatusCode::OK, "tokens from the stored key still verify: {}", old.text().await.unwrap());
+    let stored = p.accounts.store.signing_keys().await.unwrap();
+    assert_eq!(stored.len(), 1, "no key is written to the store when keys come from outside it");
+    p.stop().await.unwrap();
+}

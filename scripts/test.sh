@@ -7,7 +7,9 @@
 #   d. scripts/infra.sh up                          (private PostgreSQL, Redis, Kafka, S3, OpenSearch)
 #   e. cargo nextest run --workspace + doctests     (reads the AGORA_TEST_* variables)
 #   f. the Mastodon.py end-to-end suite (crates/gateway/e2e) against two deployment shapes:
-#      "dev" (agora dev, everything embedded) and "services" (agora-user + agora-gateway on the real servers)
+#      "dev" (agora dev, everything embedded) and "services" (one process per service on the real
+#      servers); between them, scripts/fuzz.sh (schemathesis from the served OpenAPI document)
+#      against a fresh agora dev
 #   g. scripts/check-deploy.sh, when present
 #   h. a summary with the time of every step; non-zero exit if anything failed
 #
@@ -29,7 +31,7 @@ BUF_VERSION=1.75.0
 READY_TIMEOUT=${AGORA_E2E_READY_TIMEOUT:-60}
 APT_BUILD=(build-essential ca-certificates pkg-config libssl-dev cmake libcurl4-openssl-dev protobuf-compiler git)
 APT_INFRA=(postgresql redis-server)
-PIP_TEST=("Mastodon.py==2.3.3|Mastodon.py|mastodon" "pytest>=7|pytest|pytest")
+PIP_TEST=("Mastodon.py==2.3.3|Mastodon.py|mastodon" "pytest>=7|pytest|pytest" "schemathesis==4.32.5|schemathesis|schemathesis")
 BUF=$AGORA_TOOLS_DIR/npm/node_modules/.bin/buf
 BIN=$CARGO_TARGET_DIR/debug
 INFRA=$REPO/scripts/infra.sh
@@ -222,6 +224,32 @@ step_e2e_dev() {
     return "$rc"
 }
 
+# The public API fuzzed from its own OpenAPI document (scripts/fuzz.sh) against a fresh agora dev:
+# any 5xx, or a response the document does not describe, fails the step.
+step_fuzz() {
+    [[ -x $BIN/agora ]] || { warn "$BIN/agora was not built"; return 1; }
+    local dir=$WORK/fuzz port pid rc=0
+    mkdir -p "$dir" || return 1
+    port=$(free_ports 1) || return 1
+    log "starting agora dev on 127.0.0.1:$port for the fuzzer"
+    AGORA_PUBLIC_URL=http://127.0.0.1:$port AGORA_LOG=warn \
+        AGORA_GATEWAY_RATE_LIMIT_IP=off AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=off \
+        AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=off AGORA_GATEWAY_RATE_LIMIT_SIGN_IN=off \
+        "$BIN/agora" dev --listen "127.0.0.1:$port" --data-dir "$dir/data" \
+        </dev/null >"$dir/agora-dev.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_ready "http://127.0.0.1:$port/readyz" "$pid"; then
+        AGORA_PYTHON=$PY bash scripts/fuzz.sh "http://127.0.0.1:$port" 30 || rc=$?
+    else
+        warn "agora dev did not become ready"
+        rc=1
+    fi
+    stop_pids "$pid"
+    ((rc == 0)) || show_logs "$dir/agora-dev.log"
+    return "$rc"
+}
+
 step_e2e_services() {
     local b
     for b in agora agora-user agora-post agora-graph agora-feed agora-gateway; do
@@ -369,10 +397,12 @@ main() {
     if ((built && infra)); then
         run_step "cargo nextest run --workspace" step_cargo_test || true
         run_step "e2e: shape dev" step_e2e_dev || true
+        run_step "fuzz: schemathesis against agora dev" step_fuzz || true
         run_step "e2e: shape services" step_e2e_services || true
     else
         skip_step "cargo nextest run --workspace" "the build or the servers failed"
         skip_step "e2e: shape dev" "the build or the servers failed"
+        skip_step "fuzz: schemathesis against agora dev" "the build or the servers failed"
         skip_step "e2e: shape services" "the build or the servers failed"
     fi
     run_step "deploy checks: scripts/check-deploy.sh" step_check_deploy || true

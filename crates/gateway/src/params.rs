@@ -10,8 +10,8 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, Default)]
 pub struct Params {
     pairs: Vec<(String, String)>,
-    /// Keys whose (last) value came from a JSON number or boolean rather than a string.
-    scalars: Vec<String>,
+    /// Keys whose JSON value was not a string (a number, a boolean, an object, an array).
+    non_text: Vec<String>,
 }
 
 /// The longest parameter value we accept (the body limit bounds the total).
@@ -19,13 +19,14 @@ const MAX_VALUE: usize = 64 * 1024;
 
 impl Params {
     pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
-        Self { pairs, scalars: Vec::new() }
+        Self { pairs, non_text: Vec::new() }
     }
 
-    /// A free-text parameter (a status, a name, a password): a JSON number or boolean there is
-    /// a client bug, refused with 422 rather than turned into the text "false".
+    /// A free-text parameter (a status, a name, a password): a JSON number, boolean, object or
+    /// array there is a client bug, refused with 422 rather than turned into the text "false"
+    /// or silently ignored.
     pub fn text(&self, key: &str) -> Result<Option<&str>, ApiError> {
-        if self.scalars.iter().any(|k| k == key) {
+        if self.non_text.iter().any(|k| k == key) {
             return Err(ApiError::unprocessable(&format!("{key} must be a string")));
         }
         Ok(self.str(key))
@@ -47,6 +48,10 @@ impl Params {
 
     /// Booleans as clients send them: `true`/`false`, `1`/`0`, `on`/`off`.
     pub fn bool(&self, key: &str) -> Result<Option<bool>, ApiError> {
+        if self.str(key).is_none() && self.non_text.iter().any(|k| k == key) {
+            // A JSON object or array where a boolean belongs.
+            return Err(ApiError::unprocessable(&format!("{key} must be a boolean")));
+        }
         match self.str(key).map(|v| v.trim().to_ascii_lowercase()) {
             None => Ok(None),
             Some(v) => match v.as_str() {
@@ -87,33 +92,30 @@ pub fn path_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(ApiError::not_found)
 }
 
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>, scalars: &mut Vec<String>) {
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>, non_text: &mut Vec<String>) {
     use serde_json::Value;
+    if !prefix.is_empty() && !value.is_string() && !value.is_null() {
+        non_text.push(prefix.to_owned());
+    }
     match value {
         Value::Object(map) => {
             for (k, v) in map {
                 let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}[{k}]") };
-                flatten(&key, v, out, scalars);
+                flatten(&key, v, out, non_text);
             }
         }
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
                 if v.is_object() {
-                    flatten(&format!("{prefix}[{i}]"), v, out, scalars);
+                    flatten(&format!("{prefix}[{i}]"), v, out, non_text);
                 } else {
-                    flatten(&format!("{prefix}[]"), v, out, scalars);
+                    flatten(&format!("{prefix}[]"), v, out, non_text);
                 }
             }
         }
         Value::Null => {}
-        Value::String(s) => {
-            scalars.retain(|k| k != prefix);
-            out.push((prefix.to_owned(), s.clone()))
-        }
-        other => {
-            scalars.push(prefix.to_owned());
-            out.push((prefix.to_owned(), other.to_string()))
-        }
+        Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        other => out.push((prefix.to_owned(), other.to_string())),
     }
 }
 
@@ -162,7 +164,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                     return Err(ApiError::bad_request("the JSON body must be an object"));
                 }
                 let mut pairs = Vec::new();
-                flatten("", &value, &mut pairs, &mut params.scalars);
+                flatten("", &value, &mut pairs, &mut params.non_text);
                 params.merge(pairs);
             }
             "application/x-www-form-urlencoded" | "" => {
@@ -199,9 +201,9 @@ mod tests {
             "scopes": ["read", "write"]
         });
         let mut pairs = Vec::new();
-        let mut scalars = Vec::new();
-        flatten("", &v, &mut pairs, &mut scalars);
-        let p = Params { pairs, scalars };
+        let mut non_text = Vec::new();
+        flatten("", &v, &mut pairs, &mut non_text);
+        let p = Params { pairs, non_text };
         assert!(p.text("locked").is_err(), "a JSON boolean is not text");
         assert_eq!(p.text("display_name").unwrap(), Some("A"));
         assert_eq!(p.str("display_name"), Some("A"));

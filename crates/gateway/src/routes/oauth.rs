@@ -211,7 +211,11 @@ fn login_form(p: &Params, error: Option<&str>) -> Html<String> {
 }
 
 pub async fn authorize_page(p: Params) -> ApiResult<Response> {
-    if p.str("response_type").unwrap_or("code") != "code" {
+    // RFC 6749 §4.1.1: response_type is required.
+    if p.str("response_type").is_none_or(str::is_empty) {
+        return Err(invalid_request("response_type is required"));
+    }
+    if p.str("response_type") != Some("code") {
         return Err(ApiError::oauth(
             StatusCode::BAD_REQUEST,
             "unsupported_response_type",

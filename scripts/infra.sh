@@ -15,9 +15,12 @@
 #                             run one Apache Kafka node (KRaft: broker + controller) in the foreground,
 #                             its log directory in DIR (formatted on first use), listening on PORT; tests
 #                             that stop and restart a broker run this ($AGORA_TEST_KAFKA_BROKER)
+#   scripts/infra.sh cassandra-node DIR PORT
+#                             the same for one Apache Cassandra node (CQL on PORT; $AGORA_TEST_CASSANDRA_NODE)
 #
-# Servers (all on 127.0.0.1): PostgreSQL 15, Redis 7, Apache Kafka 4 (KRaft, one node; jars from
-# Maven Central, run on the installed Java 17), moto (S3), osmem-server (OpenSearch REST).
+# Servers (all on 127.0.0.1): PostgreSQL 15, Redis 7, Apache Kafka 4 (KRaft, one node) and Apache
+# Cassandra 5.0 (one node; speaks ScyllaDB's CQL protocol) — both from Maven Central, run on the
+# installed Java 17 — moto (S3), osmem-server (OpenSearch REST).
 # State lives in ${AGORA_INFRA_DIR:-/tmp/agora-infra}; fetched jars in $AGORA_TOOLS_DIR.
 # Then: source "$AGORA_INFRA_DIR/env" (or eval "$(scripts/infra.sh env)").
 set -euo pipefail
@@ -29,6 +32,9 @@ READY_TIMEOUT=${AGORA_INFRA_READY_TIMEOUT:-60}
 MARKER=.agora-infra
 KAFKA_VERSION=4.4.0
 KAFKA_HEAP=${AGORA_KAFKA_HEAP:-384m}
+CASSANDRA_VERSION=5.0.6
+# Every table costs heap (about 1 MiB each); the conformance suites create a keyspace per case.
+CASSANDRA_HEAP=${AGORA_CASSANDRA_HEAP:-2g}
 
 APT_PACKAGES=(postgresql redis-server)
 # "pip spec|distribution|modules that must import"
@@ -133,6 +139,7 @@ ensure_deps() {
     PY=$(python_bin)
     pip_ensure "$PY" "${PIP_PACKAGES[@]}"
     kafka_libs >/dev/null
+    cassandra_libs >/dev/null
 }
 
 # kafka_libs: prints the directory holding Apache Kafka's jars, fetching them from Maven Central
@@ -220,6 +227,147 @@ EOF
             >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "kafka storage format failed"; }
     fi
     exec "${java[@]}" kafka.Kafka "$dir/server.properties"
+}
+
+# cassandra_libs: prints the directory holding Apache Cassandra's jars, fetching them from Maven
+# Central (once per machine, into $TOOLS_DIR) when missing.
+cassandra_libs() {
+    local dir=$TOOLS_DIR/cassandra-$CASSANDRA_VERSION
+    if [[ ! -f $dir/.complete ]]; then
+        command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
+        command -v mvn >/dev/null 2>&1 || apt_install maven
+        log "fetching Apache Cassandra $CASSANDRA_VERSION from Maven Central into $dir"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        cat >"$dir/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>agora.tools</groupId>
+  <artifactId>cassandra-server</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.cassandra</groupId><artifactId>cassandra-all</artifactId><version>$CASSANDRA_VERSION</version></dependency>
+  </dependencies>
+</project>
+EOF
+        (cd "$dir" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=libs -DincludeScope=runtime) >&2 ||
+            die "could not fetch Apache Cassandra from Maven Central"
+        cat >"$dir/logback.xml" <<'EOF'
+<configuration>
+  <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="STDOUT"/></root>
+  <logger name="org.apache.cassandra.service.StorageService" level="INFO"/>
+  <logger name="org.apache.cassandra.transport" level="INFO"/>
+</configuration>
+EOF
+        touch "$dir/.complete"
+    fi
+    echo "$dir"
+}
+
+# The --add-exports/--add-opens Cassandra 5.0 needs on Java 17 (as its jvm17-server.options lists).
+CASSANDRA_JAVA17_OPTS=(
+    --add-exports java.base/jdk.internal.misc=ALL-UNNAMED --add-exports java.base/jdk.internal.ref=ALL-UNNAMED
+    --add-exports java.base/sun.nio.ch=ALL-UNNAMED --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
+    --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
+    --add-exports java.sql/java.sql=ALL-UNNAMED --add-opens java.base/java.lang.module=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.loader=ALL-UNNAMED --add-opens java.base/jdk.internal.ref=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED --add-opens java.base/jdk.internal.math=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.module=ALL-UNNAMED --add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED
+    --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED --add-opens java.base/sun.nio.ch=ALL-UNNAMED
+    --add-opens java.base/java.io=ALL-UNNAMED --add-opens java.base/java.nio=ALL-UNNAMED
+    --add-opens java.base/java.util.concurrent=ALL-UNNAMED --add-opens java.base/java.util=ALL-UNNAMED
+    --add-opens java.base/java.util.concurrent.atomic=ALL-UNNAMED --add-opens java.base/java.lang=ALL-UNNAMED
+    --add-opens java.base/java.math=ALL-UNNAMED --add-opens java.base/java.lang.reflect=ALL-UNNAMED
+    --add-opens java.base/java.net=ALL-UNNAMED
+)
+
+# cassandra_node DIR CQL_PORT: one Cassandra node in the foreground, its data in DIR, from our own
+# minimal cassandra.yaml (loopback only, small memtables, no bootstrap, no auth).
+cassandra_node() {
+    local dir=$1 port=$2 libs storage
+    libs=$(cassandra_libs)
+    mkdir -p "$dir"
+    if [[ -f $dir/storage.port ]]; then
+        storage=$(cat "$dir/storage.port")
+    else
+        PY=${PY:-$(python_bin)}
+        storage=$(free_ports 1)
+        echo "$storage" >"$dir/storage.port"
+    fi
+    cat >"$dir/cassandra.yaml" <<EOF
+cluster_name: agora-test
+num_tokens: 1
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+auto_bootstrap: false
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+commitlog_segment_size: 8MiB
+commitlog_directory: $dir/data/commitlog
+data_file_directories: [$dir/data/data]
+saved_caches_directory: $dir/data/saved_caches
+hints_directory: $dir/data/hints
+cdc_raw_directory: $dir/data/cdc
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "127.0.0.1:$storage"
+listen_address: 127.0.0.1
+rpc_address: 127.0.0.1
+storage_port: $storage
+native_transport_port: $port
+start_native_transport: true
+endpoint_snitch: SimpleSnitch
+authenticator: AllowAllAuthenticator
+authorizer: AllowAllAuthorizer
+memtable_heap_space: 64MiB
+memtable_offheap_space: 64MiB
+concurrent_reads: 8
+concurrent_writes: 8
+concurrent_counter_writes: 8
+concurrent_compactors: 1
+key_cache_size: 8MiB
+disk_access_mode: mmap_index_only
+read_request_timeout: 10000ms
+write_request_timeout: 5000ms
+cas_contention_timeout: 5000ms
+counter_write_request_timeout: 5000ms
+request_timeout: 10000ms
+# Tests create and drop many small keyspaces; snapshots of dropped tables only fill the disk.
+auto_snapshot: false
+EOF
+    exec java "-Xms$CASSANDRA_HEAP" "-Xmx$CASSANDRA_HEAP" -Xss512k -XX:+UseG1GC -XX:ParallelGCThreads=2 -XX:TieredStopAtLevel=1 \
+        "${CASSANDRA_JAVA17_OPTS[@]}" -Djdk.attach.allowAttachSelf=true -Dcassandra-foreground=yes \
+        "-Dcassandra.config=file://$dir/cassandra.yaml" "-Dlogback.configurationFile=$libs/logback.xml" \
+        "-Dcassandra.storagedir=$dir/data" -Dcassandra.ring_delay_ms=0 -Dcassandra.skip_wait_for_gossip_to_settle=0 \
+        -Dcassandra.superuser_setup_delay_ms=0 -cp "$libs/libs/*" org.apache.cassandra.service.CassandraDaemon
+}
+
+# cassandra_ready PORT PID: the node answers a CQL OPTIONS request with SUPPORTED.
+cassandra_ready() {
+    "$PY" - "$1" "$2" "$READY_TIMEOUT" <<'EOF'
+import socket, struct, sys, time
+port, pid, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) * 3
+start = time.monotonic()
+while time.monotonic() - start < timeout:
+    try:
+        open(f"/proc/{pid}/stat").close()
+    except OSError:
+        sys.exit(2)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(struct.pack(">BBhBi", 0x04, 0, 1, 0x05, 0))  # v4 OPTIONS
+            head = s.recv(9)
+            if len(head) == 9 and head[4] == 0x06:  # SUPPORTED
+                sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+EOF
 }
 
 # kafka_ready PORT PID: the broker answers the Kafka protocol (ApiVersions), not only TCP.
@@ -411,7 +559,7 @@ osmem_bin() {
 cmd_up() {
     if [[ -f $INFRA_DIR/env ]]; then
         local all=1 n
-        for n in postgres redis kafka s3 opensearch; do is_ours "$n" || all=0; done
+        for n in postgres redis kafka cassandra s3 opensearch; do is_ours "$n" || all=0; done
         if ((all)); then
             log "already running in $INFRA_DIR"
             cat "$INFRA_DIR/env"
@@ -432,8 +580,12 @@ cmd_up() {
     # From here on a failure stops whatever was started.
     trap 'rc=$?; if ((rc != 0)); then log "up failed: stopping what was started"; cmd_down || true; fi' EXIT
 
-    local pg redis kafka s3 os t0=$SECONDS
-    read -r pg redis kafka s3 os < <(free_ports 5)
+    local pg redis kafka s3 os cql t0=$SECONDS
+    read -r pg redis kafka s3 os cql < <(free_ports 6)
+
+    # Cassandra takes the longest to come up: start it first, check on it last.
+    log "cassandra $CASSANDRA_VERSION on 127.0.0.1:$cql"
+    start_bg cassandra "$0" cassandra-node "$INFRA_DIR/cassandra" "$cql"
 
     log "postgres on 127.0.0.1:$pg"
     start_postgres "$pg"
@@ -453,14 +605,19 @@ cmd_up() {
     start_bg opensearch "$osmem" -addr "127.0.0.1:$os" -no-stdin-watch -no-ja
 
     kafka_ready "$kafka" "$(pid_of kafka)" || fail_with_log kafka "no answer to ApiVersions"
+    log "kafka ready after $((SECONDS - t0))s"
     wait_for http "http://127.0.0.1:$s3/" "$READY_TIMEOUT" "$(pid_of s3)" || fail_with_log s3 "no HTTP 200"
     wait_for http "http://127.0.0.1:$os/" "$READY_TIMEOUT" "$(pid_of opensearch)" || fail_with_log opensearch "no HTTP 200"
+    cassandra_ready "$cql" "$(pid_of cassandra)" || fail_with_log cassandra "no answer to a CQL OPTIONS request"
+    log "cassandra ready after $((SECONDS - t0))s"
 
     # Tests that stop and restart a broker of their own run this (arguments: DIR PORT).
     mkdir -p "$INFRA_DIR/bin"
     printf '#!/usr/bin/env bash\nexec %q kafka-broker "$@"\n' "$(cd "$(dirname "$0")" && pwd)/$(basename "$0")" \
         >"$INFRA_DIR/bin/kafka-broker"
-    chmod +x "$INFRA_DIR/bin/kafka-broker"
+    printf '#!/usr/bin/env bash\nexec %q cassandra-node "$@"\n' "$(cd "$(dirname "$0")" && pwd)/$(basename "$0")" \
+        >"$INFRA_DIR/bin/cassandra-node"
+    chmod +x "$INFRA_DIR/bin/kafka-broker" "$INFRA_DIR/bin/cassandra-node"
 
     cat >"$INFRA_DIR/env.tmp" <<EOF
 # Agora test servers started by scripts/infra.sh (state: $INFRA_DIR)
@@ -468,6 +625,8 @@ export AGORA_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$pg/postgres
 export AGORA_TEST_REDIS_URL=redis://127.0.0.1:$redis
 export AGORA_TEST_KAFKA_URL=kafka://127.0.0.1:$kafka
 export AGORA_TEST_KAFKA_BROKER=$INFRA_DIR/bin/kafka-broker
+export AGORA_TEST_SCYLLA_URL=scylla://127.0.0.1:$cql
+export AGORA_TEST_CASSANDRA_NODE=$INFRA_DIR/bin/cassandra-node
 export AGORA_TEST_S3_URL=http://127.0.0.1:$s3
 export AGORA_TEST_OPENSEARCH_URL=http://127.0.0.1:$os
 EOF
@@ -510,7 +669,7 @@ cmd_down() {
         as_pg "$bindir/pg_ctl" -D "$pgdata" -m fast -w -t 20 stop >/dev/null 2>&1 || true
     fi
     stop_proc postgres INT
-    for n in opensearch s3 kafka redis; do
+    for n in opensearch s3 cassandra kafka redis; do
         stop_proc "$n"
     done
     if [[ $pgdata == /tmp/agora-pg.* ]]; then
@@ -545,13 +704,17 @@ main() {
         (($# == 2)) || die "usage: $0 kafka-broker DIR PORT"
         kafka_broker "$@"
         ;;
+    cassandra-node)
+        (($# == 2)) || die "usage: $0 cassandra-node DIR CQL_PORT"
+        cassandra_node "$@"
+        ;;
     wait)
         (($# >= 3)) || die "usage: $0 wait tcp|http|redis TARGET TIMEOUT [PID,PID...]"
         PY=$(python_bin)
         wait_for "$@"
         ;;
     *)
-        echo "usage: $0 up|down|env|deps|python|pip|wait|kafka-broker" >&2
+        echo "usage: $0 up|down|env|deps|python|pip|wait|kafka-broker|cassandra-node" >&2
         exit 2
         ;;
     esac

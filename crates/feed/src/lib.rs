@@ -74,11 +74,11 @@ impl Config {
         Ok(Self {
             listen: config::socket_addr(env, "AGORA_FEED_LISTEN", "127.0.0.1:50054")?,
             admin_listen: config::socket_addr(env, "AGORA_FEED_ADMIN_LISTEN", "127.0.0.1:9104")?,
-            database_url: config::url(
+            database_url: agora_store::database_url(
                 env,
                 "AGORA_FEED_DATABASE_URL",
                 &format!("sqlite://{data_dir}/feed.db"),
-                &["postgres", "postgresql", "sqlite"],
+                true,
             )?,
             cache_url: config::url(env, "AGORA_FEED_CACHE_URL", "memory://", &["memory", "redis", "rediss"])?,
             bus_url: agora_events::bus_url(env)?,
@@ -120,10 +120,7 @@ async fn open_feed(
     graph: Arc<dyn GraphView>,
     posts: Arc<dyn PostSource>,
 ) -> anyhow::Result<(Arc<dyn store::TimelineStore>, Arc<dyn hotset::HotSet>, Arc<Feed>)> {
-    let store = store::connect(&config.database_url).await?;
-    if config.migrate_on_start {
-        store.migrate().await?;
-    }
+    let store = store::connect(&config.database_url, config.migrate_on_start).await?;
     let hot = hotset::connect(&config.cache_url, config.hot_set_size).await?;
     let feed = Arc::new(Feed::new(Arc::clone(&store), Arc::clone(&hot), graph, posts, config.settings()));
     Ok((store, hot, feed))
@@ -232,7 +229,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
 
 /// Applies the feed store's migrations (`agora migrate`).
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let store = store::connect(&config.database_url).await?;
+    let store = store::connect(&config.database_url, false).await?;
     store.migrate().await?;
     Ok(())
 }

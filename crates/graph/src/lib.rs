@@ -57,11 +57,11 @@ impl Config {
         Ok(Self {
             listen: config::socket_addr(env, "AGORA_GRAPH_LISTEN", "127.0.0.1:50053")?,
             admin_listen: config::socket_addr(env, "AGORA_GRAPH_ADMIN_LISTEN", "127.0.0.1:9103")?,
-            database_url: config::url(
+            database_url: agora_store::database_url(
                 env,
                 "AGORA_GRAPH_DATABASE_URL",
                 &format!("sqlite://{data_dir}/graph.db"),
-                &["postgres", "postgresql", "sqlite"],
+                true,
             )?,
             bus_url: agora_events::bus_url(env)?,
             public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080")
@@ -104,10 +104,7 @@ impl GraphService {
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
         agora_kit::metrics::install();
-        let store = store::connect(&config.database_url).await?;
-        if config.migrate_on_start {
-            store.migrate().await?;
-        }
+        let store = store::connect(&config.database_url, config.migrate_on_start).await?;
         bus.ensure_topics(&[TOPIC.to_owned()]).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not ensure topic {TOPIC}; the relay will retry publishing");
         });
@@ -149,7 +146,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
 
 /// Applies the graph store's migrations (`agora migrate`).
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let store = store::connect(&config.database_url).await?;
+    let store = store::connect(&config.database_url, false).await?;
     store.migrate().await?;
     Ok(())
 }

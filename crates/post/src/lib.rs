@@ -65,11 +65,11 @@ impl Config {
         Ok(Self {
             listen: config::socket_addr(env, "AGORA_POST_LISTEN", "127.0.0.1:50052")?,
             admin_listen: config::socket_addr(env, "AGORA_POST_ADMIN_LISTEN", "127.0.0.1:9102")?,
-            database_url: config::url(
+            database_url: agora_store::database_url(
                 env,
                 "AGORA_POST_DATABASE_URL",
                 &format!("sqlite://{data_dir}/post.db"),
-                &["postgres", "postgresql", "sqlite"],
+                false,
             )?,
             bus_url: agora_events::bus_url(env)?,
             public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080")

@@ -9,6 +9,9 @@
 //!
 //! It knows no service's tables and never decides what a unit of work contains.
 
+#[cfg(feature = "scylla")]
+pub mod scylla;
+
 use std::str::FromStr as _;
 use std::time::Duration;
 
@@ -37,6 +40,25 @@ pub async fn sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
         std::fs::create_dir_all(parent)?;
     }
     SqlitePoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect_with(opts).await
+}
+
+/// A store's URL setting (`key`, e.g. `AGORA_GRAPH_DATABASE_URL`): `postgres://`, `sqlite://`, and
+/// for the stores that can live on ScyllaDB also `scylla://` (checked here, so a malformed one
+/// stops start-up with a message naming the variable).
+pub fn database_url(
+    env: &dyn agora_kit::config::Env,
+    key: &str,
+    default: &str,
+    scylla: bool,
+) -> Result<String, agora_kit::config::ConfigError> {
+    let schemes: &[&str] =
+        if scylla { &["postgres", "postgresql", "sqlite", "scylla"] } else { &["postgres", "postgresql", "sqlite"] };
+    let url = agora_kit::config::url(env, key, default, schemes)?;
+    #[cfg(feature = "scylla")]
+    if url.starts_with("scylla://") {
+        scylla::ScyllaSettings::parse(&url).map_err(|e| agora_kit::config::ConfigError::new(key, &url, e))?;
+    }
+    Ok(url)
 }
 
 fn lost(e: tokio::task::JoinError) -> sqlx::Error {

@@ -69,6 +69,30 @@ pub async fn fresh_postgres_database(admin_url: &str) -> anyhow::Result<String> 
     Ok(url.to_string())
 }
 
+/// A store URL for a keyspace of its own on the ScyllaDB (or Cassandra) node of `base`
+/// (`scylla://host:port`): every test gets an empty keyspace, created by the store on first use.
+pub fn fresh_scylla_keyspace(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    format!("{base}/t{:016x}?replication_factor=1", rand::random::<u64>())
+}
+
+/// Waits until `ping` succeeds (a store connecting and migrating in the background), at most 60 s.
+pub async fn wait_until_ready<F, Fut, E>(mut ping: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match ping().await {
+            Ok(()) => return Ok(()),
+            Err(e) if std::time::Instant::now() > deadline => anyhow::bail!("not ready after 60 s: {e}"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Builds a platform: which services, on which backend, where.
 pub struct PlatformBuilder {
     backend: Backend,

@@ -55,11 +55,11 @@ impl Config {
         Ok(Self {
             listen: config::socket_addr(env, "AGORA_USER_LISTEN", "127.0.0.1:50051")?,
             admin_listen: config::socket_addr(env, "AGORA_USER_ADMIN_LISTEN", "127.0.0.1:9101")?,
-            database_url: config::url(
+            database_url: agora_store::database_url(
                 env,
                 "AGORA_USER_DATABASE_URL",
                 &format!("sqlite://{data_dir}/user.db"),
-                &["postgres", "postgresql", "sqlite"],
+                false,
             )?,
             bus_url: agora_events::bus_url(env)?,
             public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080")

@@ -2,6 +2,7 @@
 //! Everything in it is derived from post and graph events and can be rebuilt. Every backend
 //! passes the conformance suite in `tests/it/store.rs`.
 
+mod scylla;
 mod sql;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use async_trait::async_trait;
 
 use crate::domain::{Entry, EntryFilter, Marker, StatusFacts, TagUse, Window};
 
+pub use scylla::ScyllaTimelineStore;
 pub use sql::{PgTimelineStore, SqliteTimelineStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -145,14 +147,23 @@ pub trait TimelineStore: Send + Sync + 'static {
     -> StoreResult<Marker>;
 }
 
-/// Opens the store named by `url`. SQLite files and their directory are created if missing.
-pub async fn connect(url: &str) -> StoreResult<Arc<dyn TimelineStore>> {
-    match url.split_once("://").map(|(s, _)| s) {
-        Some("postgres") | Some("postgresql") => Ok(Arc::new(PgTimelineStore::connect(url).await?)),
-        Some("sqlite") => Ok(Arc::new(SqliteTimelineStore::connect(url).await?)),
-        _ => Err(StoreError::Unavailable(format!(
-            "unsupported feed store url scheme in {} (postgres://, sqlite://)",
-            agora_kit::config::redact_url(url)
-        ))),
+/// Opens the store named by `url`, migrating it first when `migrate_on_start`. SQLite files and
+/// their directory are created if missing. A ScyllaDB store returns at once and connects (and
+/// migrates) in the background, so a cluster that is down makes the service not ready, not dead.
+pub async fn connect(url: &str, migrate_on_start: bool) -> StoreResult<Arc<dyn TimelineStore>> {
+    let store: Arc<dyn TimelineStore> = match url.split_once("://").map(|(s, _)| s) {
+        Some("postgres") | Some("postgresql") => Arc::new(PgTimelineStore::connect(url).await?),
+        Some("sqlite") => Arc::new(SqliteTimelineStore::connect(url).await?),
+        Some("scylla") => return Ok(Arc::new(ScyllaTimelineStore::open(url, migrate_on_start)?)),
+        _ => {
+            return Err(StoreError::Unavailable(format!(
+                "unsupported feed store url scheme in {} (postgres://, sqlite://, scylla://)",
+                agora_kit::config::redact_url(url)
+            )));
+        }
+    };
+    if migrate_on_start {
+        store.migrate().await?;
     }
+    Ok(store)
 }

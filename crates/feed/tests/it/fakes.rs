@@ -149,8 +149,7 @@ impl World {
         let dir = agora_testkit::tempdir().unwrap();
         let url = format!("sqlite://{}/feed.db", dir.0.display());
         std::mem::forget(dir); // the file must outlive the store
-        let store = agora_feed::store::connect(&url).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = agora_feed::store::connect(&url, true).await.unwrap();
         let hot = agora_feed::hotset::connect("memory://", settings.hot_set_size).await.unwrap();
         let graph = Arc::new(FakeGraph::default());
         let posts = Arc::new(FakePosts::default());

@@ -1,9 +1,11 @@
-//! The graph store port and the choice of backend by URL scheme (`postgres://`, `sqlite://`).
+//! The graph store port and the choice of backend by URL scheme (`postgres://`, `sqlite://`,
+//! `scylla://`).
 //! Every backend passes the conformance suite in `tests/it/store.rs`.
 //!
 //! Every write is one transaction that also writes the event of each change it made to the
 //! outbox, and returns those changes; a write that changes nothing writes no event.
 
+mod scylla;
 mod sql;
 
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use crate::domain::{
     Counts, Entry, FamiliarFollowers, FilterSet, FollowerIds, GraphChange, NewFollow, NewMute, Relationship, Suggestion,
 };
 
+pub use scylla::ScyllaGraphStore;
 pub use sql::{PgGraphStore, SqliteGraphStore};
 
 /// Why a write was refused.
@@ -149,14 +152,23 @@ pub trait GraphStore: Send + Sync + 'static {
     async fn counts(&self, ids: &[i64]) -> StoreResult<Vec<Counts>>;
 }
 
-/// Opens the store named by `url`. SQLite files and their directory are created if missing.
-pub async fn connect(url: &str) -> StoreResult<Arc<dyn GraphStore>> {
-    match url.split_once("://").map(|(s, _)| s) {
-        Some("postgres") | Some("postgresql") => Ok(Arc::new(PgGraphStore::connect(url).await?)),
-        Some("sqlite") => Ok(Arc::new(SqliteGraphStore::connect(url).await?)),
-        _ => Err(StoreError::Unavailable(format!(
-            "unsupported graph store url scheme in {} (postgres://, sqlite://)",
-            agora_kit::config::redact_url(url)
-        ))),
+/// Opens the store named by `url`, migrating it first when `migrate_on_start`. SQLite files and
+/// their directory are created if missing. A ScyllaDB store returns at once and connects (and
+/// migrates) in the background, so a cluster that is down makes the service not ready, not dead.
+pub async fn connect(url: &str, migrate_on_start: bool) -> StoreResult<Arc<dyn GraphStore>> {
+    let store: Arc<dyn GraphStore> = match url.split_once("://").map(|(s, _)| s) {
+        Some("postgres") | Some("postgresql") => Arc::new(PgGraphStore::connect(url).await?),
+        Some("sqlite") => Arc::new(SqliteGraphStore::connect(url).await?),
+        Some("scylla") => return Ok(ScyllaGraphStore::open(url, migrate_on_start)?),
+        _ => {
+            return Err(StoreError::Unavailable(format!(
+                "unsupported graph store url scheme in {} (postgres://, sqlite://, scylla://)",
+                agora_kit::config::redact_url(url)
+            )));
+        }
+    };
+    if migrate_on_start {
+        store.migrate().await?;
     }
+    Ok(store)
 }

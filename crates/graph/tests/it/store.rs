@@ -1,5 +1,6 @@
-//! The graph-store conformance suite. Every case runs on SQLite and on PostgreSQL
-//! (`AGORA_TEST_POSTGRES_URL`); a new backend adds one line to `backends!`.
+//! The graph-store conformance suite. Every case runs on SQLite, on PostgreSQL
+//! (`AGORA_TEST_POSTGRES_URL`) and on ScyllaDB's protocol (`AGORA_TEST_SCYLLA_URL`, Cassandra here);
+//! a new backend adds one line to `backends!`.
 
 use std::sync::Arc;
 
@@ -481,7 +482,7 @@ async fn sqlite() -> Option<Arc<dyn GraphStore>> {
     let dir = agora_testkit::tempdir().unwrap();
     let url = format!("sqlite://{}/graph.db", dir.0.display());
     std::mem::forget(dir); // the file must outlive the store; the OS temp dir is cleaned anyway
-    let s = store::connect(&url).await.unwrap();
+    let s = store::connect(&url, false).await.unwrap();
     s.migrate().await.unwrap();
     Some(s)
 }
@@ -489,14 +490,23 @@ async fn sqlite() -> Option<Arc<dyn GraphStore>> {
 async fn postgres() -> Option<Arc<dyn GraphStore>> {
     let admin = agora_testkit::test_server("AGORA_TEST_POSTGRES_URL")?;
     let url = agora_testkit::fresh_postgres_database(&admin).await.unwrap();
-    let s = store::connect(&url).await.unwrap();
+    let s = store::connect(&url, false).await.unwrap();
     s.migrate().await.unwrap();
     s.migrate().await.unwrap(); // migrations are idempotent
     Some(s)
 }
 
+async fn scylla() -> Option<Arc<dyn GraphStore>> {
+    let base = agora_testkit::test_server("AGORA_TEST_SCYLLA_URL")?;
+    let s = store::connect(&agora_testkit::fresh_scylla_keyspace(&base), true).await.unwrap();
+    agora_testkit::wait_until_ready(|| s.ping()).await.unwrap();
+    agora_testkit::wait_until_ready(|| async { s.outbox().backlog().await.map(|_| ()) }).await.unwrap();
+    s.migrate().await.unwrap(); // migrations are idempotent
+    Some(s)
+}
+
 agora_testkit::conformance!(
-    backends: [sqlite, postgres],
+    backends: [sqlite, postgres, scylla],
     cases: [
         following_twice_writes_one_row_and_one_event,
         a_locked_account_gets_requests_it_can_authorize_or_reject,

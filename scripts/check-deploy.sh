@@ -1073,7 +1073,38 @@ def compose():
     return f"valid YAML, {len(services)} services, references resolve", probs
 
 
+def compose_scylla():
+    with open(COMPOSE) as fh:
+        base = yaml.safe_load(fh)
+    with open(os.path.join(ROOT, "deploy", "compose.scylla.yaml")) as fh:
+        over = yaml.safe_load(fh)
+    probs = []
+    services = base.get("services", {})
+    vols = set((base.get("volumes") or {}).keys()) | set((over.get("volumes") or {}).keys())
+    for name, s in over.get("services", {}).items():
+        if name not in services and not s.get("image"):
+            probs.append(f"{name}: overrides a service compose.yaml lacks")
+        for dep in (s.get("depends_on") or {}):
+            if dep not in services and dep not in over["services"]:
+                probs.append(f"{name}: depends_on unknown service {dep}")
+        for v in s.get("volumes", []):
+            src = v.split(":", 1)[0]
+            if src not in vols:
+                probs.append(f"{name}: volume {src} is not declared")
+        for k, v in (s.get("environment") or {}).items():
+            if k.endswith("_DATABASE_URL") and not re.fullmatch(r"scylla://[a-z0-9.-]+:\d+(,[a-z0-9.-]+:\d+)*/[a-z_][a-z0-9_]*(\?.*)?", str(v)):
+                probs.append(f"{name}: {k}={v} is not a scylla://host:port/keyspace URL")
+    urls = {k: v for s in over["services"].values() for k, v in (s.get("environment") or {}).items()}
+    for k in ("AGORA_GRAPH_DATABASE_URL", "AGORA_FEED_DATABASE_URL"):
+        if k not in (over["services"].get("agora-migrate", {}).get("environment") or {}):
+            probs.append(f"agora-migrate lacks {k} on ScyllaDB")
+        if k not in urls:
+            probs.append(f"no ScyllaDB {k}")
+    return "override resolves against compose.yaml; graph and feed (and their migrations) on ScyllaDB", probs
+
+
 check("compose file (deploy/compose.yaml)", compose)
+check("compose override (deploy/compose.scylla.yaml)", compose_scylla)
 
 # ------------------------------------------------------------- dockerfile ---
 DOCKERFILE = os.path.join(ROOT, "deploy", "Dockerfile")

@@ -339,7 +339,7 @@ request_timeout: 10000ms
 # Tests create and drop many small keyspaces; snapshots of dropped tables only fill the disk.
 auto_snapshot: false
 EOF
-    exec java "-Xms$CASSANDRA_HEAP" "-Xmx$CASSANDRA_HEAP" -Xss512k -XX:+UseG1GC -XX:ParallelGCThreads=2 -XX:TieredStopAtLevel=1 \
+    exec java "-Xms$CASSANDRA_HEAP" "-Xmx$CASSANDRA_HEAP" -Xss512k -XX:+UseG1GC -XX:ParallelGCThreads=2 -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError \
         "${CASSANDRA_JAVA17_OPTS[@]}" -Djdk.attach.allowAttachSelf=true -Dcassandra-foreground=yes \
         "-Dcassandra.config=file://$dir/cassandra.yaml" "-Dlogback.configurationFile=$libs/logback.xml" \
         "-Dcassandra.storagedir=$dir/data" -Dcassandra.ring_delay_ms=0 -Dcassandra.skip_wait_for_gossip_to_settle=0 \

@@ -3,12 +3,12 @@
 #
 #   a. install what is missing (apt, pip, npm's buf into ~/.cache/agora/tools)
 #   b. buf lint (and buf breaking against the main branch, when there is one with proto/)
-#   c. cargo build --workspace --all-targets       (CARGO_TARGET_DIR defaults to ~/.cache/agora/target)
-#   d. scripts/infra.sh up                          (private PostgreSQL, Redis, Kafka, S3, OpenSearch)
+#   c. scripts/infra.sh up                          (private PostgreSQL, Redis, Kafka, Cassandra, S3, OpenSearch)
+#   d. cargo build --workspace --all-targets       (CARGO_TARGET_DIR defaults to ~/.cache/agora/target)
 #   e. cargo nextest run --workspace + doctests     (reads the AGORA_TEST_* variables)
-#   f. the Mastodon.py end-to-end suite (crates/gateway/e2e) against two deployment shapes:
-#      "dev" (agora dev, everything embedded) and "services" (one process per service on the real
-#      servers); between them, scripts/fuzz.sh (schemathesis from the served OpenAPI document)
+#   f. the Mastodon.py end-to-end suite (crates/gateway/e2e) against three deployment shapes:
+#      "dev" (agora dev, everything embedded), "services-postgres" (one process per service on the
+#      real servers) and "services-cassandra" (the same with graph and feed on Cassandra); between them, scripts/fuzz.sh (schemathesis from the served OpenAPI document)
 #      against a fresh agora dev
 #   g. scripts/check-deploy.sh, when present
 #   h. a summary with the time of every step; non-zero exit if anything failed
@@ -250,29 +250,37 @@ step_fuzz() {
     return "$rc"
 }
 
+# step_e2e_services [postgres|cassandra]: one process per service on the real servers; with
+# cassandra, the graph and feed stores are on the Cassandra node (ScyllaDB's protocol).
 step_e2e_services() {
-    local b
+    local stores=${1:-postgres} b
     for b in agora agora-user agora-post agora-graph agora-feed agora-gateway; do
         [[ -x $BIN/$b ]] || { warn "$BIN/$b was not built"; return 1; }
     done
-    local dir=$WORK/e2e-services rc=0 svc base ports pids=() logs=() pid
+    local dir=$WORK/e2e-services-$stores rc=0 svc base ports pids=() logs=() pid db
     mkdir -p "$dir" || return 1
     # gRPC + admin port for each of user, post, graph, feed; HTTP + admin for the gateway.
     read -r -a ports < <(free_ports 10) || return 1
     base=${AGORA_TEST_POSTGRES_URL%/*}
     for svc in user post graph feed; do
-        log "creating database agora_e2e_$svc"
-        psql "$AGORA_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -q -c "CREATE DATABASE agora_e2e_$svc" || return 1
+        db=agora_e2e_${stores}_$svc
+        log "creating database $db"
+        psql "$AGORA_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -q -c "CREATE DATABASE $db" || return 1
     done
+    local graph_db=$base/agora_e2e_${stores}_graph feed_db=$base/agora_e2e_${stores}_feed
+    if [[ $stores == cassandra ]]; then
+        graph_db="$AGORA_TEST_SCYLLA_URL/agora_e2e_graph?replication_factor=1"
+        feed_db="$AGORA_TEST_SCYLLA_URL/agora_e2e_feed?replication_factor=1"
+    fi
     local public=http://127.0.0.1:${ports[8]}
     # Everything the processes share; each then gets its own listen addresses.
     local common=(
-        AGORA_BUS_URL="$AGORA_TEST_KAFKA_URL?session_timeout_ms=2000"
+        AGORA_BUS_URL="$AGORA_TEST_KAFKA_URL?session_timeout_ms=2000&namespace=e2e$stores"
         AGORA_PUBLIC_URL="$public"
-        AGORA_USER_DATABASE_URL="$base/agora_e2e_user"
-        AGORA_POST_DATABASE_URL="$base/agora_e2e_post"
-        AGORA_GRAPH_DATABASE_URL="$base/agora_e2e_graph"
-        AGORA_FEED_DATABASE_URL="$base/agora_e2e_feed"
+        AGORA_USER_DATABASE_URL="$base/agora_e2e_${stores}_user"
+        AGORA_POST_DATABASE_URL="$base/agora_e2e_${stores}_post"
+        AGORA_GRAPH_DATABASE_URL="$graph_db"
+        AGORA_FEED_DATABASE_URL="$feed_db"
         AGORA_FEED_CACHE_URL="$AGORA_TEST_REDIS_URL"
         AGORA_GATEWAY_RATE_LIMIT_URL="$AGORA_TEST_REDIS_URL"
         AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32
@@ -312,7 +320,7 @@ step_e2e_services() {
         wait_ready "$url" "$(IFS=,; echo "${pids[*]}")" || { ready=0; break; }
     done
     if ((ready)); then
-        run_pytest services "$public" || rc=$?
+        run_pytest "services-$stores" "$public" || rc=$?
     else
         warn "the services shape did not become ready"
         rc=1
@@ -342,11 +350,12 @@ fmt_secs() { # microseconds -> "12.3s"
     printf '%d.%ds' $((us / 1000000)) $((us / 100000 % 10))
 }
 
-run_step() { # TITLE FUNCTION
+run_step() { # TITLE FUNCTION [ARG...]
     local title=$1 fn=$2 t0 rc=0
+    shift 2
     printf '\n==> %s\n' "$title"
     t0=${EPOCHREALTIME/[.,]/}
-    "$fn" || rc=$?
+    "$fn" "$@" || rc=$?
     STEP_NAMES+=("$title")
     STEP_TIMES+=("$(fmt_secs $((${EPOCHREALTIME/[.,]/} - t0)))")
     if ((rc == 0)); then
@@ -388,22 +397,21 @@ main() {
         exit 1
     fi
     run_step "proto: buf lint / buf breaking" step_proto || true
+    # The servers first: the JVMs (Kafka, Cassandra) start while the build runs.
+    run_step "infra: scripts/infra.sh up" step_infra && infra=1
     run_step "cargo build --workspace --all-targets" step_build && built=1
-    if ((built)); then
-        run_step "infra: scripts/infra.sh up" step_infra && infra=1
-    else
-        skip_step "infra: scripts/infra.sh up" "the build failed"
-    fi
     if ((built && infra)); then
         run_step "cargo nextest run --workspace" step_cargo_test || true
         run_step "e2e: shape dev" step_e2e_dev || true
         run_step "fuzz: schemathesis against agora dev" step_fuzz || true
-        run_step "e2e: shape services" step_e2e_services || true
+        run_step "e2e: shape services on PostgreSQL" step_e2e_services postgres || true
+        run_step "e2e: shape services, graph and feed on Cassandra" step_e2e_services cassandra || true
     else
         skip_step "cargo nextest run --workspace" "the build or the servers failed"
         skip_step "e2e: shape dev" "the build or the servers failed"
         skip_step "fuzz: schemathesis against agora dev" "the build or the servers failed"
-        skip_step "e2e: shape services" "the build or the servers failed"
+        skip_step "e2e: shape services on PostgreSQL" "the build or the servers failed"
+        skip_step "e2e: shape services, graph and feed on Cassandra" "the build or the servers failed"
     fi
     run_step "deploy checks: scripts/check-deploy.sh" step_check_deploy || true
     summary

@@ -24,8 +24,9 @@ use tonic::transport::Channel;
 pub enum Backend {
     /// SQLite files in a data directory, the embedded durable bus (`bus.db`), in-memory rate limits.
     Embedded,
-    /// Real servers: a fresh database is created on `postgres_url` for each platform.
-    Real { postgres_url: String, redis_url: String, kafka_url: String },
+    /// Real servers: a fresh database is created on `postgres_url` for each platform; with
+    /// `scylla_url`, the graph and feed stores live in fresh keyspaces there instead.
+    Real { postgres_url: String, redis_url: String, kafka_url: String, scylla_url: Option<String> },
 }
 
 impl Backend {
@@ -37,7 +38,19 @@ impl Backend {
             postgres_url: get("AGORA_TEST_POSTGRES_URL")?,
             redis_url: get("AGORA_TEST_REDIS_URL")?,
             kafka_url: get("AGORA_TEST_KAFKA_URL")?,
+            scylla_url: None,
         })
+    }
+
+    /// [`Self::real_from_env`] with the graph and feed stores on `AGORA_TEST_SCYLLA_URL`.
+    pub fn real_with_scylla_from_env() -> Option<Self> {
+        let scylla = std::env::var("AGORA_TEST_SCYLLA_URL").ok().filter(|v| !v.is_empty())?;
+        match Self::real_from_env()? {
+            Backend::Real { postgres_url, redis_url, kafka_url, .. } => {
+                Some(Backend::Real { postgres_url, redis_url, kafka_url, scylla_url: Some(scylla) })
+            }
+            Backend::Embedded => None,
+        }
     }
 }
 
@@ -171,10 +184,13 @@ impl PlatformBuilder {
                 let bus = format!("sqlite://{}/bus.db", dir.display());
                 ([db("user"), db("post"), db("graph"), db("feed")], bus, "memory://".to_owned())
             }
-            Backend::Real { postgres_url, redis_url, kafka_url } => {
+            Backend::Real { postgres_url, redis_url, kafka_url, scylla_url } => {
                 let mut dbs = Vec::new();
-                for _ in 0..4 {
-                    dbs.push(fresh_postgres_database(postgres_url).await?);
+                for service in ["user", "post", "graph", "feed"] {
+                    dbs.push(match scylla_url {
+                        Some(base) if service == "graph" || service == "feed" => fresh_scylla_keyspace(base),
+                        _ => fresh_postgres_database(postgres_url).await?,
+                    });
                 }
                 // Platforms sharing one broker must not consume each other's events.
                 let sep = if kafka_url.contains('?') { '&' } else { '?' };

@@ -14,6 +14,7 @@ pub fn free_port() -> u16 {
 
 pub struct Proc {
     pub name: String,
+    program: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
     log: PathBuf,
@@ -22,22 +23,39 @@ pub struct Proc {
 
 impl Proc {
     pub fn new(name: &str, args: &[&str], env: &[(String, String)], log_dir: &Path) -> Self {
+        Self::new_command(name, AGORA, args, log_dir).with_env(env)
+    }
+
+    /// Any program (a test server's launcher, say) run the same way.
+    pub fn new_command(name: &str, program: &str, args: &[&str], log_dir: &Path) -> Self {
         Self {
             name: name.to_owned(),
+            program: program.to_owned(),
             args: args.iter().map(|s| s.to_string()).collect(),
-            env: env.to_vec(),
+            env: Vec::new(),
             log: log_dir.join(format!("{name}.log")),
             child: None,
         }
     }
 
+    fn with_env(mut self, env: &[(String, String)]) -> Self {
+        self.env = env.to_vec();
+        self
+    }
+
+    /// Still running (it has not exited on its own).
+    pub fn running_ok(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut cmd = Command::new(AGORA);
+        let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
             .env("AGORA_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

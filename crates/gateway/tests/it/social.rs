@@ -167,3 +167,26 @@ async fn a_hidden_status_costs_what_a_missing_one_costs() {
     }
     p.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_outage_mid_burst_loses_nothing_on_kafka_and_cassandra() {
+    let Some(backend) = Backend::real_with_scylla_from_env() else {
+        let _ = agora_testkit::test_server("AGORA_TEST_SCYLLA_URL");
+        return;
+    };
+    let p = builder(backend).start().await.unwrap();
+    // The graph and feed stores connect to Cassandra in the background: wait for readiness.
+    for h in &p.health {
+        let h = h.clone();
+        agora_testkit::wait_until_ready(|| {
+            let h = h.clone();
+            async move {
+                let f = h.failures().await;
+                if f.is_empty() { Ok(()) } else { Err(f.join("; ")) }
+            }
+        })
+        .await
+        .unwrap();
+    }
+    feed_outage_mid_burst(p).await;
+}

@@ -3,6 +3,7 @@
 #
 #   scripts/bench.sh dev       [USERS]   # agora dev (SQLite, in-process bus, in-memory hot set)
 #   scripts/bench.sh services  [USERS]   # one process per service on PostgreSQL + Redis + Kafka
+#   scripts/bench.sh services-scylla [USERS]  # the same with graph and feed on ScyllaDB (Cassandra here)
 #
 # Release binaries are built first. Results (tables, JSON, SVG plots, server logs) go to
 # bench-results/<shape>-<date>/. Rate limits are switched off for the run: the load generator
@@ -64,7 +65,7 @@ dev)
     PIDS+=($!)
     wait_ready "$URL/readyz" || exit 1
     ;;
-services)
+services | services-scylla)
     # Servers already named by AGORA_TEST_* (e.g. from `scripts/infra.sh up`) are reused.
     if [[ -z ${AGORA_TEST_POSTGRES_URL:-} ]]; then
         "$REPO/scripts/infra.sh" up >"$OUT/infra.log" 2>&1 || { log "infra failed"; exit 1; }
@@ -78,15 +79,20 @@ services)
         AGORA_PUBLIC_URL="$URL" AGORA_FEED_CACHE_URL="$AGORA_TEST_REDIS_URL"
         AGORA_GATEWAY_RATE_LIMIT_URL="$AGORA_TEST_REDIS_URL" AGORA_GATEWAY_LISTEN="127.0.0.1:$PORT")
     for svc in user post graph feed; do
-        psql "$AGORA_TEST_POSTGRES_URL" -q -c "CREATE DATABASE bench_${svc}_$suffix" || exit 1
         up=${svc^^}
+        if [[ $SHAPE == services-scylla && ($svc == graph || $svc == feed) ]]; then
+            common+=("AGORA_${up}_DATABASE_URL=$AGORA_TEST_SCYLLA_URL/bench_${svc}_$suffix?replication_factor=1")
+            continue
+        fi
+        psql "$AGORA_TEST_POSTGRES_URL" -q -c "CREATE DATABASE bench_${svc}_$suffix" || exit 1
         common+=("AGORA_${up}_DATABASE_URL=$base/bench_${svc}_$suffix")
     done
-    declare -A grpc
+    declare -A grpc admin
     for svc in user post graph feed gateway; do
         up=${svc^^}
         [[ $svc == gateway ]] || { grpc[$svc]=$(free_port); common+=("AGORA_${up}_LISTEN=127.0.0.1:${grpc[$svc]}"); }
-        common+=("AGORA_${up}_ADMIN_LISTEN=127.0.0.1:$(free_port)")
+        admin[$svc]=$(free_port)
+        common+=("AGORA_${up}_ADMIN_LISTEN=127.0.0.1:${admin[$svc]}")
     done
     for svc in post graph feed gateway; do
         for peer in user post graph feed; do
@@ -97,10 +103,12 @@ services)
         env "${common[@]}" "$BIN/agora-$svc" >"$OUT/agora-$svc.log" 2>&1 &
         PIDS+=($!)
     done
-    wait_ready "$URL/readyz" || exit 1
+    for svc in user graph post feed gateway; do
+        wait_ready "http://127.0.0.1:${admin[$svc]}/readyz" || exit 1
+    done
     ;;
 *)
-    echo "usage: $0 dev|services [USERS]" >&2
+    echo "usage: $0 dev|services|services-scylla [USERS]" >&2
     exit 2
     ;;
 esac

@@ -142,31 +142,34 @@ ensure_deps() {
     cassandra_libs >/dev/null
 }
 
-# kafka_libs: prints the directory holding Apache Kafka's jars, fetching them from Maven Central
-# (once per machine, into $TOOLS_DIR) when missing.
+# maven_fetch DIR NAME EXCLUDES GROUP:ARTIFACT:VERSION...: the jars of those artifacts and their
+# runtime dependencies, copied from Maven Central into DIR/libs (once per machine: DIR/.complete).
+maven_fetch() {
+    local dir=$1 name=$2 excludes=$3 deps="" coord g a v
+    shift 3
+    [[ -f $dir/.complete ]] && return 0
+    command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
+    command -v mvn >/dev/null 2>&1 || apt_install maven
+    log "fetching $name from Maven Central into $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    for coord in "$@"; do
+        IFS=: read -r g a v <<<"$coord"
+        deps+="<dependency><groupId>$g</groupId><artifactId>$a</artifactId><version>$v</version></dependency>"
+    done
+    printf '%s\n' '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>' \
+        '<groupId>agora.tools</groupId><artifactId>server</artifactId><version>1</version><packaging>pom</packaging>' \
+        "<dependencies>$deps</dependencies></project>" >"$dir/pom.xml"
+    (cd "$dir" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=libs -DincludeScope=runtime \
+        "-DexcludeArtifactIds=$excludes") >&2 || die "could not fetch $name from Maven Central"
+}
+
+# kafka_libs: prints the directory holding Apache Kafka's jars and logging configuration.
 kafka_libs() {
     local dir=$TOOLS_DIR/kafka-$KAFKA_VERSION
     if [[ ! -f $dir/.complete ]]; then
-        command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
-        command -v mvn >/dev/null 2>&1 || apt_install maven
-        log "fetching Apache Kafka $KAFKA_VERSION from Maven Central into $dir"
-        rm -rf "$dir"
-        mkdir -p "$dir"
-        cat >"$dir/pom.xml" <<EOF
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>agora.tools</groupId>
-  <artifactId>kafka-server</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>2.25.5</version></dependency>
-  </dependencies>
-</project>
-EOF
-        (cd "$dir" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=libs -DincludeScope=runtime \
-            -DexcludeArtifactIds=slf4j-reload4j,reload4j) >&2 || die "could not fetch Apache Kafka from Maven Central"
+        maven_fetch "$dir" "Apache Kafka $KAFKA_VERSION" slf4j-reload4j,reload4j \
+            "org.apache.kafka:kafka_2.13:$KAFKA_VERSION" org.apache.logging.log4j:log4j-slf4j-impl:2.25.5
         cat >"$dir/log4j2.properties" <<'EOF'
 status = error
 appender.out.type = Console
@@ -229,30 +232,12 @@ EOF
     exec "${java[@]}" kafka.Kafka "$dir/server.properties"
 }
 
-# cassandra_libs: prints the directory holding Apache Cassandra's jars, fetching them from Maven
-# Central (once per machine, into $TOOLS_DIR) when missing.
+# cassandra_libs: prints the directory holding Apache Cassandra's jars and logging configuration.
 cassandra_libs() {
     local dir=$TOOLS_DIR/cassandra-$CASSANDRA_VERSION
     if [[ ! -f $dir/.complete ]]; then
-        command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
-        command -v mvn >/dev/null 2>&1 || apt_install maven
-        log "fetching Apache Cassandra $CASSANDRA_VERSION from Maven Central into $dir"
-        rm -rf "$dir"
-        mkdir -p "$dir"
-        cat >"$dir/pom.xml" <<EOF
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>agora.tools</groupId>
-  <artifactId>cassandra-server</artifactId>
-  <version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>org.apache.cassandra</groupId><artifactId>cassandra-all</artifactId><version>$CASSANDRA_VERSION</version></dependency>
-  </dependencies>
-</project>
-EOF
-        (cd "$dir" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=libs -DincludeScope=runtime) >&2 ||
-            die "could not fetch Apache Cassandra from Maven Central"
+        maven_fetch "$dir" "Apache Cassandra $CASSANDRA_VERSION" none \
+            "org.apache.cassandra:cassandra-all:$CASSANDRA_VERSION"
         cat >"$dir/logback.xml" <<'EOF'
 <configuration>
   <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">

@@ -84,6 +84,19 @@ impl Api {
         (name, v["access_token"].as_str().unwrap().to_owned(), v["refresh_token"].as_str().unwrap().to_owned())
     }
 
+    /// `POST /oauth/token` with the password grant of this app, for the caller to add headers
+    /// (a bearer token, `X-Forwarded-For`) before sending.
+    pub fn sign_in(&self, username: &str, password: &str, scope: &str) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}/oauth/token", self.base)).form(&[
+            ("grant_type", "password"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.as_str()),
+            ("username", username),
+            ("password", password),
+            ("scope", scope),
+        ])
+    }
+
     /// `POST /oauth/revoke` for `token` with this client's credentials.
     pub async fn revoke(&self, token: &str) -> reqwest::Response {
         self.http

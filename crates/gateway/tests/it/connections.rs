@@ -164,23 +164,8 @@ async fn rejected_requests_leave_the_connection_usable() {
     let (name, token, _) = api.user().await;
     let bearer = format!("Bearer {token}");
     // A token without write:statuses, for the 403.
-    let read_only: serde_json::Value = api
-        .http
-        .post(format!("{}/oauth/token", api.base))
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", api.client_id.as_str()),
-            ("client_secret", api.client_secret.as_str()),
-            ("username", name.as_str()),
-            ("password", "long enough password"),
-            ("scope", "read"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read_only: serde_json::Value =
+        api.sign_in(&name, "long enough password", "read").send().await.unwrap().json().await.unwrap();
     let read_only = format!("Bearer {}", read_only["access_token"].as_str().unwrap());
     let body = form(100);
     let url_form = ("Content-Type", "application/x-www-form-urlencoded");

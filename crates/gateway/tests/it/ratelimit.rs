@@ -116,14 +116,7 @@ agora_testkit::conformance!(
 );
 
 async fn token_request(api: &Api, bearer: Option<&str>, username: &str, password: &str) -> reqwest::Response {
-    let mut r = api.http.post(format!("{}/oauth/token", api.base)).form(&[
-        ("grant_type", "password"),
-        ("client_id", api.client_id.as_str()),
-        ("client_secret", api.client_secret.as_str()),
-        ("username", username),
-        ("password", password),
-        ("scope", "read"),
-    ]);
+    let mut r = api.sign_in(username, password, "read");
     if let Some(t) = bearer {
         r = r.bearer_auth(t);
     }
@@ -179,16 +172,8 @@ async fn password_guessing_is_slowed_down_but_the_owner_is_not_locked_out() {
 
     // The attacker, from many addresses.
     let guess = async |i: u32, user: &str, password: &str| {
-        api.http
-            .post(format!("{}/oauth/token", api.base))
+        api.sign_in(user, password, "read")
             .header("x-forwarded-for", format!("203.0.113.{}", i % 250))
-            .form(&[
-                ("grant_type", "password"),
-                ("client_id", api.client_id.as_str()),
-                ("client_secret", api.client_secret.as_str()),
-                ("username", user),
-                ("password", password),
-            ])
             .send()
             .await
             .unwrap()

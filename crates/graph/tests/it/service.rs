@@ -358,6 +358,15 @@ fn config_defaults_and_errors_name_the_variable() {
     assert_eq!((c.public_url.as_str(), c.worker_id, c.migrate_on_start), ("https://social.example", 12, false));
     let err = Config::from_env(&MapEnv::new().with("AGORA_GRAPH_DATABASE_URL", "mysql://x")).unwrap_err();
     assert_eq!(err.var, "AGORA_GRAPH_DATABASE_URL");
+    let scylla =
+        Config::from_env(&MapEnv::new().with("AGORA_GRAPH_DATABASE_URL", "scylla://a:9042,b:9042/agora_graph"));
+    assert_eq!(scylla.unwrap().database_url, "scylla://a:9042,b:9042/agora_graph");
+    for bad in
+        ["scylla://a:9042", "scylla://a/graph", "scylla://a:9042/bad-name", "scylla://a:9042/g?replication_factor=0"]
+    {
+        let err = Config::from_env(&MapEnv::new().with("AGORA_GRAPH_DATABASE_URL", bad)).unwrap_err();
+        assert_eq!(err.var, "AGORA_GRAPH_DATABASE_URL", "{bad}");
+    }
     let err = Config::from_env(&MapEnv::new().with("AGORA_GRAPH_LISTEN", "nowhere")).unwrap_err();
     assert_eq!(err.var, "AGORA_GRAPH_LISTEN");
 }

@@ -9,7 +9,11 @@
 # bench-results/<shape>-<date>/. Rate limits are switched off for the run: the load generator
 # registers thousands of accounts from one address. Environment knobs: DURATION (20s),
 # CONNECTIONS (32), MIX_RATE (open-loop rate for the mix), CELEBRITY (followers of the one large
-# account in the fan-out run; 0 skips that run).
+# account in the fan-out run; 0 skips that run), STATE (the agora-bench state file) and DATA_DIR
+# (agora dev's data directory): keep both to reuse one large graph across runs. A `floor` run (an
+# axum handler reading 20 ids from Redis, same load generator) comes first, and summary.txt gives
+# every workload as a fraction of it. AGORA_DEV_BIN runs another agora binary (a build from before a
+# change) in the dev shape.
 set -uo pipefail
 
 SHAPE=${1:-dev}
@@ -61,8 +65,9 @@ URL=http://127.0.0.1:$PORT
 
 case $SHAPE in
 dev)
-    env "${NO_LIMITS[@]}" "$BIN/agora" dev --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >"$OUT/agora-dev.log" 2>&1 &
+    env "${NO_LIMITS[@]}" "${AGORA_DEV_BIN:-$BIN/agora}" dev --listen "127.0.0.1:$PORT" --data-dir "${DATA_DIR:-$WORK/data}" >"$OUT/agora-dev.log" 2>&1 &
     PIDS+=($!)
+    DEV_PID=$!
     wait_ready "$URL/readyz" || exit 1
     ;;
 services | services-scylla)
@@ -113,15 +118,35 @@ services | services-scylla)
     ;;
 esac
 
+# The social graph is built once (by the first workload) and reused by the others. With STATE and
+# DATA_DIR (dev shape) both kept, later runs reuse it too.
+STATE=${STATE:-$WORK/state.json}
+
 run() { # NAME ARGS...
     local name=$1
     shift
     log "$name"
-    "$BIN/agora-bench" --url "$URL" --users "$USERS" --graph power-law --seed 7 --json "$OUT/$name.json" "$@" \
-        2> >(grep -v '^\[' >&2) | tee "$OUT/$name.txt"
+    "$BIN/agora-bench" --url "$URL" --users "$USERS" --graph power-law --seed 7 --state "$STATE" \
+        --json "$OUT/$name.json" "$@" 2> >(grep -v '^\[' >&2) | tee "$OUT/$name.txt"
 }
 
+# The floor: an axum handler reading 20 ids from Redis, driven by the same load generator.
+FLOOR_REDIS=${AGORA_TEST_REDIS_URL:-}
+if [[ -z $FLOOR_REDIS ]]; then
+    rport=$(free_port)
+    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
+    PIDS+=($!)
+    FLOOR_REDIS=redis://127.0.0.1:$rport
+fi
+FLOOR_PORT=$(free_port)
+"$BIN/agora-bench" --serve-floor "127.0.0.1:$FLOOR_PORT" --floor-redis "$FLOOR_REDIS" >"$OUT/floor.log" 2>&1 &
+PIDS+=($!)
+wait_ready "http://127.0.0.1:$FLOOR_PORT/floor" || exit 1
+
 C=(--mode closed --connections "$CONNECTIONS" --duration "$DURATION")
+log floor
+"$BIN/agora-bench" --url "http://127.0.0.1:$FLOOR_PORT" --workload floor "${C[@]}" --json "$OUT/floor.json" \
+    2> >(grep -v '^\[' >&2) | tee "$OUT/floor.txt"
 run read-home-timeline --workload read-home-timeline "${C[@]}" --plot "$OUT/read-home-timeline.svg"
 run read-user-timeline --workload read-user-timeline "${C[@]}" --plot "$OUT/read-user-timeline.svg"
 run compose-post --workload compose-post "${C[@]}" --plot "$OUT/compose-post.svg"
@@ -131,5 +156,23 @@ run fanout --fanout-lag 20 --plot "$OUT/fanout.svg"
 if ((CELEBRITY > 0)); then
     USERS=$((CELEBRITY + 1)) run fanout-celebrity --celebrity-followers "$CELEBRITY" --fanout-lag 10 \
         --plot "$OUT/fanout-celebrity.svg"
+fi
+# One table for the whole run, each workload also as a fraction of the floor measured with it.
+python3 - "$OUT" "$SHAPE" "$USERS" <<'PY' | tee "$OUT/summary.txt"
+import json, pathlib, sys
+out, shape, users = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+rows = ["floor", "read-home-timeline", "read-user-timeline", "compose-post", "mix-closed", "mix-open"]
+data = {r: json.loads((out / f"{r}.json").read_text()) for r in rows if (out / f"{r}.json").exists()}
+floor = data.get("floor", {}).get("success_throughput_rps") or 0
+print(f"shape {shape}, {users} users")
+print(f"{'workload':<20} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'of floor':>9}")
+for r, d in data.items():
+    rps, lat = d["success_throughput_rps"], d["latency_ms"]
+    frac = f"{rps / floor:.3f}" if floor else "-"
+    print(f"{r:<20} {rps:>9.1f} {lat['p50']:>8.2f} {lat['p99']:>8.2f} {d['errors']:>7} {frac:>9}")
+PY
+if [[ -f $OUT/fanout.txt ]]; then sed -n '2,$p' "$OUT/fanout.txt" | tee -a "$OUT/summary.txt"; fi
+if [[ -n ${DEV_PID:-} ]]; then
+    echo "agora dev RSS after the run: $(($(ps -o rss= -p "$DEV_PID") / 1024)) MiB" | tee -a "$OUT/summary.txt"
 fi
 log "results in $OUT"

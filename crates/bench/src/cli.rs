@@ -126,6 +126,22 @@ pub struct Args {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub fanout_timeout: Duration,
 
+    /// Social state file: when it exists, the accounts, tokens, follow graph and seeded statuses
+    /// it names are reused and setup is skipped (the server must hold that data, e.g. the same
+    /// data directory); when it does not, setup runs and writes it. Lets several workloads, or
+    /// several runs, share one large graph.
+    #[arg(long)]
+    pub state: Option<std::path::PathBuf>,
+
+    /// Serve the floor (`GET /floor`: 20 ids from Redis at --floor-redis) on this address instead
+    /// of generating load; measure it with `--workload floor --url http://ADDR`.
+    #[arg(long)]
+    pub serve_floor: Option<std::net::SocketAddr>,
+
+    /// Redis of the floor server.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub floor_redis: String,
+
     /// Write a latency plot (percentile distribution, SVG) to this file.
     #[arg(long)]
     pub plot: Option<std::path::PathBuf>,

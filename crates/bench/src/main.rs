@@ -11,6 +11,7 @@
 
 mod cli;
 mod fanout;
+mod floor;
 mod plot;
 mod progress;
 mod record;
@@ -48,6 +49,10 @@ async fn main() -> ExitCode {
 }
 
 async fn bench(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(listen) = args.serve_floor {
+        floor::serve(listen, &args.floor_redis).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let in_flight = match args.mode {
         Mode::Closed => args.connections as usize,
         Mode::Open => args.open_loop_bound(),
@@ -70,6 +75,7 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
         celebrity_followers: args.celebrity_followers,
         posts_per_user: args.posts_per_user,
         seed,
+        state: args.state.clone(),
     };
     if args.fanout_lag > 0 {
         return fanout_lag(&args, &setup, &social, &target).await;
@@ -135,7 +141,7 @@ async fn fanout_lag(
     social: &SocialOptions,
     target: &run::Target,
 ) -> anyhow::Result<ExitCode> {
-    let state = Social::prepare(setup, social).await.context("setup failed")?;
+    let state = Social::load_or_prepare(setup, social).await.context("setup failed")?;
     let opts = FanoutOptions {
         samples: args.fanout_lag,
         followers: args.fanout_followers as usize,

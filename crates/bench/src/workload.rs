@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use clap::ValueEnum;
 use rand::Rng;
 use rand::rngs::SmallRng;
@@ -72,6 +73,8 @@ pub enum WorkloadKind {
     ReadUserTimeline,
     /// DeathStarBench's mix: 10 % compose-post, 60 % read-home-timeline, 30 % read-user-timeline.
     Mix,
+    /// `GET /floor` on `agora-bench --serve-floor` (20 ids from Redis): the machine's floor.
+    Floor,
 }
 
 /// How the socialNetwork state is built (from the command line).
@@ -82,6 +85,7 @@ pub struct SocialOptions {
     pub celebrity_followers: u32,
     pub posts_per_user: u32,
     pub seed: u64,
+    pub state: Option<std::path::PathBuf>,
 }
 
 impl WorkloadKind {
@@ -92,18 +96,22 @@ impl WorkloadKind {
             WorkloadKind::ReadHomeTimeline => "read-home-timeline",
             WorkloadKind::ReadUserTimeline => "read-user-timeline",
             WorkloadKind::Mix => "mix",
+            WorkloadKind::Floor => "floor",
         }
     }
 
     /// Setup phase: builds whatever server-side state the workload needs.
     pub async fn prepare(self, setup: &Setup, opts: &SocialOptions) -> anyhow::Result<Arc<dyn Workload>> {
+        if self == WorkloadKind::Floor {
+            return Ok(Arc::new(Floor));
+        }
         if self == WorkloadKind::VerifyCredentials {
             let users = setup.register_users().await?;
             let w = VerifyCredentials { users };
             setup.smoke_test(&w).await?;
             return Ok(Arc::new(w));
         }
-        let social = Arc::new(Social::prepare(setup, opts).await?);
+        let social = Arc::new(Social::load_or_prepare(setup, opts).await?);
         self.over(social, setup).await
     }
 
@@ -111,6 +119,7 @@ impl WorkloadKind {
     pub async fn over(self, social: Arc<Social>, setup: &Setup) -> anyhow::Result<Arc<dyn Workload>> {
         let w: Arc<dyn Workload> = match self {
             WorkloadKind::VerifyCredentials => Arc::new(VerifyCredentials { users: social.users.clone() }),
+            WorkloadKind::Floor => Arc::new(Floor),
             WorkloadKind::ComposePost => Arc::new(ComposePost(social)),
             WorkloadKind::ReadHomeTimeline => Arc::new(ReadHomeTimeline(social)),
             WorkloadKind::ReadUserTimeline => Arc::new(ReadUserTimeline(social)),
@@ -142,6 +151,45 @@ pub struct Social {
 }
 
 impl Social {
+    /// The state in `opts.state` when that file exists; otherwise a fresh setup, saved there.
+    pub async fn load_or_prepare(setup: &Setup, opts: &SocialOptions) -> anyhow::Result<Self> {
+        if let Some(path) = &opts.state
+            && path.exists()
+        {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let social = Self::from_json(&serde_json::from_str(&text)?)
+                .with_context(|| format!("{} is not an agora-bench state file", path.display()))?;
+            eprintln!("setup: reusing {} accounts from {}", social.users.len(), path.display());
+            return Ok(social);
+        }
+        let social = Self::prepare(setup, opts).await?;
+        if let Some(path) = &opts.state {
+            std::fs::write(path, social.to_json().to_string())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(social)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "users": self.users.iter().map(|u| serde_json::json!([u.username, u.id, &*u.token])).collect::<Vec<_>>(),
+            "follows": self.graph.follows,
+            "statuses": self.statuses,
+            "celebrity": self.celebrity,
+        })
+    }
+
+    fn from_json(v: &serde_json::Value) -> anyhow::Result<Self> {
+        let field = |k: &str| v.get(k).cloned().ok_or_else(|| anyhow::anyhow!("missing {k}"));
+        let users: Vec<(String, String, String)> = serde_json::from_value(field("users")?)?;
+        let follows: Vec<Vec<u32>> = serde_json::from_value(field("follows")?)?;
+        let statuses: Vec<Vec<String>> = serde_json::from_value(field("statuses")?)?;
+        let celebrity: Option<usize> = serde_json::from_value(field("celebrity")?)?;
+        anyhow::ensure!(follows.len() == users.len() && statuses.len() == users.len(), "inconsistent lengths");
+        let users = users.into_iter().map(|(username, id, token)| User { username, id, token: token.into() }).collect();
+        Ok(Self::new(users, FollowGraph { follows }, statuses, celebrity))
+    }
+
     pub async fn prepare(setup: &Setup, opts: &SocialOptions) -> anyhow::Result<Self> {
         let users = setup.register_users().await?;
         let n = users.len();
@@ -286,6 +334,15 @@ impl Workload for VerifyCredentials {
     fn request(&self, rng: &mut SmallRng) -> Operation {
         let user = &self.users[rng.random_range(0..self.users.len())];
         Operation::get("/api/v1/accounts/verify_credentials").bearer(&user.token)
+    }
+}
+
+/// The floor server's one request.
+pub struct Floor;
+
+impl Workload for Floor {
+    fn request(&self, _: &mut SmallRng) -> Operation {
+        Operation::get("/floor")
     }
 }
 

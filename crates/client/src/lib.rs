@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_kit::Shutdown;
+use agora_kit::grpc::Channel;
 use agora_kit::jwt::{Claims, KeySource, PublicKey, Revocation, Verifier};
 use agora_proto::user::v1 as pb;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use futures::future::BoxFuture;
-use tonic::transport::Channel;
 
 /// The `aud` of every access token the user service issues.
 pub const AUDIENCE: &str = "agora";

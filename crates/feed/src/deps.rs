@@ -3,8 +3,8 @@
 //! account's statuses, for rebuilds). The gRPC adapters forward the viewer's token where the
 //! question is asked on their behalf.
 
+use agora_kit::grpc::Channel;
 use async_trait::async_trait;
-use tonic::transport::Channel;
 
 use agora_proto::events::v1::StatusPosted;
 use agora_proto::graph::v1 as gpb;

@@ -85,9 +85,9 @@ impl Config {
             public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080")
                 .trim_end_matches('/')
                 .to_owned(),
-            user_url: config::url(env, "AGORA_FEED_USER_URL", "http://127.0.0.1:50051", &["http", "https"])?,
-            graph_url: config::url(env, "AGORA_FEED_GRAPH_URL", "http://127.0.0.1:50053", &["http", "https"])?,
-            post_url: config::url(env, "AGORA_FEED_POST_URL", "http://127.0.0.1:50052", &["http", "https"])?,
+            user_url: config::service_url(env, "AGORA_FEED_USER_URL", "http://127.0.0.1:50051")?,
+            graph_url: config::service_url(env, "AGORA_FEED_GRAPH_URL", "http://127.0.0.1:50053")?,
+            post_url: config::service_url(env, "AGORA_FEED_POST_URL", "http://127.0.0.1:50052")?,
             hot_set_size,
             large_account_followers: config::parse(env, "AGORA_FEED_LARGE_ACCOUNT_FOLLOWERS", 10_000)?,
             inactive_after: config::seconds(env, "AGORA_FEED_INACTIVE_AFTER", 14 * 24 * 3600)?,
@@ -202,7 +202,11 @@ impl FeedService {
     }
 
     /// Serves gRPC on `listener` until `shutdown`, then drains in-flight calls.
-    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: impl Into<agora_kit::grpc::GrpcListener>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
         agora_kit::grpc::serve(
             listener,
             shutdown,

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use agora_kit::grpc::Channel;
 use agora_kit::jwt::Claims;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use axum::extract::FromRequestParts;
 use http::request::Parts;
-use tonic::transport::Channel;
 
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -118,10 +118,10 @@ impl Config {
         Ok(Self {
             listen: config::socket_addr(env, "AGORA_GATEWAY_LISTEN", "127.0.0.1:8080")?,
             admin_listen: config::socket_addr(env, "AGORA_GATEWAY_ADMIN_LISTEN", "127.0.0.1:9100")?,
-            user_url: config::url(env, "AGORA_GATEWAY_USER_URL", "http://127.0.0.1:50051", &["http", "https"])?,
-            post_url: config::url(env, "AGORA_GATEWAY_POST_URL", "http://127.0.0.1:50052", &["http", "https"])?,
-            graph_url: config::url(env, "AGORA_GATEWAY_GRAPH_URL", "http://127.0.0.1:50053", &["http", "https"])?,
-            feed_url: config::url(env, "AGORA_GATEWAY_FEED_URL", "http://127.0.0.1:50054", &["http", "https"])?,
+            user_url: config::service_url(env, "AGORA_GATEWAY_USER_URL", "http://127.0.0.1:50051")?,
+            post_url: config::service_url(env, "AGORA_GATEWAY_POST_URL", "http://127.0.0.1:50052")?,
+            graph_url: config::service_url(env, "AGORA_GATEWAY_GRAPH_URL", "http://127.0.0.1:50053")?,
+            feed_url: config::service_url(env, "AGORA_GATEWAY_FEED_URL", "http://127.0.0.1:50054")?,
             rate_limit_url: config::url(
                 env,
                 "AGORA_GATEWAY_RATE_LIMIT_URL",

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
+use agora_kit::grpc::Channel;
 use agora_kit::jwt::Verifier;
 use agora_proto::feed::v1::feed_service_client::FeedServiceClient;
 use agora_proto::graph::v1::graph_service_client::GraphServiceClient;
 use agora_proto::post::v1::post_service_client::PostServiceClient;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
-use tonic::transport::Channel;
 
 use crate::Config;
 use crate::ratelimit::RateLimiter;

@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 
 use agora_kit::Error;
+use agora_kit::grpc::Channel;
 use agora_proto::user::v1 as pb;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use async_trait::async_trait;
 use parking_lot::RwLock;
-use tonic::transport::Channel;
 
 /// The few facts about an account the graph's rules depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

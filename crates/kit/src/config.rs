@@ -143,6 +143,12 @@ pub fn url(env: &dyn Env, key: &str, default: &str, schemes: &[&str]) -> Result<
     }
 }
 
+/// A peer service's gRPC URL: `http(s)://host:port`, or `inproc://NAME` for a service running
+/// in this process (see [`crate::grpc::channel`]).
+pub fn service_url(env: &dyn Env, key: &str, default: &str) -> Result<String, ConfigError> {
+    url(env, key, default, &["http", "https", "inproc"])
+}
+
 /// Hides the password in a URL so it can be logged or shown in an error.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {

@@ -3,10 +3,142 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use tonic::body::Body;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+use tower::ServiceExt as _;
+use tower::util::BoxCloneSyncService;
 
 use crate::Error;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a client reaches a gRPC server: over a socket (`http://host:port`), or — when the server
+/// runs in this process and registered itself under `inproc://NAME` — by calling its tower
+/// service directly, with no socket and no HTTP/2 framing. The same generated client and the
+/// same server code run either way; only the protobuf encoding remains.
+#[derive(Clone)]
+pub struct Channel(BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>);
+
+impl tower::Service<http::Request<Body>> for Channel {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        self.0.call(req)
+    }
+}
+
+/// The URL scheme of servers in this process.
+pub const IN_PROCESS_SCHEME: &str = "inproc://";
+
+type ServerService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, std::convert::Infallible>;
+
+/// Where an in-process server is found by name. A client may be made before its server
+/// registers (services start in any order); until then its calls answer UNAVAILABLE, as a
+/// lazily-connecting socket channel would.
+#[derive(Default)]
+struct Slot(RwLock<Option<ServerService>>);
+
+static IN_PROCESS: LazyLock<Mutex<HashMap<String, Arc<Slot>>>> = LazyLock::new(Default::default);
+
+fn slot(name: &str) -> Arc<Slot> {
+    Arc::clone(IN_PROCESS.lock().entry(name.to_owned()).or_default())
+}
+
+#[derive(Clone)]
+struct InProcess {
+    name: Arc<str>,
+    slot: Arc<Slot>,
+}
+
+impl tower::Service<http::Request<Body>> for InProcess {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let server = self.slot.0.read().clone();
+        let name = Arc::clone(&self.name);
+        Box::pin(async move {
+            let Some(server) = server else {
+                return Ok(tonic::Status::unavailable(format!("in-process service {name} is not running")).into_http());
+            };
+            match tokio::time::timeout(CALL_TIMEOUT, server.oneshot(req)).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(never)) => match never {},
+                Err(_) => Ok(tonic::Status::deadline_exceeded("Timeout expired").into_http()),
+            }
+        })
+    }
+}
+
+/// Serves `svc` to this process's clients of `inproc://NAME` until the returned guard drops.
+/// Calls run like socket calls: RED metrics and a span per RPC, each on a task of its own.
+fn register_in_process<S>(name: &str, svc: S) -> InProcessRegistration
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let svc = tower::Layer::layer(&crate::metrics::GrpcMetricsLayer, Detached(svc));
+    let slot = slot(name);
+    *slot.0.write() = Some(BoxCloneSyncService::new(svc));
+    InProcessRegistration { slot }
+}
+
+struct InProcessRegistration {
+    slot: Arc<Slot>,
+}
+
+impl Drop for InProcessRegistration {
+    fn drop(&mut self) {
+        *self.slot.0.write() = None;
+    }
+}
+
+/// Where a gRPC server listens: a socket, a name in this process, or both (tests that dial a
+/// service's port while the other services call it in-process).
+pub struct GrpcListener {
+    tcp: Option<tokio::net::TcpListener>,
+    in_process: Option<String>,
+}
+
+impl GrpcListener {
+    /// Only in this process, as `inproc://NAME`.
+    pub fn in_process(name: &str) -> Self {
+        Self { tcp: None, in_process: Some(name.to_owned()) }
+    }
+
+    /// Also in this process, as `inproc://NAME`.
+    pub fn and_in_process(mut self, name: &str) -> Self {
+        self.in_process = Some(name.to_owned());
+        self
+    }
+}
+
+impl From<tokio::net::TcpListener> for GrpcListener {
+    fn from(l: tokio::net::TcpListener) -> Self {
+        Self { tcp: Some(l), in_process: None }
+    }
+}
 
 pub const AUTHORIZATION: &str = "authorization";
 
@@ -33,33 +165,51 @@ pub fn request<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
     req
 }
 
-/// A lazily-connecting channel with connect and per-call timeouts, so a dead peer never hangs a
-/// caller.
+/// Per-call deadline of every client channel.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client channel for `url`: `inproc://NAME` for a server in this process, otherwise a
+/// lazily-connecting socket channel. Both have a per-call timeout (and the socket a connect
+/// timeout), so a dead peer never hangs a caller.
 pub fn channel(url: &str) -> Result<Channel, Error> {
+    if let Some(name) = url.strip_prefix(IN_PROCESS_SCHEME) {
+        return Ok(Channel(BoxCloneSyncService::new(InProcess { name: name.into(), slot: slot(name) })));
+    }
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| Error::internal(format!("bad gRPC url {url}: {e}")))?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
+        .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+    let channel = endpoint.connect_lazy().map_err(|e| -> BoxError { Box::new(e) });
+    Ok(Channel(BoxCloneSyncService::new(channel)))
 }
 
 /// Serves one gRPC service on `listener` until `shutdown`, then drains in-flight calls. Every
 /// service gets the same server: RED metrics per RPC, and the standard gRPC health service
 /// reporting it as serving.
-pub async fn serve<S>(listener: tokio::net::TcpListener, shutdown: crate::Shutdown, svc: S) -> Result<(), Error>
+pub async fn serve<S>(listener: impl Into<GrpcListener>, shutdown: crate::Shutdown, svc: S) -> Result<(), Error>
 where
-    S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible>
         + tonic::server::NamedService
         + Clone
         + Send
         + Sync
         + 'static,
-    S::Response: axum::response::IntoResponse + Send + 'static,
     S::Future: Send + 'static,
 {
+    let GrpcListener { tcp, in_process } = listener.into();
+    let _registration = in_process.map(|name| {
+        tracing::info!(name = %name, service = S::NAME, "gRPC serving in-process");
+        register_in_process(&name, svc.clone())
+    });
+    let Some(listener) = tcp else {
+        // In-process calls run on tasks of their own, which finish after shutdown as they would
+        // on a draining socket server.
+        shutdown.cancelled().await;
+        return Ok(());
+    };
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_serving::<S>().await;
     let addr = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?;
@@ -99,30 +249,30 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for Detached<S>
     const NAME: &'static str = S::NAME;
 }
 
-impl<S> tower::Service<http::Request<tonic::body::Body>> for Detached<S>
+impl<S> tower::Service<http::Request<Body>> for Detached<S>
 where
-    S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible> + Send + 'static,
-    S::Response: axum::response::IntoResponse + Send + 'static,
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible>
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
-    type Response = axum::response::Response;
+    type Response = http::Response<Body>;
     type Error = std::convert::Infallible;
-    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        use axum::response::IntoResponse as _;
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let call = tokio::spawn(self.0.call(req));
         Box::pin(async move {
             Ok(match call.await {
-                Ok(Ok(resp)) => resp.into_response(),
+                Ok(Ok(resp)) => resp,
                 Ok(Err(never)) => match never {},
                 Err(e) => {
                     tracing::error!(error = %e, "gRPC handler task failed");
-                    tonic::Status::internal("Internal server error").into_http::<axum::body::Body>().into_response()
+                    tonic::Status::internal("Internal server error").into_http()
                 }
             })
         })

@@ -75,8 +75,8 @@ impl Config {
             public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080")
                 .trim_end_matches('/')
                 .to_owned(),
-            user_url: config::url(env, "AGORA_POST_USER_URL", "http://127.0.0.1:50051", &["http", "https"])?,
-            graph_url: config::url(env, "AGORA_POST_GRAPH_URL", "http://127.0.0.1:50053", &["http", "https"])?,
+            user_url: config::service_url(env, "AGORA_POST_USER_URL", "http://127.0.0.1:50051")?,
+            graph_url: config::service_url(env, "AGORA_POST_GRAPH_URL", "http://127.0.0.1:50053")?,
             max_chars,
             migrate_on_start: config::boolean(env, "AGORA_MIGRATE_ON_START", true)?,
             worker_id: config::parse(env, "AGORA_WORKER_ID", rand::random::<u16>() % 1024)?,
@@ -134,7 +134,11 @@ impl PostService {
     }
 
     /// Serves gRPC on `listener` until `shutdown`, then drains in-flight calls.
-    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: impl Into<agora_kit::grpc::GrpcListener>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
         agora_kit::grpc::serve(listener, shutdown, PostServiceServer::new(grpc::PostGrpc { posts: self.posts }))
             .await?;
         Ok(())

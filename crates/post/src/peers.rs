@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 
 use agora_client::Caller;
+use agora_kit::grpc::Channel;
 use agora_kit::{Error, ErrorKind};
 use agora_proto::graph::v1 as graph_pb;
 use agora_proto::graph::v1::graph_service_client::GraphServiceClient;
 use agora_proto::user::v1 as user_pb;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use async_trait::async_trait;
-use tonic::transport::Channel;
 
 use crate::domain::Relation;
 

@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use agora_kit::Shutdown;
 use agora_kit::config::{Env, MapEnv};
+use agora_kit::grpc::{Channel, GrpcListener};
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
 /// Where the stores and the bus live.
 #[derive(Debug, Clone)]
@@ -209,7 +209,8 @@ impl PlatformBuilder {
         let user_listener = TcpListener::bind("127.0.0.1:0").await?;
         let post_listener = TcpListener::bind("127.0.0.1:0").await?;
         let graph_listener = TcpListener::bind("127.0.0.1:0").await?;
-        let feed_listener = TcpListener::bind("127.0.0.1:0").await?;
+        // The feed restarts on its address in outage tests: a port no other bind can take.
+        let feed_listener = TcpListener::bind(("127.0.0.1", stable_port())).await?;
         let user_addr = user_listener.local_addr()?;
         let post_addr = post_listener.local_addr()?;
         let graph_addr = graph_listener.local_addr()?;
@@ -229,10 +230,14 @@ impl PlatformBuilder {
                 env = env.with(k, v);
             }
         }
-        let user_url = format!("http://{user_addr}");
-        let post_url = format!("http://{post_addr}");
-        let graph_url = format!("http://{graph_addr}");
-        let feed_url = format!("http://{feed_addr}");
+        // Services in this process call each other in-process (no socket); their ports stay
+        // open for tests that dial one directly. Names are unique per platform, so platforms in
+        // one test binary never reach each other's services.
+        let tag = format!("{:012x}", rand::random::<u64>() >> 16);
+        let names = ["user", "post", "graph", "feed"].map(|s| format!("{s}-{tag}"));
+        let [user_url, post_url, graph_url, feed_url] =
+            names.clone().map(|n| format!("{}{n}", agora_kit::grpc::IN_PROCESS_SCHEME));
+        let [user_name, post_name, graph_name, feed_name] = names;
         for (k, v) in [
             ("AGORA_GATEWAY_USER_URL", &user_url),
             ("AGORA_GATEWAY_POST_URL", &post_url),
@@ -257,7 +262,9 @@ impl PlatformBuilder {
         let user = agora_user::UserService::build(&user_config, Arc::clone(&bus), shutdown.clone()).await?;
         let mut health = vec![user.health.clone()];
         let accounts = Arc::clone(&user.accounts);
-        tasks.push(tokio::spawn(user.serve(user_listener, shutdown.clone())));
+        tasks.push(tokio::spawn(
+            user.serve(GrpcListener::from(user_listener).and_in_process(&user_name), shutdown.clone()),
+        ));
         let user_client = UserServiceClient::new(agora_kit::grpc::channel(&user_url)?);
         let verifier = agora_client::user_service_verifier(user_client.clone(), &public_url, shutdown.clone());
 
@@ -267,7 +274,9 @@ impl PlatformBuilder {
                 .await?;
         health.push(graph.health.clone());
         let graph_domain = Arc::clone(&graph.graph);
-        tasks.push(tokio::spawn(graph.serve(graph_listener, shutdown.clone())));
+        tasks.push(tokio::spawn(
+            graph.serve(GrpcListener::from(graph_listener).and_in_process(&graph_name), shutdown.clone()),
+        ));
 
         let post_config = agora_post::Config::from_env(&env)?;
         let (directory, relations) = agora_post::grpc_dependencies(&post_config)?;
@@ -282,11 +291,20 @@ impl PlatformBuilder {
         .await?;
         health.push(post.health.clone());
         let posts = Arc::clone(&post.posts);
-        tasks.push(tokio::spawn(post.serve(post_listener, shutdown.clone())));
+        tasks.push(tokio::spawn(
+            post.serve(GrpcListener::from(post_listener).and_in_process(&post_name), shutdown.clone()),
+        ));
 
         let feed_config = agora_feed::Config::from_env(&env)?;
         let feed_shutdown = shutdown.child_token();
-        let feed = FeedHandle::start(&feed_config, &bus, &verifier, feed_listener, feed_shutdown).await?;
+        let feed = FeedHandle::start(
+            &feed_config,
+            &bus,
+            &verifier,
+            GrpcListener::from(feed_listener).and_in_process(&feed_name),
+            feed_shutdown,
+        )
+        .await?;
         health.push(feed.health.clone());
 
         let mut gateway_url = None;
@@ -311,6 +329,7 @@ impl PlatformBuilder {
             graph: graph_domain,
             feed: Some(feed),
             feed_config,
+            feed_name,
             verifier,
             bus,
             backend: self.backend.clone(),
@@ -339,7 +358,7 @@ impl FeedHandle {
         config: &agora_feed::Config,
         bus: &Arc<dyn agora_events::EventBus>,
         verifier: &Arc<agora_kit::jwt::Verifier>,
-        listener: TcpListener,
+        listener: GrpcListener,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
         let (graph, posts) = agora_feed::grpc_dependencies(config)?;
@@ -376,6 +395,7 @@ pub struct Platform {
     /// `None` while stopped by [`Platform::stop_feed`].
     pub feed: Option<FeedHandle>,
     feed_config: agora_feed::Config,
+    feed_name: String,
     pub verifier: Arc<agora_kit::jwt::Verifier>,
     pub bus: Arc<dyn agora_events::EventBus>,
     /// Where the stores and the bus live.
@@ -409,7 +429,7 @@ impl Platform {
         if self.feed.is_some() {
             return Ok(());
         }
-        let listener = TcpListener::bind(self.feed_addr).await?;
+        let listener = GrpcListener::from(TcpListener::bind(self.feed_addr).await?).and_in_process(&self.feed_name);
         let f = FeedHandle::start(&self.feed_config, &self.bus, &self.verifier, listener, self.shutdown.child_token())
             .await?;
         self.feed = Some(f);
@@ -441,6 +461,33 @@ pub struct TempDir(pub PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port for a server that a test stops and starts again on the same port (a killed
+/// broker or service). It lies below Linux's ephemeral range (32768 and up), so no other test's
+/// `bind(127.0.0.1:0)` can take it while the server is down, and it is reserved across test
+/// processes by a marker file (reservations older than an hour are reused).
+pub fn stable_port() -> u16 {
+    const LOW: u16 = 20_000;
+    const HIGH: u16 = 32_000;
+    let dir = std::env::temp_dir().join("agora-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    loop {
+        let port = LOW + (rand::random::<u16>() % (HIGH - LOW));
+        let marker = dir.join(port.to_string());
+        let stale = std::fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > std::time::Duration::from_secs(3600)));
+        if stale {
+            let _ = std::fs::remove_file(&marker);
+        }
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_err() {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
 }
 

@@ -125,7 +125,11 @@ impl UserService {
     }
 
     /// Serves gRPC on `listener` until `shutdown`, then drains in-flight calls.
-    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: impl Into<agora_kit::grpc::GrpcListener>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
         agora_kit::grpc::serve(listener, shutdown, UserServiceServer::new(grpc::UserGrpc { accounts: self.accounts }))
             .await?;
         Ok(())

@@ -281,6 +281,29 @@ macro_rules! sql_timeline_store {
             }
 
             async fn insert_home(&self, recipients: &[i64], entry: &Entry) -> StoreResult<Vec<i64>> {
+                if entry.reblog_of_id == 0 {
+                    // An original lands in every home it is sent to: one multi-row statement per
+                    // chunk (atomic on its own) instead of one statement per follower.
+                    for chunk in recipients.chunks(CHUNK) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO entries (timeline, status_id, author_id, reblog_of_id, reblog_of_author_id, \
+                             in_reply_to_account_id, visibility, has_media) ",
+                        );
+                        qb.push_values(chunk, |mut row, r| {
+                            row.push_bind(crate::domain::TimelineKey::home(*r))
+                                .push_bind(entry.status_id)
+                                .push_bind(entry.author_id)
+                                .push_bind(entry.reblog_of_id)
+                                .push_bind(entry.reblog_of_author_id)
+                                .push_bind(entry.in_reply_to_account_id)
+                                .push_bind(entry.visibility.as_str())
+                                .push_bind(entry.has_media);
+                        });
+                        qb.push(" ON CONFLICT DO NOTHING");
+                        qb.build().execute(&self.pool).await?;
+                    }
+                    return Ok(recipients.to_vec());
+                }
                 let mut received = Vec::new();
                 for chunk in recipients.chunks(CHUNK) {
                     let mut tx = self.write_tx().await?;

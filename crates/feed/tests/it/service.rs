@@ -8,12 +8,12 @@ use agora_events::EventBus;
 use agora_feed::{Config, FeedService};
 use agora_kit::Shutdown;
 use agora_kit::config::MapEnv;
+use agora_kit::grpc::Channel;
 use agora_kit::jwt::{Claims, SigningKey, StaticKeys, Verifier};
 use agora_proto::events::v1::{GraphChanged, StatusPosted};
 use agora_proto::feed::v1 as pb;
 use agora_proto::feed::v1::feed_service_client::FeedServiceClient;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 use crate::fakes::{FakeGraph, FakePosts};
 
@@ -98,7 +98,7 @@ async fn start() -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(service.serve(listener, shutdown.clone()));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    let channel = agora_kit::grpc::channel(&format!("http://{addr}")).unwrap();
     Running { client: FeedServiceClient::new(channel), key, bus, graph, shutdown, task }
 }
 

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 pub const AGORA: &str = env!("CARGO_BIN_EXE_agora");
 
-/// A free loopback port (bound, then released for the child to take).
+/// A free loopback port for a child that may be killed and started again on it (see
+/// `agora_testkit::stable_port`: no other test's ephemeral bind can take it meanwhile).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    agora_testkit::stable_port()
 }
 
 pub struct Proc {

@@ -14,10 +14,6 @@ use prost::Message as _;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A private Apache Kafka node (`scripts/infra.sh kafka-broker`), stopped like a crash
 /// (SIGKILL) and started again on the same log directory, as a real broker restart is.
 struct Broker {
@@ -41,13 +37,18 @@ impl Broker {
             .expect("start the kafka broker");
         self.child = Some(child);
         let bus = agora_events::connect(&format!("kafka://127.0.0.1:{}", self.port)).await.unwrap();
-        for _ in 0..600 {
-            if bus.ping().await.is_ok() {
+        // A time bound, not a count of pings: one ping can itself take seconds while the
+        // broker is still down.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), bus.ping()).await {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("the kafka broker did not start; see {}", self.dir.join("broker.log").display());
+        let log = std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+        panic!("the kafka broker did not start within 60 s; the end of its log:\n{}", tail.join("\n"));
     }
 
     async fn stop(&mut self) {
@@ -79,7 +80,10 @@ async fn events_written_during_a_broker_outage_arrive_once_it_is_back() {
         return;
     };
     let dir = agora_testkit::tempdir().unwrap();
-    let mut broker = Broker { cmd, dir: dir.0.clone(), port: free_port(), child: None };
+    // Both of the broker's ports lie outside the ephemeral range, so that no other test's
+    // listener takes one while the broker is down (it must come back on the same ports).
+    std::fs::write(dir.0.join("controller.port"), agora_testkit::stable_port().to_string()).unwrap();
+    let mut broker = Broker { cmd, dir: dir.0.clone(), port: agora_testkit::stable_port(), child: None };
     broker.start().await;
     let kafka = format!("kafka://127.0.0.1:{}?session_timeout_ms=2000&partitions=3", broker.port);
 

@@ -244,7 +244,9 @@ impl Feed {
                 self.store.retag(&entry, &s.tags).await?;
             }
         }
-        if public_original {
+        // A status seen for the first time has no tag uses to replace; without tags there is
+        // nothing to write either.
+        if public_original && !(s.tags.is_empty() && recorded == Recorded::New) {
             self.store.record_tag_uses(s.id, s.account_id, &s.tags, s.created_at_ms).await?;
         }
         if s.is_reblog() {
@@ -268,7 +270,6 @@ impl Feed {
             to.dedup();
             delivered += self.deliver(&to, &entry).await?;
         } else {
-            delivered += self.deliver(&[s.account_id], &entry).await?;
             delivered += self.fan_out_to_followers(s, &entry).await?;
         }
         metrics::histogram!("agora_feed_fanout_seconds").record(started.elapsed().as_secs_f64());
@@ -282,6 +283,7 @@ impl Feed {
         let mut delivered = 0;
         let mut after = 0;
         let mut first = true;
+        let mut author_pending = true;
         loop {
             let page = self.graph.follower_ids(s.account_id, after, FOLLOWER_PAGE).await?;
             if first {
@@ -291,7 +293,7 @@ impl Feed {
                     // timeline in when they read.
                     self.store.set_large_account(s.account_id, Some(page.total)).await?;
                     *self.large_accounts.lock() = None;
-                    return Ok(delivered);
+                    return self.deliver(&[s.account_id], entry).await;
                 }
                 // Written only when the author was large and no longer is: fan-out is the hot
                 // path and the list is almost always unchanged.
@@ -321,6 +323,11 @@ impl Feed {
                 let idle_ids: Vec<i64> = idle.iter().copied().collect();
                 self.store.mark_needs_rebuild(&idle_ids).await?;
                 to.retain(|id| !idle.contains(id));
+            }
+            if author_pending {
+                // The author's own home is written with the first page, in the same statement.
+                author_pending = false;
+                to.insert(0, s.account_id);
             }
             delivered += self.deliver(&to, entry).await?;
             if page.next_after_id == 0 || page.follower_ids.is_empty() || page.next_after_id == after {

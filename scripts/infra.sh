@@ -188,17 +188,23 @@ EOF
 
 # kafka_broker DIR PORT: one KRaft node (broker + controller) in the foreground; formats DIR on
 # first use, so a restart on the same DIR keeps topics, messages and committed offsets.
+# kept_port FILE: the port written in FILE, or a free one, written there, so that a server
+# restarted on the same directory comes back on the same port.
+kept_port() {
+    local port
+    if [[ ! -f $1 ]]; then
+        PY=${PY:-$(python_bin)}
+        port=$(free_ports 1) || return 1
+        echo "$port" >"$1"
+    fi
+    cat "$1"
+}
+
 kafka_broker() {
     local dir=$1 port=$2 libs cport
     libs=$(kafka_libs)
     mkdir -p "$dir"
-    if [[ -f $dir/controller.port ]]; then
-        cport=$(cat "$dir/controller.port")
-    else
-        PY=${PY:-$(python_bin)}
-        cport=$(free_ports 1)
-        echo "$cport" >"$dir/controller.port"
-    fi
+    cport=$(kept_port "$dir/controller.port")
     cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
@@ -276,13 +282,7 @@ cassandra_node() {
     local dir=$1 port=$2 libs storage
     libs=$(cassandra_libs)
     mkdir -p "$dir"
-    if [[ -f $dir/storage.port ]]; then
-        storage=$(cat "$dir/storage.port")
-    else
-        PY=${PY:-$(python_bin)}
-        storage=$(free_ports 1)
-        echo "$storage" >"$dir/storage.port"
-    fi
+    storage=$(kept_port "$dir/storage.port")
     cat >"$dir/cassandra.yaml" <<EOF
 cluster_name: agora-test
 num_tokens: 1

@@ -202,19 +202,24 @@ run_pytest() { # SHAPE URL
     AGORA_E2E_URL=$2 AGORA_E2E_SHAPE=$1 "$PY" -m pytest -q -p no:cacheprovider crates/gateway/e2e
 }
 
-step_e2e_dev() {
+# with_agora_dev NAME SETTINGS CMD...: a fresh agora dev on a free port (data and log under
+# $WORK/NAME, SETTINGS a space-separated list of VAR=value), then CMD... with its URL appended;
+# its log is shown when CMD fails.
+with_agora_dev() {
     [[ -x $BIN/agora ]] || { warn "$BIN/agora was not built"; return 1; }
-    local dir=$WORK/e2e-dev port pid rc=0
+    local dir=$WORK/$1 port pid rc=0 settings
+    read -ra settings <<<"$2"
+    shift 2
     mkdir -p "$dir" || return 1
     port=$(free_ports 1) || return 1
     log "starting agora dev on 127.0.0.1:$port"
-    AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32 AGORA_PUBLIC_URL=http://127.0.0.1:$port \
-        "$BIN/agora" dev --listen "127.0.0.1:$port" --data-dir "$WORK/dev" \
+    env "${settings[@]}" AGORA_PUBLIC_URL="http://127.0.0.1:$port" \
+        "$BIN/agora" dev --listen "127.0.0.1:$port" --data-dir "$dir/data" \
         </dev/null >"$dir/agora-dev.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     if wait_ready "http://127.0.0.1:$port/readyz" "$pid"; then
-        run_pytest dev "http://127.0.0.1:$port" || rc=$?
+        "$@" "http://127.0.0.1:$port" || rc=$?
     else
         warn "agora dev did not become ready"
         rc=1
@@ -224,30 +229,19 @@ step_e2e_dev() {
     return "$rc"
 }
 
+step_e2e_dev() {
+    with_agora_dev e2e-dev "AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32" run_pytest dev
+}
+
+fuzz() { # URL
+    AGORA_PYTHON=$PY bash scripts/fuzz.sh "$1" 30
+}
+
 # The public API fuzzed from its own OpenAPI document (scripts/fuzz.sh) against a fresh agora dev:
 # any 5xx, or a response the document does not describe, fails the step.
 step_fuzz() {
-    [[ -x $BIN/agora ]] || { warn "$BIN/agora was not built"; return 1; }
-    local dir=$WORK/fuzz port pid rc=0
-    mkdir -p "$dir" || return 1
-    port=$(free_ports 1) || return 1
-    log "starting agora dev on 127.0.0.1:$port for the fuzzer"
-    AGORA_PUBLIC_URL=http://127.0.0.1:$port AGORA_LOG=warn \
-        AGORA_GATEWAY_RATE_LIMIT_IP=off AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=off \
-        AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=off AGORA_GATEWAY_RATE_LIMIT_SIGN_IN=off \
-        "$BIN/agora" dev --listen "127.0.0.1:$port" --data-dir "$dir/data" \
-        </dev/null >"$dir/agora-dev.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    if wait_ready "http://127.0.0.1:$port/readyz" "$pid"; then
-        AGORA_PYTHON=$PY bash scripts/fuzz.sh "http://127.0.0.1:$port" 30 || rc=$?
-    else
-        warn "agora dev did not become ready"
-        rc=1
-    fi
-    stop_pids "$pid"
-    ((rc == 0)) || show_logs "$dir/agora-dev.log"
-    return "$rc"
+    with_agora_dev fuzz "AGORA_LOG=warn AGORA_GATEWAY_RATE_LIMIT_IP=off AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=off \
+AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=off AGORA_GATEWAY_RATE_LIMIT_SIGN_IN=off" fuzz
 }
 
 # step_e2e_services [postgres|cassandra]: one process per service on the real servers; with

@@ -72,12 +72,11 @@ impl tower::Service<http::Request<Body>> for InProcess {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let server = self.slot.0.read().clone();
-        let name = Arc::clone(&self.name);
+        let Some(server) = self.slot.0.read().clone() else {
+            let down = tonic::Status::unavailable(format!("in-process service {} is not running", self.name));
+            return Box::pin(std::future::ready(Ok(down.into_http())));
+        };
         Box::pin(async move {
-            let Some(server) = server else {
-                return Ok(tonic::Status::unavailable(format!("in-process service {name} is not running")).into_http());
-            };
             match tokio::time::timeout(CALL_TIMEOUT, server.oneshot(req)).await {
                 Ok(Ok(resp)) => Ok(resp),
                 Ok(Err(never)) => match never {},
@@ -114,29 +113,21 @@ impl Drop for InProcessRegistration {
     }
 }
 
-/// Where a gRPC server listens: a socket, a name in this process, or both (tests that dial a
-/// service's port while the other services call it in-process).
-pub struct GrpcListener {
-    tcp: Option<tokio::net::TcpListener>,
-    in_process: Option<String>,
+/// Where a gRPC server listens: a socket, or a name in this process (`inproc://NAME`).
+pub enum GrpcListener {
+    Tcp(tokio::net::TcpListener),
+    InProcess(String),
 }
 
 impl GrpcListener {
-    /// Only in this process, as `inproc://NAME`.
     pub fn in_process(name: &str) -> Self {
-        Self { tcp: None, in_process: Some(name.to_owned()) }
-    }
-
-    /// Also in this process, as `inproc://NAME`.
-    pub fn and_in_process(mut self, name: &str) -> Self {
-        self.in_process = Some(name.to_owned());
-        self
+        Self::InProcess(name.to_owned())
     }
 }
 
 impl From<tokio::net::TcpListener> for GrpcListener {
     fn from(l: tokio::net::TcpListener) -> Self {
-        Self { tcp: Some(l), in_process: None }
+        Self::Tcp(l)
     }
 }
 
@@ -199,16 +190,16 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let GrpcListener { tcp, in_process } = listener.into();
-    let _registration = in_process.map(|name| {
-        tracing::info!(name = %name, service = S::NAME, "gRPC serving in-process");
-        register_in_process(&name, svc.clone())
-    });
-    let Some(listener) = tcp else {
-        // In-process calls run on tasks of their own, which finish after shutdown as they would
-        // on a draining socket server.
-        shutdown.cancelled().await;
-        return Ok(());
+    let listener = match listener.into() {
+        GrpcListener::Tcp(l) => l,
+        GrpcListener::InProcess(name) => {
+            tracing::info!(name = %name, service = S::NAME, "gRPC serving in-process");
+            let _registration = register_in_process(&name, svc);
+            // In-process calls run on tasks of their own, which finish after shutdown as they
+            // would on a draining socket server.
+            shutdown.cancelled().await;
+            return Ok(());
+        }
     };
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_serving::<S>().await;

@@ -206,15 +206,6 @@ impl PlatformBuilder {
         };
         let gateway_addr = gateway_listener.local_addr()?;
         let public_url = self.public_url.clone().unwrap_or_else(|| format!("http://{gateway_addr}"));
-        let user_listener = TcpListener::bind("127.0.0.1:0").await?;
-        let post_listener = TcpListener::bind("127.0.0.1:0").await?;
-        let graph_listener = TcpListener::bind("127.0.0.1:0").await?;
-        // The feed restarts on its address in outage tests: a port no other bind can take.
-        let feed_listener = TcpListener::bind(("127.0.0.1", stable_port())).await?;
-        let user_addr = user_listener.local_addr()?;
-        let post_addr = post_listener.local_addr()?;
-        let graph_addr = graph_listener.local_addr()?;
-        let feed_addr = feed_listener.local_addr()?;
         let [user_db, post_db, graph_db, feed_db] = databases;
         for (k, v) in [
             ("AGORA_USER_DATABASE_URL", user_db.as_str()),
@@ -230,9 +221,8 @@ impl PlatformBuilder {
                 env = env.with(k, v);
             }
         }
-        // Services in this process call each other in-process (no socket); their ports stay
-        // open for tests that dial one directly. Names are unique per platform, so platforms in
-        // one test binary never reach each other's services.
+        // The services call each other in-process, with no socket and no port. Names are unique
+        // per platform, so platforms in one test binary never reach each other's services.
         let tag = format!("{:012x}", rand::random::<u64>() >> 16);
         let names = ["user", "post", "graph", "feed"].map(|s| format!("{s}-{tag}"));
         let [user_url, post_url, graph_url, feed_url] =
@@ -262,9 +252,7 @@ impl PlatformBuilder {
         let user = agora_user::UserService::build(&user_config, Arc::clone(&bus), shutdown.clone()).await?;
         let mut health = vec![user.health.clone()];
         let accounts = Arc::clone(&user.accounts);
-        tasks.push(tokio::spawn(
-            user.serve(GrpcListener::from(user_listener).and_in_process(&user_name), shutdown.clone()),
-        ));
+        tasks.push(tokio::spawn(user.serve(GrpcListener::in_process(&user_name), shutdown.clone())));
         let user_client = UserServiceClient::new(agora_kit::grpc::channel(&user_url)?);
         let verifier = agora_client::user_service_verifier(user_client.clone(), &public_url, shutdown.clone());
 
@@ -274,9 +262,7 @@ impl PlatformBuilder {
                 .await?;
         health.push(graph.health.clone());
         let graph_domain = Arc::clone(&graph.graph);
-        tasks.push(tokio::spawn(
-            graph.serve(GrpcListener::from(graph_listener).and_in_process(&graph_name), shutdown.clone()),
-        ));
+        tasks.push(tokio::spawn(graph.serve(GrpcListener::in_process(&graph_name), shutdown.clone())));
 
         let post_config = agora_post::Config::from_env(&env)?;
         let (directory, relations) = agora_post::grpc_dependencies(&post_config)?;
@@ -291,20 +277,13 @@ impl PlatformBuilder {
         .await?;
         health.push(post.health.clone());
         let posts = Arc::clone(&post.posts);
-        tasks.push(tokio::spawn(
-            post.serve(GrpcListener::from(post_listener).and_in_process(&post_name), shutdown.clone()),
-        ));
+        tasks.push(tokio::spawn(post.serve(GrpcListener::in_process(&post_name), shutdown.clone())));
 
         let feed_config = agora_feed::Config::from_env(&env)?;
         let feed_shutdown = shutdown.child_token();
-        let feed = FeedHandle::start(
-            &feed_config,
-            &bus,
-            &verifier,
-            GrpcListener::from(feed_listener).and_in_process(&feed_name),
-            feed_shutdown,
-        )
-        .await?;
+        let feed =
+            FeedHandle::start(&feed_config, &bus, &verifier, GrpcListener::in_process(&feed_name), feed_shutdown)
+                .await?;
         health.push(feed.health.clone());
 
         let mut gateway_url = None;
@@ -319,10 +298,7 @@ impl PlatformBuilder {
             gateway_url,
             gateway_addr,
             public_url,
-            user_addr,
-            post_addr,
-            graph_addr,
-            feed_addr,
+            user_url,
             user: user_client,
             accounts,
             posts,
@@ -383,10 +359,8 @@ pub struct Platform {
     pub gateway_url: Option<String>,
     pub gateway_addr: SocketAddr,
     pub public_url: String,
-    pub user_addr: SocketAddr,
-    pub post_addr: SocketAddr,
-    pub graph_addr: SocketAddr,
-    pub feed_addr: SocketAddr,
+    /// The user service's in-process URL (`inproc://…`), for more clients in this process.
+    pub user_url: String,
     pub user: UserServiceClient<Channel>,
     /// The services' domain objects, for tests that reach past gRPC.
     pub accounts: Arc<agora_user::Accounts>,
@@ -424,12 +398,12 @@ impl Platform {
         Ok(())
     }
 
-    /// Starts the feed service again on the same address and stores.
+    /// Starts the feed service again on the same stores.
     pub async fn start_feed(&mut self) -> anyhow::Result<()> {
         if self.feed.is_some() {
             return Ok(());
         }
-        let listener = GrpcListener::from(TcpListener::bind(self.feed_addr).await?).and_in_process(&self.feed_name);
+        let listener = GrpcListener::in_process(&self.feed_name);
         let f = FeedHandle::start(&self.feed_config, &self.bus, &self.verifier, listener, self.shutdown.child_token())
             .await?;
         self.feed = Some(f);
@@ -473,7 +447,7 @@ pub fn stable_port() -> u16 {
     const HIGH: u16 = 32_000;
     let dir = std::env::temp_dir().join("agora-test-ports");
     let _ = std::fs::create_dir_all(&dir);
-    loop {
+    for _ in 0..10_000 {
         let port = LOW + (rand::random::<u16>() % (HIGH - LOW));
         let marker = dir.join(port.to_string());
         let stale = std::fs::metadata(&marker)
@@ -489,6 +463,7 @@ pub fn stable_port() -> u16 {
             return port;
         }
     }
+    panic!("no free port in {LOW}..{HIGH} could be reserved under {}", dir.display());
 }
 
 pub fn tempdir() -> anyhow::Result<TempDir> {

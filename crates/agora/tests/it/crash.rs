@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use agora_testkit::api::{Api, uniq};
+use agora_testkit::stable_port;
 use serde_json::Value;
 
-use crate::process::{Proc, free_port};
+use crate::process::Proc;
 
 /// Posts per round, sent by `CLIENTS` concurrent clients; the crash comes after `BURST / 4`
 /// were acknowledged, so that some are in flight and more are still to be sent.
@@ -203,7 +204,7 @@ struct Dev {
 impl Dev {
     fn new() -> Self {
         let dir = agora_testkit::tempdir().unwrap();
-        let port = free_port();
+        let port = stable_port();
         let mut env = no_limits();
         env.push(("AGORA_PUBLIC_URL".into(), format!("http://127.0.0.1:{port}")));
         let data = dir.0.join("data");
@@ -254,8 +255,8 @@ impl Services {
         let mut grpc = HashMap::new();
         let mut admin = HashMap::new();
         for svc in ["user", "post", "graph", "feed", "gateway"] {
-            grpc.insert(svc, free_port());
-            admin.insert(svc, free_port());
+            grpc.insert(svc, stable_port());
+            admin.insert(svc, stable_port());
         }
         let gateway_port = grpc["gateway"];
         env.push(("AGORA_PUBLIC_URL".into(), format!("http://127.0.0.1:{gateway_port}")));

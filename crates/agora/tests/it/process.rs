@@ -7,12 +7,6 @@ use std::time::{Duration, Instant};
 
 pub const AGORA: &str = env!("CARGO_BIN_EXE_agora");
 
-/// A free loopback port for a child that may be killed and started again on it (see
-/// `agora_testkit::stable_port`: no other test's ephemeral bind can take it meanwhile).
-pub fn free_port() -> u16 {
-    agora_testkit::stable_port()
-}
-
 pub struct Proc {
     pub name: String,
     program: String,

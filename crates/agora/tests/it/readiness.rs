@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::process::{Proc, free_port};
+use agora_testkit::stable_port;
+
+use crate::process::Proc;
 
 async fn status(url: &str) -> Option<u16> {
     // Readiness checks each get 2 s to answer; a dead engine makes /readyz take that long.
@@ -21,7 +23,7 @@ async fn the_graph_service_waits_for_cassandra_and_kafka_without_a_restart() {
         return;
     };
     let dir = agora_testkit::tempdir().unwrap();
-    let (cql, broker, grpc, admin) = (free_port(), free_port(), free_port(), free_port());
+    let (cql, broker, grpc, admin) = (stable_port(), stable_port(), stable_port(), stable_port());
     let env: Vec<(String, String)> = [
         ("AGORA_GRAPH_DATABASE_URL", format!("scylla://127.0.0.1:{cql}/graph_ready?replication_factor=1")),
         ("AGORA_BUS_URL", format!("kafka://127.0.0.1:{broker}?session_timeout_ms=2000")),

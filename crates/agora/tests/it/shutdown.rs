@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
+use agora_testkit::stable_port;
 use tokio::io::AsyncWriteExt;
 
-use crate::process::{Proc, free_port};
+use crate::process::Proc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agora_dev_stops_within_its_grace_period_despite_a_stalled_client() {
     let dir = agora_testkit::tempdir().unwrap();
-    let port = free_port();
+    let port = stable_port();
     let env = vec![("AGORA_GATEWAY_SHUTDOWN_GRACE_MS".to_owned(), "2000".to_owned())];
     let data = dir.0.join("data");
     let mut dev = Proc::new(

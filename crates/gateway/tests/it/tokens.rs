@@ -60,7 +60,7 @@ async fn a_revoked_session_stops_working_on_every_gateway_within_seconds() {
 
     // A second gateway instance in front of the same user service.
     let env = agora_kit::config::MapEnv::new()
-        .with("AGORA_GATEWAY_USER_URL", format!("http://{}", p.user_addr))
+        .with("AGORA_GATEWAY_USER_URL", p.user_url.clone())
         .with("AGORA_PUBLIC_URL", p.public_url.clone());
     let config = agora_gateway::Config::from_env(&env).unwrap();
     let second = agora_gateway::Gateway::build(config, p.shutdown.clone()).await.unwrap();

@@ -5,10 +5,13 @@
 //!   and acquire timeouts; SQLite in WAL mode with a busy timeout, its directory created);
 //! - [`begin`] and [`commit`] run a transaction's start and end on a task of their own, so a
 //!   caller that is cancelled in the middle (a client that hangs up, a timeout) can never hand
-//!   the pool a connection that is still inside a transaction, nor leave a commit half-sent.
+//!   the pool a connection that is still inside a transaction, nor leave a commit half-sent;
+//! - [`lite::SqliteReader`] runs a SQLite read (a page, several statements) on the calling thread
+//!   over read-only connections, with none of sqlx's per-statement thread hops.
 //!
 //! It knows no service's tables and never decides what a unit of work contains.
 
+pub mod lite;
 #[cfg(feature = "scylla")]
 pub mod scylla;
 

@@ -3,6 +3,7 @@
 //! passes the conformance suite in `tests/it/store.rs`.
 
 mod scylla;
+mod lite;
 mod sql;
 
 use std::sync::Arc;

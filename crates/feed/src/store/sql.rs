@@ -3,12 +3,15 @@
 //! connection set-up and migrations differ.
 
 use async_trait::async_trait;
+use agora_store::lite::SqliteReader;
 use sqlx::{PgPool, SqlitePool};
+
+use super::lite;
 
 use super::{Activity, AuthorScope, Recorded, Removed, StoreError, StoreResult, TimelineStore};
 use crate::domain::{Entry, EntryFilter, Marker, StatusFacts, TagUse, Visibility, Window};
 
-const ENTRY_COLUMNS: &str =
+pub(super) const ENTRY_COLUMNS: &str =
     "status_id, author_id, reblog_of_id, reblog_of_author_id, in_reply_to_account_id, visibility, has_media";
 const STATUS_COLUMNS: &str = "id, account_id, created_at_ms, visibility, in_reply_to_id, in_reply_to_account_id, \
      reblog_of_id, reblog_of_account_id, mention_ids, tags, has_media, sensitive, deleted";
@@ -363,6 +366,9 @@ macro_rules! sql_timeline_store {
             }
 
             async fn page(&self, timeline: &str, w: &Window, f: &EntryFilter) -> StoreResult<Vec<Entry>> {
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::page(c, timeline, w, f))?);
+                }
                 let mut qb = sqlx::QueryBuilder::<$db>::new(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE timeline = "));
                 qb.push_bind(timeline.to_owned());
                 if let Some(u) = w.upper {
@@ -652,6 +658,10 @@ impl PgTimelineStore {
     fn migrator(&self) -> sqlx::migrate::Migrator {
         sqlx::migrate!("./migrations/postgres")
     }
+
+    fn reader(&self) -> Option<&SqliteReader> {
+        None
+    }
 }
 
 mod pg_impl {
@@ -659,19 +669,26 @@ mod pg_impl {
     sql_timeline_store!(PgTimelineStore, sqlx::Postgres, "BEGIN");
 }
 
-/// Timeline store on SQLite (the embedded default).
+/// Timeline store on SQLite (the embedded default). Writes go through the sqlx pool; timeline
+/// pages are read on the calling thread through [`SqliteReader`] (see `lite.rs`).
 pub struct SqliteTimelineStore {
     pool: SqlitePool,
+    reader: SqliteReader,
 }
 
 impl SqliteTimelineStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let pool = agora_store::sqlite(url).await?;
-        Ok(Self { pool })
+        let reader = SqliteReader::new(url, "feed")?;
+        Ok(Self { pool, reader })
     }
 
     fn migrator(&self) -> sqlx::migrate::Migrator {
         sqlx::migrate!("./migrations/sqlite")
+    }
+
+    fn reader(&self) -> Option<&SqliteReader> {
+        Some(&self.reader)
     }
 }
 

@@ -6,6 +6,7 @@
 //! outbox, and returns those changes; a write that changes nothing writes no event.
 
 mod scylla;
+mod lite;
 mod sql;
 
 use std::sync::Arc;

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use agora_events::outbox::OutboxStore;
 use agora_kit::pagination::Page;
+use agora_store::lite::SqliteReader;
 use async_trait::async_trait;
 use sqlx::{PgPool, SqlitePool};
 
+use super::lite;
 use super::{ChangeEvent, GraphStore, Refusal, StoreError, StoreResult};
 use crate::domain::{
     ChangeKind, Counts, Entry, FamiliarFollowers, FilterSet, FollowerIds, GraphChange, NewFollow, NewMute,
@@ -506,81 +508,12 @@ macro_rules! sql_graph_store {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                // One round trip for all seven facts (kind, other account, flags, languages);
-                // mutes come first so the placeholders appear in order ($1, $2, then the ids).
-                type Fact = (i64, i64, bool, bool, String);
-                let facts: Vec<Fact> = self
-                    .about::<Fact>(
-                        "SELECT CAST(0 AS BIGINT), target_id, notifications, FALSE, '' FROM mutes WHERE account_id = $1 \
-                         AND (expires_at_ms = 0 OR expires_at_ms > $2) AND target_id IN ({ids}) \
-                         UNION ALL SELECT CAST(1 AS BIGINT), target_id, show_reblogs, notify, languages FROM follows \
-                         WHERE account_id = $1 AND target_id IN ({ids}) \
-                         UNION ALL SELECT CAST(2 AS BIGINT), target_id, show_reblogs, notify, languages FROM follow_requests \
-                         WHERE account_id = $1 AND target_id IN ({ids}) \
-                         UNION ALL SELECT CAST(3 AS BIGINT), account_id, FALSE, FALSE, '' FROM follows \
-                         WHERE target_id = $1 AND account_id IN ({ids}) \
-                         UNION ALL SELECT CAST(4 AS BIGINT), account_id, FALSE, FALSE, '' FROM follow_requests \
-                         WHERE target_id = $1 AND account_id IN ({ids}) \
-                         UNION ALL SELECT CAST(5 AS BIGINT), target_id, FALSE, FALSE, '' FROM blocks \
-                         WHERE account_id = $1 AND target_id IN ({ids}) \
-                         UNION ALL SELECT CAST(6 AS BIGINT), account_id, FALSE, FALSE, '' FROM blocks \
-                         WHERE target_id = $1 AND account_id IN ({ids})",
-                        me,
-                        Some(now_ms),
-                        ids,
-                    )
-                    .await?;
-                type Options = (i64, bool, bool, String);
-                let mut following: HashMap<i64, Options> = HashMap::new();
-                let mut requested: HashMap<i64, Options> = HashMap::new();
-                let mut muting: HashMap<i64, bool> = HashMap::new();
-                let (mut followed_by, mut requested_by, mut blocking, mut blocked_by) =
-                    (HashSet::new(), HashSet::new(), HashSet::new(), HashSet::new());
-                for (kind, id, a, b, languages) in facts {
-                    match kind {
-                        0 => {
-                            muting.insert(id, a);
-                        }
-                        1 => {
-                            following.insert(id, (id, a, b, languages));
-                        }
-                        2 => {
-                            requested.insert(id, (id, a, b, languages));
-                        }
-                        3 => {
-                            followed_by.insert(id);
-                        }
-                        4 => {
-                            requested_by.insert(id);
-                        }
-                        5 => {
-                            blocking.insert(id);
-                        }
-                        _ => {
-                            blocked_by.insert(id);
-                        }
-                    }
+                if let Some(r) = self.reader() {
+                    return Ok(relationships_from(ids, r.read(|c| lite::relationship_facts(c, me, now_ms, ids))?));
                 }
-                Ok(ids
-                    .iter()
-                    .map(|&id| {
-                        let options = following.get(&id).or_else(|| requested.get(&id));
-                        Relationship {
-                            id,
-                            following: following.contains_key(&id),
-                            showing_reblogs: options.is_some_and(|o| o.1),
-                            notifying: options.is_some_and(|o| o.2),
-                            languages: options.map(|o| languages_list(&o.3)).unwrap_or_default(),
-                            followed_by: followed_by.contains(&id),
-                            blocking: blocking.contains(&id),
-                            blocked_by: blocked_by.contains(&id),
-                            muting: muting.contains_key(&id),
-                            muting_notifications: muting.get(&id).copied().unwrap_or(false),
-                            requested: requested.contains_key(&id),
-                            requested_by: requested_by.contains(&id),
-                        }
-                    })
-                    .collect())
+                let facts: Vec<RelationshipFact> =
+                    self.about::<RelationshipFact>(RELATIONSHIP_FACTS, me, Some(now_ms), ids).await?;
+                Ok(relationships_from(ids, facts))
             }
 
             async fn followers(&self, account_id: i64, page: &Page) -> StoreResult<Vec<Entry>> {
@@ -689,64 +622,145 @@ macro_rules! sql_graph_store {
             }
 
             async fn filter_set(&self, me: i64, now_ms: i64) -> StoreResult<FilterSet> {
-                // One round trip on every timeline read: (kind, account), sorted by account.
-                let rows: Vec<(i64, i64)> = sqlx::query_as(
-                    "SELECT CAST(0 AS BIGINT), target_id FROM blocks WHERE account_id = $1 \
-                     UNION ALL SELECT CAST(1 AS BIGINT), account_id FROM blocks WHERE target_id = $1 \
-                     UNION ALL SELECT CAST(2 AS BIGINT), target_id FROM mutes WHERE account_id = $1 \
-                     AND (expires_at_ms = 0 OR expires_at_ms > $2) ORDER BY 2",
-                )
-                .bind(me)
-                .bind(now_ms)
-                .fetch_all(&self.pool)
-                .await?;
-                let mut set = FilterSet::default();
-                for (kind, id) in rows {
-                    match kind {
-                        0 => set.blocking.push(id),
-                        1 => set.blocked_by.push(id),
-                        _ => set.muting.push(id),
-                    }
+                // One round trip on every timeline read.
+                if let Some(r) = self.reader() {
+                    return Ok(filter_set_from(r.read(|c| lite::filter_facts(c, me, now_ms))?));
                 }
-                Ok(set)
+                let rows: Vec<(i64, i64)> =
+                    sqlx::query_as(FILTER_FACTS).bind(me).bind(now_ms).fetch_all(&self.pool).await?;
+                Ok(filter_set_from(rows))
             }
 
             async fn counts(&self, ids: &[i64]) -> StoreResult<Vec<Counts>> {
-                let mut followers: HashMap<i64, i64> = HashMap::new();
-                let mut following: HashMap<i64, i64> = HashMap::new();
-                for chunk in ids.chunks(IN_CHUNK) {
-                    let list = placeholders(1, chunk.len());
-                    // Both counts in one round trip: (0 = followers | 1 = following, id, count).
-                    let rows: Vec<(i64, i64, i64)> = self
-                        .fetch(
-                            format!(
-                                "SELECT CAST(0 AS BIGINT), target_id, COUNT(*) FROM follows WHERE target_id IN ({list}) \
-                                 GROUP BY target_id \
-                                 UNION ALL SELECT CAST(1 AS BIGINT), account_id, COUNT(*) FROM follows \
-                                 WHERE account_id IN ({list}) GROUP BY account_id"
-                            ),
-                            chunk,
-                        )
-                        .await?;
-                    for (kind, id, n) in rows {
-                        if kind == 0 {
-                            followers.insert(id, n);
-                        } else {
-                            following.insert(id, n);
-                        }
-                    }
+                if let Some(r) = self.reader() {
+                    return Ok(counts_from(ids, r.read(|c| lite::count_facts(c, ids))?));
                 }
-                Ok(ids
-                    .iter()
-                    .map(|&id| Counts {
-                        id,
-                        followers_count: followers.get(&id).copied().unwrap_or(0),
-                        following_count: following.get(&id).copied().unwrap_or(0),
-                    })
-                    .collect())
+                let mut facts = Vec::new();
+                for chunk in ids.chunks(IN_CHUNK) {
+                    let sql = COUNT_FACTS.replace("{list}", &placeholders(1, chunk.len()));
+                    facts.extend(self.fetch::<(i64, i64, i64)>(sql, chunk).await?);
+                }
+                Ok(counts_from(ids, facts))
             }
         }
     };
+}
+
+/// Every fact a relationship needs, in one statement: (kind, other account, two flags,
+/// languages). Mutes come first so the placeholders appear in order ($1, $2, then the ids in
+/// `{ids}`).
+pub(super) const RELATIONSHIP_FACTS: &str = "SELECT CAST(0 AS BIGINT), target_id, notifications, FALSE, '' FROM mutes WHERE account_id = $1 \
+     AND (expires_at_ms = 0 OR expires_at_ms > $2) AND target_id IN ({ids}) \
+     UNION ALL SELECT CAST(1 AS BIGINT), target_id, show_reblogs, notify, languages FROM follows \
+     WHERE account_id = $1 AND target_id IN ({ids}) \
+     UNION ALL SELECT CAST(2 AS BIGINT), target_id, show_reblogs, notify, languages FROM follow_requests \
+     WHERE account_id = $1 AND target_id IN ({ids}) \
+     UNION ALL SELECT CAST(3 AS BIGINT), account_id, FALSE, FALSE, '' FROM follows \
+     WHERE target_id = $1 AND account_id IN ({ids}) \
+     UNION ALL SELECT CAST(4 AS BIGINT), account_id, FALSE, FALSE, '' FROM follow_requests \
+     WHERE target_id = $1 AND account_id IN ({ids}) \
+     UNION ALL SELECT CAST(5 AS BIGINT), target_id, FALSE, FALSE, '' FROM blocks \
+     WHERE account_id = $1 AND target_id IN ({ids}) \
+     UNION ALL SELECT CAST(6 AS BIGINT), account_id, FALSE, FALSE, '' FROM blocks \
+     WHERE target_id = $1 AND account_id IN ({ids})";
+
+pub(super) type RelationshipFact = (i64, i64, bool, bool, String);
+
+fn relationships_from(ids: &[i64], facts: Vec<RelationshipFact>) -> Vec<Relationship> {
+    type Options = (i64, bool, bool, String);
+    let mut following: HashMap<i64, Options> = HashMap::new();
+    let mut requested: HashMap<i64, Options> = HashMap::new();
+    let mut muting: HashMap<i64, bool> = HashMap::new();
+    let (mut followed_by, mut requested_by, mut blocking, mut blocked_by) =
+        (HashSet::new(), HashSet::new(), HashSet::new(), HashSet::new());
+    for (kind, id, a, b, languages) in facts {
+        match kind {
+            0 => {
+                muting.insert(id, a);
+            }
+            1 => {
+                following.insert(id, (id, a, b, languages));
+            }
+            2 => {
+                requested.insert(id, (id, a, b, languages));
+            }
+            3 => {
+                followed_by.insert(id);
+            }
+            4 => {
+                requested_by.insert(id);
+            }
+            5 => {
+                blocking.insert(id);
+            }
+            _ => {
+                blocked_by.insert(id);
+            }
+        }
+    }
+    ids.iter()
+        .map(|&id| {
+            let options = following.get(&id).or_else(|| requested.get(&id));
+            Relationship {
+                id,
+                following: following.contains_key(&id),
+                showing_reblogs: options.is_some_and(|o| o.1),
+                notifying: options.is_some_and(|o| o.2),
+                languages: options.map(|o| languages_list(&o.3)).unwrap_or_default(),
+                followed_by: followed_by.contains(&id),
+                blocking: blocking.contains(&id),
+                blocked_by: blocked_by.contains(&id),
+                muting: muting.contains_key(&id),
+                muting_notifications: muting.get(&id).copied().unwrap_or(false),
+                requested: requested.contains_key(&id),
+                requested_by: requested_by.contains(&id),
+            }
+        })
+        .collect()
+}
+
+/// A viewer's blocks (0), blocks of the viewer (1) and live mutes (2), sorted by account.
+pub(super) const FILTER_FACTS: &str = "SELECT CAST(0 AS BIGINT), target_id FROM blocks WHERE account_id = $1 \
+     UNION ALL SELECT CAST(1 AS BIGINT), account_id FROM blocks WHERE target_id = $1 \
+     UNION ALL SELECT CAST(2 AS BIGINT), target_id FROM mutes WHERE account_id = $1 \
+     AND (expires_at_ms = 0 OR expires_at_ms > $2) ORDER BY 2";
+
+fn filter_set_from(rows: Vec<(i64, i64)>) -> FilterSet {
+    let mut set = FilterSet::default();
+    for (kind, id) in rows {
+        match kind {
+            0 => set.blocking.push(id),
+            1 => set.blocked_by.push(id),
+            _ => set.muting.push(id),
+        }
+    }
+    set
+}
+
+/// Both counts of the accounts in `{list}` in one statement: (0 = followers | 1 = following, id,
+/// count).
+pub(super) const COUNT_FACTS: &str = "SELECT CAST(0 AS BIGINT), target_id, COUNT(*) FROM follows \
+     WHERE target_id IN ({list}) GROUP BY target_id \
+     UNION ALL SELECT CAST(1 AS BIGINT), account_id, COUNT(*) FROM follows WHERE account_id IN ({list}) \
+     GROUP BY account_id";
+
+fn counts_from(ids: &[i64], facts: Vec<(i64, i64, i64)>) -> Vec<Counts> {
+    let mut followers: HashMap<i64, i64> = HashMap::new();
+    let mut following: HashMap<i64, i64> = HashMap::new();
+    for (kind, id, n) in facts {
+        if kind == 0 {
+            followers.insert(id, n);
+        } else {
+            following.insert(id, n);
+        }
+    }
+    ids.iter()
+        .map(|&id| Counts {
+            id,
+            followers_count: followers.get(&id).copied().unwrap_or(0),
+            following_count: following.get(&id).copied().unwrap_or(0),
+        })
+        .collect()
 }
 
 /// Which of the two follow tables an edge lives in.
@@ -772,6 +786,10 @@ impl PgGraphStore {
     fn migrator(&self) -> sqlx::migrate::Migrator {
         sqlx::migrate!("./migrations/postgres")
     }
+
+    fn reader(&self) -> Option<&SqliteReader> {
+        None
+    }
 }
 
 mod pg_impl {
@@ -787,21 +805,29 @@ mod pg_impl {
     );
 }
 
-/// Graph store on SQLite (the embedded default).
+/// Graph store on SQLite (the embedded default). Writes go through the sqlx pool; the reads of
+/// every timeline page (relationships, the filter set, counts) run on the calling thread through
+/// [`SqliteReader`] (see `lite.rs`).
 pub struct SqliteGraphStore {
     pool: SqlitePool,
+    reader: SqliteReader,
     outbox: Arc<dyn OutboxStore>,
 }
 
 impl SqliteGraphStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let pool = agora_store::sqlite(url).await?;
+        let reader = SqliteReader::new(url, "graph")?;
         let outbox = Arc::new(agora_events::outbox::sqlite::SqliteOutbox::new(pool.clone()));
-        Ok(Self { pool, outbox })
+        Ok(Self { pool, reader, outbox })
     }
 
     fn migrator(&self) -> sqlx::migrate::Migrator {
         sqlx::migrate!("./migrations/sqlite")
+    }
+
+    fn reader(&self) -> Option<&SqliteReader> {
+        Some(&self.reader)
     }
 }
 

@@ -5,6 +5,7 @@
 //! from the stored row) and writes it to the outbox in the same transaction, and only when the
 //! write changed something: favouriting twice announces nothing.
 
+mod lite;
 mod sql;
 
 use std::sync::Arc;

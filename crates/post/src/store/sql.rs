@@ -19,8 +19,11 @@ use super::{
 use crate::domain::{EditRecord, MentionRecord, StatusRecord, Visibility};
 use agora_events::Envelope;
 use agora_events::outbox::OutboxStore;
+use agora_store::lite::SqliteReader;
 
-const STATUS_COLUMNS: &str = "id, account_id, text, content, spoiler_text, sensitive, visibility, language, \
+use super::lite;
+
+pub(super) const STATUS_COLUMNS: &str = "id, account_id, text, content, spoiler_text, sensitive, visibility, language, \
      in_reply_to_id, in_reply_to_account_id, reblog_of_id, replies_count, reblogs_count, favourites_count, \
      edited_at_ms, deleted, created_at_ms, application_name";
 
@@ -471,6 +474,9 @@ macro_rules! sql_post_store {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::statuses(c, ids))?);
+                }
                 let mut conn = self.pool.acquire().await?;
                 load(&mut conn, ids).await
             }
@@ -478,6 +484,9 @@ macro_rules! sql_post_store {
             async fn replies(&self, parent_ids: &[i64]) -> StoreResult<Vec<StatusRecord>> {
                 if parent_ids.is_empty() {
                     return Ok(Vec::new());
+                }
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::replies(c, parent_ids))?);
                 }
                 let mut conn = self.pool.acquire().await?;
                 let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT id FROM statuses WHERE in_reply_to_id IN (");
@@ -493,6 +502,10 @@ macro_rules! sql_post_store {
                 max_id: Option<i64>,
                 limit: usize,
             ) -> StoreResult<Vec<StatusRecord>> {
+                if let Some(r) = self.reader() {
+                    let max_id = max_id.unwrap_or(i64::MAX);
+                    return Ok(r.read(|c| lite::account_statuses(c, account_id, max_id, limit as i64))?);
+                }
                 let mut conn = self.pool.acquire().await?;
                 let ids: Vec<i64> = sqlx::query_scalar(
                     "SELECT id FROM statuses WHERE account_id = $1 AND deleted = FALSE AND id < $2 ORDER BY id DESC LIMIT $3",
@@ -508,6 +521,9 @@ macro_rules! sql_post_store {
             async fn account_stats(&self, account_ids: &[i64]) -> StoreResult<Vec<AccountStats>> {
                 if account_ids.is_empty() {
                     return Ok(Vec::new());
+                }
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::account_stats(c, account_ids))?);
                 }
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
                     "SELECT account_id, COUNT(*), MAX(created_at_ms) FROM statuses \
@@ -530,6 +546,9 @@ macro_rules! sql_post_store {
             async fn viewer_marks(&self, viewer: i64, ids: &[i64]) -> StoreResult<ViewerMarks> {
                 if ids.is_empty() {
                     return Ok(ViewerMarks::default());
+                }
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::viewer_marks(c, viewer, ids))?);
                 }
                 // One round trip: (kind, status id) for reblogs, favourites, bookmarks and pins.
                 let mut qb = sqlx::QueryBuilder::<$db>::new("");
@@ -768,6 +787,10 @@ impl PgPostStore {
     fn migrator(&self) -> sqlx::migrate::Migrator {
         sqlx::migrate!("./migrations/postgres")
     }
+
+    fn reader(&self) -> Option<&SqliteReader> {
+        None
+    }
 }
 
 mod pg_impl {
@@ -784,20 +807,29 @@ mod pg_impl {
 }
 
 /// Post store on SQLite (the embedded default).
+///
+/// Writes go through the sqlx pool; the hot reads (statuses, timelines, counts, the viewer's
+/// marks) run on the calling thread through [`SqliteReader`] (see `lite.rs`).
 pub struct SqlitePostStore {
     pool: SqlitePool,
+    reader: SqliteReader,
     outbox: Arc<dyn OutboxStore>,
 }
 
 impl SqlitePostStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let pool = agora_store::sqlite(url).await?;
+        let reader = SqliteReader::new(url, "post")?;
         let outbox = Arc::new(agora_events::outbox::sqlite::SqliteOutbox::new(pool.clone()));
-        Ok(Self { pool, outbox })
+        Ok(Self { pool, reader, outbox })
     }
 
     fn migrator(&self) -> sqlx::migrate::Migrator {
         sqlx::migrate!("./migrations/sqlite")
+    }
+
+    fn reader(&self) -> Option<&SqliteReader> {
+        Some(&self.reader)
     }
 }
 

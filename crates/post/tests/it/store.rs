@@ -87,17 +87,20 @@ async fn events(s: &Arc<dyn PostStore>, aggregate: i64, kind: &str) -> usize {
 
 async fn creating_writes_the_status_and_its_event(s: Arc<dyn PostStore>) {
     let author = account();
-    let mut new = status(author, "hello @bob #Rust");
-    new.mentions = vec![MentionRecord { account_id: 42, username: "bob".into() }];
-    new.tags = vec!["rust".into()];
+    let mut new = status(author, "hello @bob @carol #Rust #go");
+    new.mentions = vec![
+        MentionRecord { account_id: 42, username: "bob".into() },
+        MentionRecord { account_id: 43, username: "carol".into() },
+    ];
+    new.tags = vec!["go".into(), "rust".into()];
     new.visibility = Visibility::Private;
     new.spoiler_text = "cw".into();
     let created = post(&s, new.clone()).await;
     assert_eq!(created.id, new.id);
-    assert_eq!(created.text, "hello @bob #Rust");
+    assert_eq!(created.text, "hello @bob @carol #Rust #go");
     assert_eq!(created.visibility, Visibility::Private);
     assert_eq!(created.mentions, new.mentions);
-    assert_eq!(created.tags, vec!["rust".to_owned()]);
+    assert_eq!(created.tags, vec!["go".to_owned(), "rust".to_owned()]);
     assert_eq!(created.spoiler_text, "cw");
     assert!(!created.deleted);
     assert_eq!(events(&s, created.id, "post.created").await, 1);

@@ -104,3 +104,52 @@ async fn cancelled_units_of_work_leave_clean_connections_on_sqlite() {
     assert_eq!(items, n, "an item without its count, or a count without its item");
     assert!(n >= 16);
 }
+
+/// The inline reader sees every write the pool has committed, sees nothing of a transaction still
+/// open, refuses to write, and serves many threads at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_sqlite_reads_see_committed_writes_only_and_never_write() {
+    let dir = agora_testkit::tempdir().unwrap();
+    let url = format!("sqlite://{}/r.db", dir.0.display());
+    let pool = agora_store::sqlite(&url).await.unwrap();
+    sqlx::query("CREATE TABLE items (id INTEGER PRIMARY KEY, note TEXT NOT NULL)").execute(&pool).await.unwrap();
+    let reader = std::sync::Arc::new(agora_store::lite::SqliteReader::new(&url, "test").unwrap());
+    let count = |r: &agora_store::lite::SqliteReader| {
+        r.read(|c| c.query_row("SELECT count(*) FROM items", [], |row| row.get::<_, i64>(0))).unwrap()
+    };
+    assert_eq!(count(&reader), 0);
+    for i in 1..=20 {
+        sqlx::query("INSERT INTO items (note) VALUES ('x')").execute(&pool).await.unwrap();
+        assert_eq!(count(&reader), i, "a committed write was not visible to the next read");
+    }
+
+    let mut tx = agora_store::begin(&pool, "BEGIN IMMEDIATE").await.unwrap();
+    sqlx::query("INSERT INTO items (note) VALUES ('pending')").execute(&mut *tx).await.unwrap();
+    assert_eq!(count(&reader), 20, "a read saw a write that was not committed");
+    agora_store::commit(tx).await.unwrap();
+    assert_eq!(count(&reader), 21);
+
+    let refused = reader.read(|c| c.execute("INSERT INTO items (note) VALUES ('y')", []));
+    assert!(refused.is_err(), "the reader wrote");
+    let missing = reader.read(|c| c.query_row("SELECT id FROM items WHERE id = -1", [], |row| row.get::<_, i64>(0)));
+    assert!(matches!(missing, Err(sqlx::Error::RowNotFound)));
+
+    let ids = agora_store::lite::id_list(&[1, 3, 5, 999]);
+    let found: Vec<i64> = reader
+        .read(|c| {
+            let mut st = c.prepare_cached("SELECT id FROM items WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id")?;
+            st.query_map([&ids], |row| row.get(0))?.collect()
+        })
+        .unwrap();
+    assert_eq!(found, vec![1, 3, 5]);
+
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let reader = reader.clone();
+            std::thread::spawn(move || (0..200).map(|_| count(&reader)).all(|n| n == 21))
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap(), "a concurrent read saw another count");
+    }
+}

@@ -1,6 +1,7 @@
 //! The user store port and the choice of backend by URL scheme (`postgres://`, `sqlite://`).
 //! Every backend passes the conformance suite in `tests/it/store.rs`.
 
+mod lite;
 mod sql;
 
 use std::sync::Arc;

@@ -14,8 +14,11 @@ use super::{
 use crate::domain::{Account, Application, Field, ProfilePatch, Role, Session};
 use agora_events::Envelope;
 use agora_events::outbox::OutboxStore;
+use agora_store::lite::SqliteReader;
 
-const ACCOUNT_COLUMNS: &str = "id, username, email, display_name, note, avatar_url, header_url, locked, bot, \
+use super::lite;
+
+pub(super) const ACCOUNT_COLUMNS: &str = "id, username, email, display_name, note, avatar_url, header_url, locked, bot, \
      fields_json, role, privacy, sensitive, language, created_at_ms, updated_at_ms";
 
 #[derive(sqlx::FromRow)]
@@ -236,6 +239,9 @@ macro_rules! sql_user_store {
             }
 
             async fn account(&self, id: i64) -> StoreResult<Option<Account>> {
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::by_id(c, id))?);
+                }
                 let row: Option<AccountRow> =
                     sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1")))
                         .bind(id)
@@ -247,6 +253,9 @@ macro_rules! sql_user_store {
             async fn accounts(&self, ids: &[i64]) -> StoreResult<Vec<Account>> {
                 if ids.is_empty() {
                     return Ok(Vec::new());
+                }
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::accounts(c, ids))?);
                 }
                 let mut qb = sqlx::QueryBuilder::<$db>::new(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id IN ("));
                 let mut list = qb.separated(", ");
@@ -261,6 +270,9 @@ macro_rules! sql_user_store {
             }
 
             async fn account_by_username(&self, username: &str) -> StoreResult<Option<Account>> {
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::by_username(c, &username.to_lowercase()))?);
+                }
                 let row: Option<AccountRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username_lower = $1"
                 )))
@@ -643,6 +655,10 @@ impl PgUserStore {
     fn migrator(&self) -> sqlx::migrate::Migrator {
         sqlx::migrate!("./migrations/postgres")
     }
+
+    fn reader(&self) -> Option<&SqliteReader> {
+        None
+    }
 }
 
 mod pg_impl {
@@ -650,21 +666,28 @@ mod pg_impl {
     sql_user_store!(PgUserStore, sqlx::Postgres, agora_events::outbox::pg::insert, "BEGIN");
 }
 
-/// User store on SQLite (the embedded default).
+/// User store on SQLite (the embedded default). Writes go through the sqlx pool; account reads
+/// run on the calling thread through [`SqliteReader`] (see `lite.rs`).
 pub struct SqliteUserStore {
     pool: SqlitePool,
+    reader: SqliteReader,
     outbox: Arc<dyn OutboxStore>,
 }
 
 impl SqliteUserStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let pool = agora_store::sqlite(url).await?;
+        let reader = SqliteReader::new(url, "user")?;
         let outbox = Arc::new(agora_events::outbox::sqlite::SqliteOutbox::new(pool.clone()));
-        Ok(Self { pool, outbox })
+        Ok(Self { pool, reader, outbox })
     }
 
     fn migrator(&self) -> sqlx::migrate::Migrator {
         sqlx::migrate!("./migrations/sqlite")
+    }
+
+    fn reader(&self) -> Option<&SqliteReader> {
+        Some(&self.reader)
     }
 }
 

@@ -1,0 +1,33 @@
+//! The SQLite graph store's reads on every timeline page (relationship facts, the filter set,
+//! counts), run on the calling thread by [`agora_store::lite`]. The statements are the ones the
+//! sqlx path runs, with the id list passed as one JSON parameter so each stays prepared.
+
+use std::sync::LazyLock;
+
+use agora_store::lite::id_list;
+use rusqlite::Connection;
+
+use super::sql::{COUNT_FACTS, FILTER_FACTS, RELATIONSHIP_FACTS, RelationshipFact};
+
+const IDS: &str = "SELECT value FROM json_each(?3)";
+
+static RELATIONSHIPS: LazyLock<String> =
+    LazyLock::new(|| RELATIONSHIP_FACTS.replace("{ids}", IDS).replace("$1", "?1").replace("$2", "?2"));
+static FILTER: LazyLock<String> = LazyLock::new(|| FILTER_FACTS.replace("$1", "?1").replace("$2", "?2"));
+static COUNTS: LazyLock<String> = LazyLock::new(|| COUNT_FACTS.replace("{list}", "SELECT value FROM json_each(?1)"));
+
+pub fn relationship_facts(c: &Connection, me: i64, now_ms: i64, ids: &[i64]) -> rusqlite::Result<Vec<RelationshipFact>> {
+    let mut st = c.prepare_cached(&RELATIONSHIPS)?;
+    st.query_map((me, now_ms, id_list(ids)), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .collect()
+}
+
+pub fn filter_facts(c: &Connection, me: i64, now_ms: i64) -> rusqlite::Result<Vec<(i64, i64)>> {
+    let mut st = c.prepare_cached(&FILTER)?;
+    st.query_map((me, now_ms), |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+}
+
+pub fn count_facts(c: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<(i64, i64, i64)>> {
+    let mut st = c.prepare_cached(&COUNTS)?;
+    st.query_map([id_list(ids)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
+}

@@ -1,0 +1,129 @@
+//! The SQLite post store's hot reads, run on the calling thread by [`agora_store::lite`]: each is
+//! one prepared statement (a status comes with its mentions and tags aggregated in the same row),
+//! where the sqlx path takes three and a thread hop for each.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use agora_store::lite::id_list;
+use rusqlite::{Connection, Row};
+
+use super::sql::STATUS_COLUMNS;
+use super::{AccountStats, ViewerMarks};
+use crate::domain::{MentionRecord, StatusRecord, Visibility};
+
+/// A status row with its mentions (`id:username`, by username) and tags (by name) aggregated.
+fn select(filter: &str) -> String {
+    format!(
+        "SELECT {STATUS_COLUMNS}, \
+           (SELECT string_agg(m.account_id || ':' || m.username, ' ' ORDER BY m.username) \
+              FROM status_mentions m WHERE m.status_id = s.id), \
+           (SELECT string_agg(t.tag, ' ' ORDER BY t.tag) FROM status_tags t WHERE t.status_id = s.id) \
+         FROM statuses s WHERE {filter}"
+    )
+}
+
+static BY_IDS: LazyLock<String> = LazyLock::new(|| select("s.id IN (SELECT value FROM json_each(?1))"));
+static BY_ACCOUNT: LazyLock<String> =
+    LazyLock::new(|| select("s.account_id = ?1 AND s.deleted = FALSE AND s.id < ?2 ORDER BY s.id DESC LIMIT ?3"));
+static REPLIES: LazyLock<String> =
+    LazyLock::new(|| select("s.in_reply_to_id IN (SELECT value FROM json_each(?1)) ORDER BY s.id"));
+
+fn record(r: &Row<'_>) -> rusqlite::Result<StatusRecord> {
+    let visibility: String = r.get(6)?;
+    let mentions: Option<String> = r.get(18)?;
+    let tags: Option<String> = r.get(19)?;
+    Ok(StatusRecord {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        text: r.get(2)?,
+        content: r.get(3)?,
+        spoiler_text: r.get(4)?,
+        sensitive: r.get(5)?,
+        visibility: Visibility::parse(&visibility),
+        language: r.get(7)?,
+        in_reply_to_id: r.get(8)?,
+        in_reply_to_account_id: r.get(9)?,
+        reblog_of_id: r.get(10)?,
+        replies_count: r.get(11)?,
+        reblogs_count: r.get(12)?,
+        favourites_count: r.get(13)?,
+        edited_at_ms: r.get(14)?,
+        deleted: r.get(15)?,
+        created_at_ms: r.get(16)?,
+        application_name: r.get(17)?,
+        mentions: mentions
+            .as_deref()
+            .unwrap_or_default()
+            .split_ascii_whitespace()
+            .filter_map(|pair| {
+                let (id, username) = pair.split_once(':')?;
+                Some(MentionRecord { account_id: id.parse().ok()?, username: username.to_owned() })
+            })
+            .collect(),
+        tags: tags.as_deref().unwrap_or_default().split_ascii_whitespace().map(str::to_owned).collect(),
+    })
+}
+
+/// Statuses with their mentions and tags, in the order of `ids`.
+pub fn statuses(c: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<StatusRecord>> {
+    let mut st = c.prepare_cached(&BY_IDS)?;
+    let mut by_id: HashMap<i64, StatusRecord> =
+        st.query_map([id_list(ids)], record)?.map(|r| r.map(|s| (s.id, s))).collect::<Result<_, _>>()?;
+    Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+}
+
+/// An account's statuses below `max_id`, newest first.
+pub fn account_statuses(c: &Connection, account_id: i64, max_id: i64, limit: i64) -> rusqlite::Result<Vec<StatusRecord>> {
+    let mut st = c.prepare_cached(&BY_ACCOUNT)?;
+    st.query_map((account_id, max_id, limit), record)?.collect()
+}
+
+/// Direct replies to any of `parent_ids`, oldest first.
+pub fn replies(c: &Connection, parent_ids: &[i64]) -> rusqlite::Result<Vec<StatusRecord>> {
+    let mut st = c.prepare_cached(&REPLIES)?;
+    st.query_map([id_list(parent_ids)], record)?.collect()
+}
+
+pub fn account_stats(c: &Connection, account_ids: &[i64]) -> rusqlite::Result<Vec<AccountStats>> {
+    let mut st = c.prepare_cached(
+        "SELECT account_id, COUNT(*), MAX(created_at_ms) FROM statuses \
+         WHERE deleted = FALSE AND visibility <> 'direct' AND account_id IN (SELECT value FROM json_each(?1)) \
+         GROUP BY account_id",
+    )?;
+    let by_id: HashMap<i64, (i64, i64)> = st
+        .query_map([id_list(account_ids)], |r| {
+            Ok((r.get::<_, i64>(0)?, (r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?.unwrap_or(0))))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(account_ids
+        .iter()
+        .map(|id| {
+            let (statuses_count, last_status_at_ms) = by_id.get(id).copied().unwrap_or((0, 0));
+            AccountStats { account_id: *id, statuses_count, last_status_at_ms }
+        })
+        .collect())
+}
+
+/// The viewer's reblogs, favourites, bookmarks and pins among `ids`, in one statement.
+pub fn viewer_marks(c: &Connection, viewer: i64, ids: &[i64]) -> rusqlite::Result<ViewerMarks> {
+    let mut st = c.prepare_cached(
+        "WITH ids(id) AS (SELECT value FROM json_each(?2)) \
+         SELECT 0, reblog_of_id FROM statuses WHERE account_id = ?1 AND reblog_of_id IN (SELECT id FROM ids) \
+         UNION ALL SELECT 1, status_id FROM favourites WHERE account_id = ?1 AND status_id IN (SELECT id FROM ids) \
+         UNION ALL SELECT 2, status_id FROM bookmarks WHERE account_id = ?1 AND status_id IN (SELECT id FROM ids) \
+         UNION ALL SELECT 3, status_id FROM pins WHERE account_id = ?1 AND status_id IN (SELECT id FROM ids)",
+    )?;
+    let mut marks = ViewerMarks::default();
+    let mut rows = st.query((viewer, id_list(ids)))?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(1)?;
+        match r.get::<_, i64>(0)? {
+            0 => marks.reblogged.insert(id),
+            1 => marks.favourited.insert(id),
+            2 => marks.bookmarked.insert(id),
+            _ => marks.pinned.insert(id),
+        };
+    }
+    Ok(marks)
+}

@@ -76,6 +76,43 @@ impl From<StatusRow> for StatusRecord {
     }
 }
 
+/// A new status as the store holds it once inserted: no counts yet, mentions once per account by
+/// username and tags once each by name (the order a read gives them in).
+fn as_inserted(s: &NewStatus) -> StatusRecord {
+    let mut mentions: Vec<MentionRecord> = Vec::with_capacity(s.mentions.len());
+    for m in &s.mentions {
+        if !mentions.iter().any(|k| k.account_id == m.account_id) {
+            mentions.push(m.clone());
+        }
+    }
+    mentions.sort_by(|a, b| a.username.cmp(&b.username));
+    let mut tags = s.tags.clone();
+    tags.sort();
+    tags.dedup();
+    StatusRecord {
+        id: s.id,
+        account_id: s.account_id,
+        text: s.text.clone(),
+        content: s.content.clone(),
+        spoiler_text: s.spoiler_text.clone(),
+        sensitive: s.sensitive,
+        visibility: s.visibility,
+        language: s.language.clone(),
+        in_reply_to_id: s.in_reply_to_id,
+        in_reply_to_account_id: s.in_reply_to_account_id,
+        reblog_of_id: s.reblog_of_id,
+        replies_count: 0,
+        reblogs_count: 0,
+        favourites_count: 0,
+        edited_at_ms: None,
+        deleted: false,
+        created_at_ms: s.created_at_ms,
+        application_name: s.application_name.clone(),
+        mentions,
+        tags,
+    }
+}
+
 /// `(lower, upper)` exclusive id bounds and whether to read oldest first.
 fn bounds_sql(b: &Bounds) -> (i64, i64, bool) {
     let lower = b.since_id.into_iter().chain(b.min_id).max().unwrap_or(i64::MIN);
@@ -274,7 +311,8 @@ macro_rules! sql_post_store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                let created = load_one(&mut tx, s.id).await?.ok_or(StoreError::NotFound)?;
+                // The row as it was just written, without reading it back.
+                let created = as_inserted(s);
                 announce(&mut tx, &event(&created)).await?;
                 agora_store::commit(tx).await?;
                 Ok(Inserted::New(created))

@@ -106,6 +106,20 @@ async fn creating_writes_the_status_and_its_event(s: Arc<dyn PostStore>) {
     assert_eq!(events(&s, created.id, "post.created").await, 1);
     assert_eq!(one(&s, created.id).await, created);
     assert!(s.statuses(&[id()]).await.unwrap().is_empty());
+
+    // Given out of order and twice, mentions and tags come back once each, in a read's order,
+    // from the write as from the next read.
+    let mut messy = status(author, "@carol @bob @bob #rust #go #rust");
+    messy.mentions = vec![
+        MentionRecord { account_id: 43, username: "carol".into() },
+        MentionRecord { account_id: 42, username: "bob".into() },
+        MentionRecord { account_id: 42, username: "bob".into() },
+    ];
+    messy.tags = vec!["rust".into(), "go".into(), "rust".into()];
+    let created = post(&s, messy).await;
+    assert_eq!(created.mentions.iter().map(|m| m.account_id).collect::<Vec<_>>(), vec![42, 43]);
+    assert_eq!(created.tags, vec!["go".to_owned(), "rust".to_owned()]);
+    assert_eq!(one(&s, created.id).await, created);
 }
 
 async fn an_idempotency_key_returns_the_first_status(s: Arc<dyn PostStore>) {

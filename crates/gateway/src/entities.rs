@@ -2,6 +2,8 @@
 //! Application, Token).
 
 use agora_proto::user::v1 as pb;
+use serde::Serialize;
+use serde::ser::SerializeSeq as _;
 use serde_json::{Value, json};
 
 /// Escapes text for HTML element content and attribute values.
@@ -38,41 +40,94 @@ fn missing(base: &str, kind: &str) -> String {
     format!("{base}/{kind}/original/missing.png")
 }
 
-pub fn account(base: &str, a: &pb::Account) -> Value {
+/// An always-empty list (`emojis`, `roles`, `media_attachments`, … until their features exist).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Empty;
+
+impl Serialize for Empty {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_seq(Some(0))?.end()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountField {
+    name: String,
+    value: String,
+    verified_at: Option<String>,
+}
+
+/// Mastodon's Account entity, serialized as is (no JSON tree is built for it).
+#[derive(Debug, Clone, Serialize)]
+pub struct Account {
+    pub id: String,
+    pub username: String,
+    acct: String,
+    display_name: String,
+    locked: bool,
+    bot: bool,
+    discoverable: bool,
+    indexable: bool,
+    group: bool,
+    noindex: bool,
+    hide_collections: bool,
+    created_at: String,
+    note: String,
+    url: String,
+    uri: String,
+    avatar: String,
+    avatar_static: String,
+    header: String,
+    header_static: String,
+    pub followers_count: i64,
+    pub following_count: i64,
+    pub statuses_count: i64,
+    pub last_status_at: Option<String>,
+    emojis: Empty,
+    fields: Vec<AccountField>,
+    roles: Empty,
+}
+
+pub fn account_entity(base: &str, a: &pb::Account) -> Account {
     let avatar = if a.avatar_url.is_empty() { missing(base, "avatars") } else { a.avatar_url.clone() };
     let header = if a.header_url.is_empty() { missing(base, "headers") } else { a.header_url.clone() };
-    json!({
-        "id": a.id.to_string(),
-        "username": a.username,
-        "acct": a.username,
-        "display_name": a.display_name,
-        "locked": a.locked,
-        "bot": a.bot,
-        "discoverable": true,
-        "indexable": false,
-        "group": false,
-        "noindex": false,
-        "hide_collections": false,
-        "created_at": agora_kit::time::rfc3339_ms(a.created_at_ms - a.created_at_ms.rem_euclid(86_400_000)),
-        "note": note_html(&a.note),
-        "url": format!("{base}/@{}", a.username),
-        "uri": format!("{base}/users/{}", a.username),
-        "avatar": avatar,
-        "avatar_static": avatar,
-        "header": header,
-        "header_static": header,
-        "followers_count": 0,
-        "following_count": 0,
-        "statuses_count": 0,
-        "last_status_at": Value::Null,
-        "emojis": [],
-        "fields": a.fields.iter().map(|f| json!({
-            "name": escape_html(&f.name),
-            "value": escape_html(&f.value),
-            "verified_at": Value::Null,
-        })).collect::<Vec<_>>(),
-        "roles": [],
-    })
+    Account {
+        id: a.id.to_string(),
+        username: a.username.clone(),
+        acct: a.username.clone(),
+        display_name: a.display_name.clone(),
+        locked: a.locked,
+        bot: a.bot,
+        discoverable: true,
+        indexable: false,
+        group: false,
+        noindex: false,
+        hide_collections: false,
+        created_at: agora_kit::time::rfc3339_ms(a.created_at_ms - a.created_at_ms.rem_euclid(86_400_000)),
+        note: note_html(&a.note),
+        url: format!("{base}/@{}", a.username),
+        uri: format!("{base}/users/{}", a.username),
+        avatar_static: avatar.clone(),
+        avatar,
+        header_static: header.clone(),
+        header,
+        followers_count: 0,
+        following_count: 0,
+        statuses_count: 0,
+        last_status_at: None,
+        emojis: Empty,
+        fields: a
+            .fields
+            .iter()
+            .map(|f| AccountField { name: escape_html(&f.name), value: escape_html(&f.value), verified_at: None })
+            .collect(),
+        roles: Empty,
+    }
+}
+
+/// The Account entity as a JSON value, for responses that add to it.
+pub fn account(base: &str, a: &pb::Account) -> Value {
+    serde_json::to_value(account_entity(base, a)).unwrap_or(Value::Null)
 }
 
 fn role_name(role: i32) -> &'static str {

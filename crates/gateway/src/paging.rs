@@ -2,7 +2,6 @@
 //! handed to whichever service answers, and a `Link` header built from the cursors it returns.
 
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 use agora_kit::pagination::{PageQuery, link_header};
 
@@ -52,8 +51,14 @@ into_page!(agora_proto::post::v1::Page, agora_proto::graph::v1::Page, agora_prot
 
 /// A JSON list with a `Link` header spanning `cursors` (newest first). `path` is the endpoint
 /// path; `keep` the query parameters the next page must repeat.
-pub fn linked(base: &str, path: &str, keep: &[(String, String)], cursors: &[i64], body: Vec<Value>) -> Response {
-    let mut resp = axum::Json(Value::Array(body)).into_response();
+pub fn linked<T: serde::Serialize>(
+    base: &str,
+    path: &str,
+    keep: &[(String, String)],
+    cursors: &[i64],
+    body: Vec<T>,
+) -> Response {
+    let mut resp = axum::Json(body).into_response();
     if let (Some(newest), Some(oldest)) = (cursors.iter().max(), cursors.iter().min()) {
         let link = link_header(&format!("{base}{path}"), keep, *newest, *oldest);
         if let Ok(v) = link.parse() {

@@ -4,11 +4,13 @@
 //! counts).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use agora_kit::grpc::request;
 use agora_proto::graph::v1 as gpb;
 use agora_proto::post::v1 as ppb;
 use agora_proto::user::v1 as upb;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
@@ -21,7 +23,7 @@ fn token(caller: Option<&Caller>) -> Option<&str> {
 }
 
 /// Account entities with their counts, by id. Unknown ids are absent.
-pub async fn accounts(st: &AppState, ids: &[i64]) -> ApiResult<HashMap<i64, Value>> {
+pub async fn account_entities(st: &AppState, ids: &[i64]) -> ApiResult<HashMap<i64, Arc<entities::Account>>> {
     let mut unique: Vec<i64> = Vec::with_capacity(ids.len());
     let mut seen = HashSet::new();
     for id in ids {
@@ -35,17 +37,35 @@ pub async fn accounts(st: &AppState, ids: &[i64]) -> ApiResult<HashMap<i64, Valu
     let mut user = st.user.clone();
     let (accounts, (counts, stats)) = tokio::join!(
         user.batch_get_accounts(request(upb::BatchGetAccountsRequest { ids: unique.clone() }, None)),
-        counts(st, unique.clone()),
+        counts(st, unique),
     );
     let accounts = accounts?.into_inner().accounts;
     let base = &st.config.public_url;
     Ok(accounts
         .iter()
         .map(|a| {
-            let mut v = entities::account(base, a);
-            apply_counts(&mut v, counts.get(&a.id), stats.get(&a.id));
-            (a.id, v)
+            let mut e = entities::account_entity(base, a);
+            if let Some(c) = counts.get(&a.id) {
+                e.followers_count = c.followers_count;
+                e.following_count = c.following_count;
+            }
+            if let Some(s) = stats.get(&a.id) {
+                e.statuses_count = s.statuses_count;
+                if s.last_status_at_ms > 0 {
+                    e.last_status_at = Some(agora_kit::time::date_only(s.last_status_at_ms));
+                }
+            }
+            (a.id, Arc::new(e))
         })
+        .collect())
+}
+
+/// Account entities with their counts as JSON values, by id (for responses that add to them).
+pub async fn accounts(st: &AppState, ids: &[i64]) -> ApiResult<HashMap<i64, Value>> {
+    Ok(account_entities(st, ids)
+        .await?
+        .into_iter()
+        .map(|(id, a)| (id, serde_json::to_value(&*a).unwrap_or(Value::Null)))
         .collect())
 }
 
@@ -110,7 +130,7 @@ pub async fn account_list(st: &AppState, ids: &[i64]) -> ApiResult<Vec<Value>> {
 
 /// Status entities for records the post service returned, in order. Statuses whose author is
 /// unknown (a deleted account) are left out.
-pub async fn statuses(st: &AppState, list: &[ppb::Status]) -> ApiResult<Vec<Value>> {
+pub async fn statuses(st: &AppState, list: &[ppb::Status]) -> ApiResult<Vec<Status>> {
     let mut ids = Vec::new();
     for s in list {
         ids.push(s.account_id);
@@ -118,17 +138,17 @@ pub async fn statuses(st: &AppState, list: &[ppb::Status]) -> ApiResult<Vec<Valu
             ids.push(r.account_id);
         }
     }
-    let accounts = accounts(st, &ids).await?;
+    let accounts = account_entities(st, &ids).await?;
     Ok(list.iter().filter_map(|s| status(&st.config.public_url, s, &accounts)).collect())
 }
 
-pub async fn one_status(st: &AppState, s: &ppb::Status) -> ApiResult<Value> {
+pub async fn one_status(st: &AppState, s: &ppb::Status) -> ApiResult<Status> {
     statuses(st, std::slice::from_ref(s)).await?.pop().ok_or_else(crate::error::ApiError::not_found)
 }
 
 /// Status entities for ids (a timeline page), in order; the post service leaves out what the
 /// caller may not see.
-pub async fn status_ids(st: &AppState, caller: Option<&Caller>, ids: Vec<i64>) -> ApiResult<Vec<Value>> {
+pub async fn status_ids(st: &AppState, caller: Option<&Caller>, ids: Vec<i64>) -> ApiResult<Vec<Status>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -163,61 +183,133 @@ pub fn parse_visibility(raw: &str, default: ppb::Visibility) -> Result<ppb::Visi
     }
 }
 
-fn opt_id(id: i64) -> Value {
-    if id > 0 { Value::String(id.to_string()) } else { Value::Null }
+fn opt_id(id: i64) -> Option<String> {
+    (id > 0).then(|| id.to_string())
 }
 
-/// Mastodon's Status entity.
-pub fn status(base: &str, s: &ppb::Status, accounts: &HashMap<i64, Value>) -> Option<Value> {
-    let account = accounts.get(&s.account_id)?.clone();
+/// An account shared by every status of a page it wrote.
+#[derive(Debug, Clone)]
+pub struct SharedAccount(Arc<entities::Account>);
+
+impl Serialize for SharedAccount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusMention {
+    id: String,
+    username: String,
+    acct: String,
+    url: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusTag {
+    name: String,
+    url: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusApplication {
+    name: String,
+    website: Option<String>,
+}
+
+/// Mastodon's Status entity, serialized as is (no JSON tree is built for it).
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The id as a number, for paging; not part of the entity.
+    #[serde(skip)]
+    pub numeric_id: i64,
+    id: String,
+    created_at: String,
+    in_reply_to_id: Option<String>,
+    in_reply_to_account_id: Option<String>,
+    sensitive: bool,
+    spoiler_text: String,
+    visibility: &'static str,
+    language: Option<String>,
+    uri: String,
+    url: String,
+    replies_count: i64,
+    reblogs_count: i64,
+    favourites_count: i64,
+    edited_at: Option<String>,
+    favourited: bool,
+    reblogged: bool,
+    muted: bool,
+    bookmarked: bool,
+    pinned: bool,
+    content: String,
+    filtered: entities::Empty,
+    reblog: Option<Box<Status>>,
+    application: Option<StatusApplication>,
+    account: SharedAccount,
+    media_attachments: entities::Empty,
+    mentions: Vec<StatusMention>,
+    tags: Vec<StatusTag>,
+    emojis: entities::Empty,
+    card: Option<()>,
+    poll: Option<()>,
+    /// The source text, present only where Mastodon gives it (a delete, for redrafting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+}
+
+/// Mastodon's Status entity; `None` when its author (or its reblogged status's) is unknown.
+pub fn status(base: &str, s: &ppb::Status, accounts: &HashMap<i64, Arc<entities::Account>>) -> Option<Status> {
+    let account = Arc::clone(accounts.get(&s.account_id)?);
     let reblog = match &s.reblog {
-        Some(r) => Some(status(base, r, accounts)?),
+        Some(r) => Some(Box::new(status(base, r, accounts)?)),
         None => None,
     };
-    let username = account.get("username").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let mut v = json!({
-        "id": s.id.to_string(),
-        "created_at": agora_kit::time::rfc3339_ms(s.created_at_ms),
-        "in_reply_to_id": opt_id(s.in_reply_to_id),
-        "in_reply_to_account_id": opt_id(s.in_reply_to_account_id),
-        "sensitive": s.sensitive,
-        "spoiler_text": s.spoiler_text,
-        "visibility": visibility_name(s.visibility),
-        "language": if s.language.is_empty() { Value::Null } else { Value::String(s.language.clone()) },
-        "uri": format!("{base}/users/{username}/statuses/{}", s.id),
-        "url": format!("{base}/@{username}/{}", s.id),
-        "replies_count": s.replies_count,
-        "reblogs_count": s.reblogs_count,
-        "favourites_count": s.favourites_count,
-        "edited_at": if s.edited_at_ms > 0 { Value::String(agora_kit::time::rfc3339_ms(s.edited_at_ms)) } else { Value::Null },
-        "favourited": s.favourited,
-        "reblogged": s.reblogged,
-        "muted": false,
-        "bookmarked": s.bookmarked,
-        "pinned": s.pinned,
-        "content": s.content,
-        "filtered": [],
-        "reblog": reblog,
-        "application": if s.application_name.is_empty() { Value::Null } else { json!({"name": s.application_name, "website": Value::Null}) },
-        "account": account,
-        "media_attachments": [],
-        "mentions": s.mentions.iter().map(|m| json!({
-            "id": m.account_id.to_string(),
-            "username": m.username,
-            "acct": m.username,
-            "url": format!("{base}/@{}", m.username),
-        })).collect::<Vec<_>>(),
-        "tags": s.tags.iter().map(|t| json!({"name": t, "url": format!("{base}/tags/{t}")})).collect::<Vec<_>>(),
-        "emojis": [],
-        "card": Value::Null,
-        "poll": Value::Null,
-    });
-    if !s.text.is_empty()
-        && let Some(obj) = v.as_object_mut()
-    {
-        obj.insert("text".into(), Value::String(s.text.clone()));
-    }
-    Some(v)
+    let username = &account.username;
+    Some(Status {
+        numeric_id: s.id,
+        id: s.id.to_string(),
+        created_at: agora_kit::time::rfc3339_ms(s.created_at_ms),
+        in_reply_to_id: opt_id(s.in_reply_to_id),
+        in_reply_to_account_id: opt_id(s.in_reply_to_account_id),
+        sensitive: s.sensitive,
+        spoiler_text: s.spoiler_text.clone(),
+        visibility: visibility_name(s.visibility),
+        language: (!s.language.is_empty()).then(|| s.language.clone()),
+        uri: format!("{base}/users/{username}/statuses/{}", s.id),
+        url: format!("{base}/@{username}/{}", s.id),
+        replies_count: s.replies_count,
+        reblogs_count: s.reblogs_count,
+        favourites_count: s.favourites_count,
+        edited_at: (s.edited_at_ms > 0).then(|| agora_kit::time::rfc3339_ms(s.edited_at_ms)),
+        favourited: s.favourited,
+        reblogged: s.reblogged,
+        muted: false,
+        bookmarked: s.bookmarked,
+        pinned: s.pinned,
+        content: s.content.clone(),
+        filtered: entities::Empty,
+        reblog,
+        application: (!s.application_name.is_empty())
+            .then(|| StatusApplication { name: s.application_name.clone(), website: None }),
+        account: SharedAccount(account),
+        media_attachments: entities::Empty,
+        mentions: s
+            .mentions
+            .iter()
+            .map(|m| StatusMention {
+                id: m.account_id.to_string(),
+                username: m.username.clone(),
+                acct: m.username.clone(),
+                url: format!("{base}/@{}", m.username),
+            })
+            .collect(),
+        tags: s.tags.iter().map(|t| StatusTag { name: t.clone(), url: format!("{base}/tags/{t}") }).collect(),
+        emojis: entities::Empty,
+        card: None,
+        poll: None,
+        text: (!s.text.is_empty()).then(|| s.text.clone()),
+    })
 }
 
 /// Mastodon's Relationship entity.

@@ -48,7 +48,11 @@ type ServerService = BoxCloneSyncService<http::Request<Body>, http::Response<Bod
 /// registers (services start in any order); until then its calls answer UNAVAILABLE, as a
 /// lazily-connecting socket channel would.
 #[derive(Default)]
-struct Slot(RwLock<Option<ServerService>>);
+struct Slot {
+    server: RwLock<Option<ServerService>>,
+    /// Calls served, by gRPC method path.
+    calls: Mutex<HashMap<Box<str>, u64>>,
+}
 
 static IN_PROCESS: LazyLock<Mutex<HashMap<String, Arc<Slot>>>> = LazyLock::new(Default::default);
 
@@ -72,10 +76,19 @@ impl tower::Service<http::Request<Body>> for InProcess {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let Some(server) = self.slot.0.read().clone() else {
+        let Some(server) = self.slot.server.read().clone() else {
             let down = tonic::Status::unavailable(format!("in-process service {} is not running", self.name));
             return Box::pin(std::future::ready(Ok(down.into_http())));
         };
+        {
+            let mut calls = self.slot.calls.lock();
+            match calls.get_mut(req.uri().path()) {
+                Some(n) => *n += 1,
+                None => {
+                    calls.insert(req.uri().path().into(), 1);
+                }
+            }
+        }
         Box::pin(async move {
             match tokio::time::timeout(CALL_TIMEOUT, server.oneshot(req)).await {
                 Ok(Ok(resp)) => Ok(resp),
@@ -84,6 +97,14 @@ impl tower::Service<http::Request<Body>> for InProcess {
             }
         })
     }
+}
+
+/// The calls the in-process server `NAME` has served, by gRPC method path (e.g.
+/// `/agora.user.v1.UserService/BatchGetAccounts`), since it was first named in this process.
+pub fn in_process_calls(name: &str) -> Vec<(String, u64)> {
+    let slot = slot(name);
+    let calls = slot.calls.lock();
+    calls.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
 /// Serves `svc` to this process's clients of `inproc://NAME` until the returned guard drops.
@@ -99,7 +120,7 @@ where
 {
     let svc = tower::Layer::layer(&crate::metrics::GrpcMetricsLayer, Detached(svc));
     let slot = slot(name);
-    *slot.0.write() = Some(BoxCloneSyncService::new(svc));
+    *slot.server.write() = Some(BoxCloneSyncService::new(svc));
     InProcessRegistration { slot }
 }
 
@@ -109,7 +130,7 @@ struct InProcessRegistration {
 
 impl Drop for InProcessRegistration {
     fn drop(&mut self) {
-        *self.slot.0.write() = None;
+        *self.slot.server.write() = None;
     }
 }
 

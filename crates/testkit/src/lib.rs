@@ -227,6 +227,7 @@ impl PlatformBuilder {
         let names = ["user", "post", "graph", "feed"].map(|s| format!("{s}-{tag}"));
         let [user_url, post_url, graph_url, feed_url] =
             names.clone().map(|n| format!("{}{n}", agora_kit::grpc::IN_PROCESS_SCHEME));
+        let service_names = names.clone();
         let [user_name, post_name, graph_name, feed_name] = names;
         for (k, v) in [
             ("AGORA_GATEWAY_USER_URL", &user_url),
@@ -295,6 +296,7 @@ impl PlatformBuilder {
             gateway_url = Some(format!("http://{gateway_addr}"));
         }
         Ok(Platform {
+            service_names,
             gateway_url,
             gateway_addr,
             public_url,
@@ -356,6 +358,8 @@ impl FeedHandle {
 
 /// A running platform. Dropping it stops everything; [`Platform::stop`] waits for the drain.
 pub struct Platform {
+    /// The in-process names of the user, post, graph and feed services.
+    service_names: [String; 4],
     pub gateway_url: Option<String>,
     pub gateway_addr: SocketAddr,
     pub public_url: String,
@@ -383,6 +387,17 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// Internal calls this platform's services have served (gateway to service and service to
+    /// service), leaving out the methods in `except` (e.g. background polls).
+    pub fn internal_calls(&self, except: &[&str]) -> u64 {
+        self.service_names
+            .iter()
+            .flat_map(|n| agora_kit::grpc::in_process_calls(n))
+            .filter(|(method, _)| !except.iter().any(|e| method.ends_with(e)))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// The gateway's base URL (panics if started without one).
     pub fn url(&self) -> &str {
         self.gateway_url.as_deref().unwrap_or_default()

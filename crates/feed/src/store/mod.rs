@@ -2,8 +2,8 @@
 //! Everything in it is derived from post and graph events and can be rebuilt. Every backend
 //! passes the conformance suite in `tests/it/store.rs`.
 
-mod scylla;
 mod lite;
+mod scylla;
 mod sql;
 
 use std::sync::Arc;

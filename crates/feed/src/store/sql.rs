@@ -2,8 +2,8 @@
 //! work on both engines), so one body is instantiated per engine by `sql_timeline_store!`; only
 //! connection set-up and migrations differ.
 
-use async_trait::async_trait;
 use agora_store::lite::SqliteReader;
+use async_trait::async_trait;
 use sqlx::{PgPool, SqlitePool};
 
 use super::lite;

@@ -16,6 +16,7 @@ use crate::render;
 use crate::state::AppState;
 
 type Json = axum::Json<Value>;
+type StatusJson = axum::Json<render::Status>;
 
 fn opt_id(p: &Params, key: &str) -> ApiResult<i64> {
     match p.str(key).map(str::trim) {
@@ -24,7 +25,7 @@ fn opt_id(p: &Params, key: &str) -> ApiResult<i64> {
     }
 }
 
-async fn render_one(st: &AppState, s: Option<ppb::Status>) -> ApiResult<Json> {
+async fn render_one(st: &AppState, s: Option<ppb::Status>) -> ApiResult<axum::Json<render::Status>> {
     let s = s.ok_or_else(ApiError::not_found)?;
     Ok(axum::Json(render::one_status(st, &s).await?))
 }
@@ -34,7 +35,7 @@ pub async fn create(
     Authenticated(c): Authenticated,
     headers: HeaderMap,
     p: Params,
-) -> ApiResult<Json> {
+) -> ApiResult<StatusJson> {
     c.require_user("write:statuses")?;
     if !p.list("media_ids").is_empty() {
         return Err(ApiError::unprocessable("Media attachments are not supported yet"));
@@ -66,7 +67,7 @@ pub async fn get(
     State(st): State<AppState>,
     OptionalCaller(c): OptionalCaller,
     Path(id): Path<String>,
-) -> ApiResult<Json> {
+) -> ApiResult<axum::Json<render::Status>> {
     let id = parse_id(&id)?;
     if let Some(c) = &c {
         c.require("read:statuses")?;
@@ -76,19 +77,23 @@ pub async fn get(
 }
 
 /// `GET /api/v1/statuses?id[]=…`.
-pub async fn batch(State(st): State<AppState>, OptionalCaller(c): OptionalCaller, p: Params) -> ApiResult<Json> {
+pub async fn batch(
+    State(st): State<AppState>,
+    OptionalCaller(c): OptionalCaller,
+    p: Params,
+) -> ApiResult<axum::Json<Vec<render::Status>>> {
     let ids: Vec<i64> = p.list("id").iter().filter_map(|s| s.parse().ok()).collect();
     if ids.len() > 40 {
         return Err(ApiError::unprocessable("at most 40 ids"));
     }
-    Ok(axum::Json(Value::Array(render::status_ids(&st, c.as_ref(), ids).await?)))
+    Ok(axum::Json(render::status_ids(&st, c.as_ref(), ids).await?))
 }
 
 pub async fn delete(
     State(st): State<AppState>,
     Authenticated(c): Authenticated,
     Path(id): Path<String>,
-) -> ApiResult<Json> {
+) -> ApiResult<StatusJson> {
     c.require_user("write:statuses")?;
     let id = parse_id(&id)?;
     let s = st.post.clone().delete_status(request(ppb::StatusIdRequest { id }, Some(&c.token))).await?.into_inner();
@@ -100,7 +105,7 @@ pub async fn edit(
     Authenticated(c): Authenticated,
     Path(id): Path<String>,
     p: Params,
-) -> ApiResult<Json> {
+) -> ApiResult<StatusJson> {
     c.require_user("write:statuses")?;
     let id = parse_id(&id)?;
     if !p.list("media_ids").is_empty() {
@@ -129,8 +134,8 @@ pub async fn context(
     let all: Vec<ppb::Status> = ctx.ancestors.into_iter().chain(ctx.descendants).collect();
     let mut rendered = render::statuses(&st, &all).await?;
     // A status whose author vanished is dropped by rendering; keep the split point right.
-    let ancestors: std::collections::HashSet<String> = all[..n].iter().map(|s| s.id.to_string()).collect();
-    let split = rendered.iter().take_while(|v| v["id"].as_str().is_some_and(|id| ancestors.contains(id))).count();
+    let ancestors: std::collections::HashSet<i64> = all[..n].iter().map(|s| s.id).collect();
+    let split = rendered.iter().take_while(|s| ancestors.contains(&s.numeric_id)).count();
     let descendants = rendered.split_off(split);
     Ok(axum::Json(json!({ "ancestors": rendered, "descendants": descendants })))
 }
@@ -186,7 +191,7 @@ pub enum Action {
     Unpin,
 }
 
-async fn act(st: &AppState, c: &Caller, id: &str, action: Action) -> ApiResult<Json> {
+async fn act(st: &AppState, c: &Caller, id: &str, action: Action) -> ApiResult<StatusJson> {
     let scope = match action {
         Action::Favourite | Action::Unfavourite => "write:favourites",
         Action::Bookmark | Action::Unbookmark => "write:bookmarks",
@@ -214,7 +219,7 @@ macro_rules! action_handler {
             State(st): State<AppState>,
             Authenticated(c): Authenticated,
             Path(id): Path<String>,
-        ) -> ApiResult<Json> {
+        ) -> ApiResult<StatusJson> {
             act(&st, &c, &id, Action::$action).await
         }
     )*};
@@ -235,7 +240,7 @@ pub async fn reblog(
     Authenticated(c): Authenticated,
     Path(id): Path<String>,
     p: Params,
-) -> ApiResult<Json> {
+) -> ApiResult<StatusJson> {
     c.require_user("write:statuses")?;
     let id = parse_id(&id)?;
     let visibility = render::parse_visibility(&p.text_or_empty("visibility")?, ppb::Visibility::Public)?;

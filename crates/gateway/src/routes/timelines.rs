@@ -18,8 +18,8 @@ use crate::state::AppState;
 
 type Json = axum::Json<Value>;
 
-fn cursors(list: &[Value]) -> Vec<i64> {
-    list.iter().filter_map(|v| v["id"].as_str().and_then(|s| s.parse().ok())).collect()
+fn cursors(list: &[render::Status]) -> Vec<i64> {
+    list.iter().map(|s| s.numeric_id).collect()
 }
 
 fn flag(p: &Params, key: &str) -> ApiResult<bool> {
@@ -48,7 +48,7 @@ pub async fn public(State(st): State<AppState>, OptionalCaller(c): OptionalCalle
     }
     if flag(&p, "remote")? {
         // Agora does not federate: there are no remote statuses.
-        return Ok(linked(&st.config.public_url, "/api/v1/timelines/public", &[], &[], Vec::new()));
+        return Ok(linked(&st.config.public_url, "/api/v1/timelines/public", &[], &[], Vec::<Value>::new()));
     }
     let page = paging::bounds(&p, 20, 40)?;
     let token = c.as_ref().map(|c| c.token.as_str());
@@ -161,10 +161,10 @@ pub async fn trending_statuses(
     State(st): State<AppState>,
     OptionalCaller(c): OptionalCaller,
     p: Params,
-) -> ApiResult<Json> {
+) -> ApiResult<axum::Json<Vec<render::Status>>> {
     let req = trends_request(&p, 40)?;
     let ids = st.feed.clone().get_trending_statuses(request(req, None)).await?.into_inner().status_ids;
-    Ok(axum::Json(Value::Array(render::status_ids(&st, c.as_ref(), ids).await?)))
+    Ok(axum::Json(render::status_ids(&st, c.as_ref(), ids).await?))
 }
 
 fn markers_json(markers: &[fpb::Marker]) -> Json {

@@ -16,10 +16,14 @@ static RELATIONSHIPS: LazyLock<String> =
 static FILTER: LazyLock<String> = LazyLock::new(|| FILTER_FACTS.replace("$1", "?1").replace("$2", "?2"));
 static COUNTS: LazyLock<String> = LazyLock::new(|| COUNT_FACTS.replace("{list}", "SELECT value FROM json_each(?1)"));
 
-pub fn relationship_facts(c: &Connection, me: i64, now_ms: i64, ids: &[i64]) -> rusqlite::Result<Vec<RelationshipFact>> {
+pub fn relationship_facts(
+    c: &Connection,
+    me: i64,
+    now_ms: i64,
+    ids: &[i64],
+) -> rusqlite::Result<Vec<RelationshipFact>> {
     let mut st = c.prepare_cached(&RELATIONSHIPS)?;
-    st.query_map((me, now_ms, id_list(ids)), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-        .collect()
+    st.query_map((me, now_ms, id_list(ids)), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect()
 }
 
 pub fn filter_facts(c: &Connection, me: i64, now_ms: i64) -> rusqlite::Result<Vec<(i64, i64)>> {

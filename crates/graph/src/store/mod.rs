@@ -5,8 +5,8 @@
 //! Every write is one transaction that also writes the event of each change it made to the
 //! outbox, and returns those changes; a write that changes nothing writes no event.
 
-mod scylla;
 mod lite;
+mod scylla;
 mod sql;
 
 use std::sync::Arc;

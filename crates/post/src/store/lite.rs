@@ -74,7 +74,12 @@ pub fn statuses(c: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<StatusRecor
 }
 
 /// An account's statuses below `max_id`, newest first.
-pub fn account_statuses(c: &Connection, account_id: i64, max_id: i64, limit: i64) -> rusqlite::Result<Vec<StatusRecord>> {
+pub fn account_statuses(
+    c: &Connection,
+    account_id: i64,
+    max_id: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<StatusRecord>> {
     let mut st = c.prepare_cached(&BY_ACCOUNT)?;
     st.query_map((account_id, max_id, limit), record)?.collect()
 }

@@ -137,7 +137,8 @@ async fn inline_sqlite_reads_see_committed_writes_only_and_never_write() {
     let ids = agora_store::lite::id_list(&[1, 3, 5, 999]);
     let found: Vec<i64> = reader
         .read(|c| {
-            let mut st = c.prepare_cached("SELECT id FROM items WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id")?;
+            let mut st =
+                c.prepare_cached("SELECT id FROM items WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id")?;
             st.query_map([&ids], |row| row.get(0))?.collect()
         })
         .unwrap();

@@ -125,11 +125,6 @@ pub fn account_entity(base: &str, a: &pb::Account) -> Account {
     }
 }
 
-/// The Account entity as a JSON value, for responses that add to it.
-pub fn account(base: &str, a: &pb::Account) -> Value {
-    serde_json::to_value(account_entity(base, a)).unwrap_or(Value::Null)
-}
-
 fn role_name(role: i32) -> &'static str {
     match pb::Role::try_from(role) {
         Ok(pb::Role::Admin) => "Admin",
@@ -138,9 +133,10 @@ fn role_name(role: i32) -> &'static str {
     }
 }
 
-/// The caller's own account with `source` (plain-text note and fields) and `role`.
-pub fn credential_account(base: &str, a: &pb::Account) -> Value {
-    let mut v = account(base, a);
+/// The caller's own account (`entity`, rendered from `a`) with `source` (plain-text note and
+/// fields) and `role`.
+pub fn credential_account(entity: &Account, a: &pb::Account) -> Value {
+    let mut v = serde_json::to_value(entity).unwrap_or(Value::Null);
     let src = a.source.clone().unwrap_or_default();
     if let Some(obj) = v.as_object_mut() {
         obj.insert(

@@ -45,16 +45,7 @@ pub async fn account_entities(st: &AppState, ids: &[i64]) -> ApiResult<HashMap<i
         .iter()
         .map(|a| {
             let mut e = entities::account_entity(base, a);
-            if let Some(c) = counts.get(&a.id) {
-                e.followers_count = c.followers_count;
-                e.following_count = c.following_count;
-            }
-            if let Some(s) = stats.get(&a.id) {
-                e.statuses_count = s.statuses_count;
-                if s.last_status_at_ms > 0 {
-                    e.last_status_at = Some(agora_kit::time::date_only(s.last_status_at_ms));
-                }
-            }
+            apply_counts(&mut e, counts.get(&a.id), stats.get(&a.id));
             (a.id, Arc::new(e))
         })
         .collect())
@@ -95,37 +86,36 @@ async fn counts(st: &AppState, ids: Vec<i64>) -> (HashMap<i64, gpb::Counts>, Has
     (counts, stats)
 }
 
-fn apply_counts(v: &mut Value, counts: Option<&gpb::Counts>, stats: Option<&ppb::AccountStats>) {
-    let Some(obj) = v.as_object_mut() else { return };
+fn apply_counts(e: &mut entities::Account, counts: Option<&gpb::Counts>, stats: Option<&ppb::AccountStats>) {
     if let Some(c) = counts {
-        obj.insert("followers_count".into(), json!(c.followers_count));
-        obj.insert("following_count".into(), json!(c.following_count));
+        e.followers_count = c.followers_count;
+        e.following_count = c.following_count;
     }
     if let Some(s) = stats {
-        obj.insert("statuses_count".into(), json!(s.statuses_count));
+        e.statuses_count = s.statuses_count;
         if s.last_status_at_ms > 0 {
-            obj.insert("last_status_at".into(), json!(agora_kit::time::date_only(s.last_status_at_ms)));
+            e.last_status_at = Some(agora_kit::time::date_only(s.last_status_at_ms));
         }
     }
 }
 
-/// An account the caller already holds (e.g. their own, with `source`), with its counts added.
-pub async fn with_counts(st: &AppState, id: i64, mut v: Value) -> Value {
-    let (counts, stats) = counts(st, vec![id]).await;
-    let (counts, stats) = (counts.get(&id), stats.get(&id));
-    apply_counts(&mut v, counts, stats);
-    v
+/// The entity of an account the caller already holds (e.g. their own), with its counts.
+pub async fn with_counts(st: &AppState, a: &upb::Account) -> entities::Account {
+    let (counts, stats) = counts(st, vec![a.id]).await;
+    let mut e = entities::account_entity(&st.config.public_url, a);
+    apply_counts(&mut e, counts.get(&a.id), stats.get(&a.id));
+    e
 }
 
 /// One account entity with counts (404 if unknown).
-pub async fn account(st: &AppState, id: i64) -> ApiResult<Value> {
-    accounts(st, &[id]).await?.remove(&id).ok_or_else(crate::error::ApiError::not_found)
+pub async fn account(st: &AppState, id: i64) -> ApiResult<SharedAccount> {
+    account_entities(st, &[id]).await?.remove(&id).map(SharedAccount).ok_or_else(crate::error::ApiError::not_found)
 }
 
 /// Account entities in the order of `ids`, skipping unknown ones.
-pub async fn account_list(st: &AppState, ids: &[i64]) -> ApiResult<Vec<Value>> {
-    let mut map = accounts(st, ids).await?;
-    Ok(ids.iter().filter_map(|id| map.remove(id)).collect())
+pub async fn account_list(st: &AppState, ids: &[i64]) -> ApiResult<Vec<SharedAccount>> {
+    let map = account_entities(st, ids).await?;
+    Ok(ids.iter().filter_map(|id| map.get(id).cloned().map(SharedAccount)).collect())
 }
 
 /// Status entities for records the post service returned, in order. Statuses whose author is
@@ -187,7 +177,7 @@ fn opt_id(id: i64) -> Option<String> {
     (id > 0).then(|| id.to_string())
 }
 
-/// An account shared by every status of a page it wrote.
+/// An account entity shared by every status of a page it wrote (and by a list naming it twice).
 #[derive(Debug, Clone)]
 pub struct SharedAccount(Arc<entities::Account>);
 

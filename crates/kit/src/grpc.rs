@@ -50,8 +50,6 @@ type ServerService = BoxCloneSyncService<http::Request<Body>, http::Response<Bod
 #[derive(Default)]
 struct Slot {
     server: RwLock<Option<ServerService>>,
-    /// Calls served, by gRPC method path.
-    calls: Mutex<HashMap<Box<str>, u64>>,
 }
 
 static IN_PROCESS: LazyLock<Mutex<HashMap<String, Arc<Slot>>>> = LazyLock::new(Default::default);
@@ -80,15 +78,6 @@ impl tower::Service<http::Request<Body>> for InProcess {
             let down = tonic::Status::unavailable(format!("in-process service {} is not running", self.name));
             return Box::pin(std::future::ready(Ok(down.into_http())));
         };
-        {
-            let mut calls = self.slot.calls.lock();
-            match calls.get_mut(req.uri().path()) {
-                Some(n) => *n += 1,
-                None => {
-                    calls.insert(req.uri().path().into(), 1);
-                }
-            }
-        }
         Box::pin(async move {
             match tokio::time::timeout(CALL_TIMEOUT, server.oneshot(req)).await {
                 Ok(Ok(resp)) => Ok(resp),
@@ -99,16 +88,9 @@ impl tower::Service<http::Request<Body>> for InProcess {
     }
 }
 
-/// The calls the in-process server `NAME` has served, by gRPC method path (e.g.
-/// `/agora.user.v1.UserService/BatchGetAccounts`), since it was first named in this process.
-pub fn in_process_calls(name: &str) -> Vec<(String, u64)> {
-    let slot = slot(name);
-    let calls = slot.calls.lock();
-    calls.iter().map(|(k, v)| (k.to_string(), *v)).collect()
-}
-
 /// Serves `svc` to this process's clients of `inproc://NAME` until the returned guard drops.
-/// Calls run like socket calls: RED metrics and a span per RPC, each on a task of its own.
+/// Calls run like socket calls: RED metrics (labelled `server=NAME`) and a span per RPC, each on
+/// a task of its own.
 fn register_in_process<S>(name: &str, svc: S) -> InProcessRegistration
 where
     S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible>
@@ -118,7 +100,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let svc = tower::Layer::layer(&crate::metrics::GrpcMetricsLayer, Detached(svc));
+    let svc = tower::Layer::layer(&crate::metrics::GrpcMetricsLayer::in_process(name), Detached(svc));
     let slot = slot(name);
     *slot.server.write() = Some(BoxCloneSyncService::new(svc));
     InProcessRegistration { slot }
@@ -227,7 +209,7 @@ where
     let addr = listener.local_addr().map_err(|e| Error::internal(e.to_string()))?;
     tracing::info!(%addr, service = S::NAME, "gRPC listening");
     let server = tonic::transport::Server::builder()
-        .layer(crate::metrics::GrpcMetricsLayer)
+        .layer(crate::metrics::GrpcMetricsLayer::default())
         .add_service(health_service)
         .add_service(Detached(svc))
         .serve_with_incoming_shutdown(

@@ -1,7 +1,7 @@
 //! Prometheus metrics: one global recorder per process, RED helpers for HTTP routes and RPCs,
 //! and a tower layer that measures every gRPC call a server handles.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -46,18 +46,17 @@ pub fn record_http(route: &str, method: &str, status: u16, started: Instant) {
     .record(started.elapsed().as_secs_f64());
 }
 
-pub fn record_grpc(side: &'static str, path: &str, code: &str, started: Instant) {
+/// Counts and times one RPC. `server` names an in-process server (`inproc://NAME`), so that the
+/// services sharing a process are told apart; socket servers leave it out.
+pub fn record_grpc(side: &'static str, server: Option<&str>, path: &str, code: &str, started: Instant) {
     let (service, method) = split_grpc_path(path);
-    metrics::counter!(
-        "agora_grpc_requests_total",
-        "side" => side, "service" => service.to_owned(), "method" => method.to_owned(), "code" => code.to_owned()
-    )
-    .increment(1);
-    metrics::histogram!(
-        "agora_grpc_request_duration_seconds",
-        "side" => side, "service" => service.to_owned(), "method" => method.to_owned()
-    )
-    .record(started.elapsed().as_secs_f64());
+    let mut labels = vec![("side", side.to_owned()), ("service", service.to_owned()), ("method", method.to_owned())];
+    if let Some(name) = server {
+        labels.push(("server", name.to_owned()));
+    }
+    metrics::histogram!("agora_grpc_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    labels.push(("code", code.to_owned()));
+    metrics::counter!("agora_grpc_requests_total", &labels).increment(1);
 }
 
 fn split_grpc_path(path: &str) -> (&str, &str) {
@@ -65,20 +64,31 @@ fn split_grpc_path(path: &str) -> (&str, &str) {
     trimmed.split_once('/').unwrap_or((trimmed, ""))
 }
 
-/// Tower layer for tonic servers: counts and times every RPC by method and status code.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcMetricsLayer;
+/// Tower layer for tonic servers: counts and times every RPC by method and status code (and, for
+/// an in-process server, by its name).
+#[derive(Debug, Clone, Default)]
+pub struct GrpcMetricsLayer {
+    server: Option<Arc<str>>,
+}
+
+impl GrpcMetricsLayer {
+    /// For the in-process server `inproc://NAME`.
+    pub fn in_process(name: &str) -> Self {
+        Self { server: Some(name.into()) }
+    }
+}
 
 impl<S> tower::Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetrics<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics { inner }
+        GrpcMetrics { inner, server: self.server.clone() }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct GrpcMetrics<S> {
     inner: S,
+    server: Option<Arc<str>>,
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for GrpcMetrics<S>
@@ -101,6 +111,7 @@ where
         let span = tracing::info_span!("rpc", rpc.path = %path, otel.kind = "server");
         crate::telemetry::set_parent_from_headers(&span, req.headers());
         let fut = self.inner.call(req);
+        let server = self.server.clone();
         Box::pin(tracing::Instrument::instrument(
             async move {
                 let res = fut.await;
@@ -110,7 +121,7 @@ where
                     }
                     Err(_) => "transport".to_owned(),
                 };
-                record_grpc("server", &path, &code, started);
+                record_grpc("server", server.as_deref(), &path, &code, started);
                 res
             },
             span,

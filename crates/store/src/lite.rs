@@ -96,11 +96,6 @@ pub fn id_list(ids: &[i64]) -> String {
     s
 }
 
-/// Space-separated ids, as the stores keep small id sets in one text column or aggregate them.
-pub fn parse_ids(text: &str) -> impl Iterator<Item = i64> + '_ {
-    text.split_ascii_whitespace().filter_map(|s| s.parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +104,5 @@ mod tests {
     fn id_lists_are_json_arrays() {
         assert_eq!(id_list(&[]), "[]");
         assert_eq!(id_list(&[1, -2, 30]), "[1,-2,30]");
-        assert_eq!(parse_ids(" 4 x 5 ").collect::<Vec<_>>(), vec![4, 5]);
     }
 }

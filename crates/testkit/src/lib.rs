@@ -307,7 +307,6 @@ impl PlatformBuilder {
             graph: graph_domain,
             feed: Some(feed),
             feed_config,
-            feed_name,
             verifier,
             bus,
             backend: self.backend.clone(),
@@ -373,7 +372,6 @@ pub struct Platform {
     /// `None` while stopped by [`Platform::stop_feed`].
     pub feed: Option<FeedHandle>,
     feed_config: agora_feed::Config,
-    feed_name: String,
     pub verifier: Arc<agora_kit::jwt::Verifier>,
     pub bus: Arc<dyn agora_events::EventBus>,
     /// Where the stores and the bus live.
@@ -388,14 +386,20 @@ pub struct Platform {
 
 impl Platform {
     /// Internal calls this platform's services have served (gateway to service and service to
-    /// service), leaving out the methods in `except` (e.g. background polls).
+    /// service), leaving out the methods named in `except` (e.g. background polls). Read from the
+    /// gRPC metrics, whose `server` label tells this platform's services from those of other
+    /// platforms in the same test binary.
     pub fn internal_calls(&self, except: &[&str]) -> u64 {
-        self.service_names
-            .iter()
-            .flat_map(|n| agora_kit::grpc::in_process_calls(n))
-            .filter(|(method, _)| !except.iter().any(|e| method.ends_with(e)))
-            .map(|(_, n)| n)
-            .sum()
+        let servers: Vec<String> = self.service_names.iter().map(|n| format!("server=\"{n}\"")).collect();
+        let except: Vec<String> = except.iter().map(|m| format!("method=\"{m}\"")).collect();
+        agora_kit::metrics::render()
+            .lines()
+            .filter(|l| l.starts_with("agora_grpc_requests_total{") && l.contains("side=\"server\""))
+            .filter(|l| {
+                servers.iter().any(|s| l.contains(s.as_str())) && !except.iter().any(|m| l.contains(m.as_str()))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     /// The gateway's base URL (panics if started without one).
@@ -418,7 +422,7 @@ impl Platform {
         if self.feed.is_some() {
             return Ok(());
         }
-        let listener = GrpcListener::in_process(&self.feed_name);
+        let listener = GrpcListener::in_process(&self.service_names[3]);
         let f = FeedHandle::start(&self.feed_config, &self.bus, &self.verifier, listener, self.shutdown.child_token())
             .await?;
         self.feed = Some(f);

@@ -6,8 +6,8 @@ use std::sync::LazyLock;
 
 use rusqlite::Connection;
 
-use super::sql::ENTRY_COLUMNS;
-use crate::domain::{Entry, EntryFilter, Visibility, Window};
+use super::sql::{ENTRY_COLUMNS, EntryRow};
+use crate::domain::{Entry, EntryFilter, Window};
 
 fn select(order: &str) -> String {
     format!(
@@ -41,16 +41,15 @@ pub fn page(c: &Connection, timeline: &str, w: &Window, f: &EntryFilter) -> rusq
         w.limit as i64,
     );
     st.query_map(params, |r| {
-        let visibility: String = r.get(5)?;
-        Ok(Entry {
+        Ok(Entry::from(EntryRow {
             status_id: r.get(0)?,
             author_id: r.get(1)?,
             reblog_of_id: r.get(2)?,
             reblog_of_author_id: r.get(3)?,
             in_reply_to_account_id: r.get(4)?,
-            visibility: Visibility::parse(&visibility),
+            visibility: r.get(5)?,
             has_media: r.get(6)?,
-        })
+        }))
     })?
     .collect()
 }

@@ -17,14 +17,14 @@ const STATUS_COLUMNS: &str = "id, account_id, created_at_ms, visibility, in_repl
      reblog_of_id, reblog_of_account_id, mention_ids, tags, has_media, sensitive, deleted";
 
 #[derive(sqlx::FromRow)]
-struct EntryRow {
-    status_id: i64,
-    author_id: i64,
-    reblog_of_id: i64,
-    reblog_of_author_id: i64,
-    in_reply_to_account_id: i64,
-    visibility: String,
-    has_media: bool,
+pub(super) struct EntryRow {
+    pub(super) status_id: i64,
+    pub(super) author_id: i64,
+    pub(super) reblog_of_id: i64,
+    pub(super) reblog_of_author_id: i64,
+    pub(super) in_reply_to_account_id: i64,
+    pub(super) visibility: String,
+    pub(super) has_media: bool,
 }
 
 impl From<EntryRow> for Entry {

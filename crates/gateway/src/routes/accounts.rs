@@ -47,8 +47,8 @@ pub async fn verify_credentials(State(st): State<AppState>, Authenticated(c): Au
         .into_inner()
         .account
         .unwrap_or_default();
-    let v = entities::credential_account(&st.config.public_url, &a);
-    Ok(axum::Json(crate::render::with_counts(&st, a.id, v).await))
+    let e = crate::render::with_counts(&st, &a).await;
+    Ok(axum::Json(entities::credential_account(&e, &a)))
 }
 
 pub async fn update_credentials(
@@ -88,24 +88,27 @@ pub async fn update_credentials(
     };
     let a =
         st.user.clone().update_profile(request(req, Some(&c.token))).await?.into_inner().account.unwrap_or_default();
-    Ok(axum::Json(entities::credential_account(&st.config.public_url, &a)))
+    Ok(axum::Json(entities::credential_account(&entities::account_entity(&st.config.public_url, &a), &a)))
 }
 
-pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json> {
+pub async fn get(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<crate::render::SharedAccount>> {
     let id = crate::params::path_id(&id)?;
     Ok(axum::Json(crate::render::account(&st, id).await?))
 }
 
 /// `GET /api/v1/accounts?id[]=1&id[]=2`.
-pub async fn batch(State(st): State<AppState>, p: Params) -> ApiResult<Json> {
+pub async fn batch(State(st): State<AppState>, p: Params) -> ApiResult<axum::Json<Vec<crate::render::SharedAccount>>> {
     let ids: Vec<i64> = p.list("id").iter().filter_map(|s| s.parse().ok()).collect();
     if ids.len() > 40 {
         return Err(ApiError::unprocessable("at most 40 ids"));
     }
-    Ok(axum::Json(Value::Array(crate::render::account_list(&st, &ids).await?)))
+    Ok(axum::Json(crate::render::account_list(&st, &ids).await?))
 }
 
-pub async fn lookup(State(st): State<AppState>, p: Params) -> ApiResult<Json> {
+pub async fn lookup(State(st): State<AppState>, p: Params) -> ApiResult<axum::Json<entities::Account>> {
     let acct = p.string("acct");
     let acct = acct.trim().trim_start_matches('@');
     let (user, domain) = acct.split_once('@').unwrap_or((acct, ""));
@@ -120,8 +123,7 @@ pub async fn lookup(State(st): State<AppState>, p: Params) -> ApiResult<Json> {
         .into_inner()
         .account
         .unwrap_or_default();
-    let v = entities::account(&st.config.public_url, &a);
-    Ok(axum::Json(crate::render::with_counts(&st, a.id, v).await))
+    Ok(axum::Json(crate::render::with_counts(&st, &a).await))
 }
 
 /// Extension: `POST /api/v1/agora/accounts/password` changes the password and signs out every

@@ -78,7 +78,7 @@ async fn a_feed_outage_mid_burst_loses_nothing_on_kafka() {
 /// Internal calls served by `p`'s services, excluding the verifiers' background refresh. Counted
 /// per platform: tests running beside this one in the binary make calls of their own.
 fn internal_calls(p: &Platform) -> u64 {
-    p.internal_calls(&["/ListRevokedSessions", "/GetSigningKeys"])
+    p.internal_calls(&["ListRevokedSessions", "GetSigningKeys"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

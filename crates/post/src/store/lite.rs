@@ -8,9 +8,8 @@ use std::sync::LazyLock;
 use agora_store::lite::id_list;
 use rusqlite::{Connection, Row};
 
-use super::sql::STATUS_COLUMNS;
-use super::{AccountStats, ViewerMarks};
-use crate::domain::{MentionRecord, StatusRecord, Visibility};
+use super::sql::{STATUS_COLUMNS, StatusRow};
+use crate::domain::{MentionRecord, StatusRecord};
 
 /// A status row with its mentions (`id:username`, by username) and tags (by name) aggregated.
 fn select(filter: &str) -> String {
@@ -30,17 +29,16 @@ static REPLIES: LazyLock<String> =
     LazyLock::new(|| select("s.in_reply_to_id IN (SELECT value FROM json_each(?1)) ORDER BY s.id"));
 
 fn record(r: &Row<'_>) -> rusqlite::Result<StatusRecord> {
-    let visibility: String = r.get(6)?;
     let mentions: Option<String> = r.get(18)?;
     let tags: Option<String> = r.get(19)?;
-    Ok(StatusRecord {
+    let mut s = StatusRecord::from(StatusRow {
         id: r.get(0)?,
         account_id: r.get(1)?,
         text: r.get(2)?,
         content: r.get(3)?,
         spoiler_text: r.get(4)?,
         sensitive: r.get(5)?,
-        visibility: Visibility::parse(&visibility),
+        visibility: r.get(6)?,
         language: r.get(7)?,
         in_reply_to_id: r.get(8)?,
         in_reply_to_account_id: r.get(9)?,
@@ -52,17 +50,18 @@ fn record(r: &Row<'_>) -> rusqlite::Result<StatusRecord> {
         deleted: r.get(15)?,
         created_at_ms: r.get(16)?,
         application_name: r.get(17)?,
-        mentions: mentions
-            .as_deref()
-            .unwrap_or_default()
-            .split_ascii_whitespace()
-            .filter_map(|pair| {
-                let (id, username) = pair.split_once(':')?;
-                Some(MentionRecord { account_id: id.parse().ok()?, username: username.to_owned() })
-            })
-            .collect(),
-        tags: tags.as_deref().unwrap_or_default().split_ascii_whitespace().map(str::to_owned).collect(),
-    })
+    });
+    s.mentions = mentions
+        .as_deref()
+        .unwrap_or_default()
+        .split_ascii_whitespace()
+        .filter_map(|pair| {
+            let (id, username) = pair.split_once(':')?;
+            Some(MentionRecord { account_id: id.parse().ok()?, username: username.to_owned() })
+        })
+        .collect();
+    s.tags = tags.as_deref().unwrap_or_default().split_ascii_whitespace().map(str::to_owned).collect();
+    Ok(s)
 }
 
 /// Statuses with their mentions and tags, in the order of `ids`.
@@ -90,28 +89,19 @@ pub fn replies(c: &Connection, parent_ids: &[i64]) -> rusqlite::Result<Vec<Statu
     st.query_map([id_list(parent_ids)], record)?.collect()
 }
 
-pub fn account_stats(c: &Connection, account_ids: &[i64]) -> rusqlite::Result<Vec<AccountStats>> {
+/// (account, statuses, newest status time) for those of `account_ids` with any.
+pub fn account_stats(c: &Connection, account_ids: &[i64]) -> rusqlite::Result<Vec<(i64, i64, Option<i64>)>> {
     let mut st = c.prepare_cached(
         "SELECT account_id, COUNT(*), MAX(created_at_ms) FROM statuses \
          WHERE deleted = FALSE AND visibility <> 'direct' AND account_id IN (SELECT value FROM json_each(?1)) \
          GROUP BY account_id",
     )?;
-    let by_id: HashMap<i64, (i64, i64)> = st
-        .query_map([id_list(account_ids)], |r| {
-            Ok((r.get::<_, i64>(0)?, (r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?.unwrap_or(0))))
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(account_ids
-        .iter()
-        .map(|id| {
-            let (statuses_count, last_status_at_ms) = by_id.get(id).copied().unwrap_or((0, 0));
-            AccountStats { account_id: *id, statuses_count, last_status_at_ms }
-        })
-        .collect())
+    st.query_map([id_list(account_ids)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
 }
 
-/// The viewer's reblogs, favourites, bookmarks and pins among `ids`, in one statement.
-pub fn viewer_marks(c: &Connection, viewer: i64, ids: &[i64]) -> rusqlite::Result<ViewerMarks> {
+/// The viewer's reblogs (0), favourites (1), bookmarks (2) and pins (3) among `ids`, as
+/// (kind, status id), in one statement.
+pub fn viewer_marks(c: &Connection, viewer: i64, ids: &[i64]) -> rusqlite::Result<Vec<(i64, i64)>> {
     let mut st = c.prepare_cached(
         "WITH ids(id) AS (SELECT value FROM json_each(?2)) \
          SELECT 0, reblog_of_id FROM statuses WHERE account_id = ?1 AND reblog_of_id IN (SELECT id FROM ids) \
@@ -119,16 +109,5 @@ pub fn viewer_marks(c: &Connection, viewer: i64, ids: &[i64]) -> rusqlite::Resul
          UNION ALL SELECT 2, status_id FROM bookmarks WHERE account_id = ?1 AND status_id IN (SELECT id FROM ids) \
          UNION ALL SELECT 3, status_id FROM pins WHERE account_id = ?1 AND status_id IN (SELECT id FROM ids)",
     )?;
-    let mut marks = ViewerMarks::default();
-    let mut rows = st.query((viewer, id_list(ids)))?;
-    while let Some(r) = rows.next()? {
-        let id: i64 = r.get(1)?;
-        match r.get::<_, i64>(0)? {
-            0 => marks.reblogged.insert(id),
-            1 => marks.favourited.insert(id),
-            2 => marks.bookmarked.insert(id),
-            _ => marks.pinned.insert(id),
-        };
-    }
-    Ok(marks)
+    st.query_map((viewer, id_list(ids)), |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
 }

@@ -28,25 +28,25 @@ pub(super) const STATUS_COLUMNS: &str = "id, account_id, text, content, spoiler_
      edited_at_ms, deleted, created_at_ms, application_name";
 
 #[derive(sqlx::FromRow)]
-struct StatusRow {
-    id: i64,
-    account_id: i64,
-    text: String,
-    content: String,
-    spoiler_text: String,
-    sensitive: bool,
-    visibility: String,
-    language: String,
-    in_reply_to_id: Option<i64>,
-    in_reply_to_account_id: Option<i64>,
-    reblog_of_id: Option<i64>,
-    replies_count: i64,
-    reblogs_count: i64,
-    favourites_count: i64,
-    edited_at_ms: Option<i64>,
-    deleted: bool,
-    created_at_ms: i64,
-    application_name: String,
+pub(super) struct StatusRow {
+    pub(super) id: i64,
+    pub(super) account_id: i64,
+    pub(super) text: String,
+    pub(super) content: String,
+    pub(super) spoiler_text: String,
+    pub(super) sensitive: bool,
+    pub(super) visibility: String,
+    pub(super) language: String,
+    pub(super) in_reply_to_id: Option<i64>,
+    pub(super) in_reply_to_account_id: Option<i64>,
+    pub(super) reblog_of_id: Option<i64>,
+    pub(super) replies_count: i64,
+    pub(super) reblogs_count: i64,
+    pub(super) favourites_count: i64,
+    pub(super) edited_at_ms: Option<i64>,
+    pub(super) deleted: bool,
+    pub(super) created_at_ms: i64,
+    pub(super) application_name: String,
 }
 
 impl From<StatusRow> for StatusRecord {
@@ -74,6 +74,33 @@ impl From<StatusRow> for StatusRecord {
             tags: Vec::new(),
         }
     }
+}
+
+/// Status counts for each of `ids` from (account, statuses, newest status time) rows; zero for an
+/// account with none.
+fn stats_from(ids: &[i64], rows: Vec<(i64, i64, Option<i64>)>) -> Vec<AccountStats> {
+    let by_id: HashMap<i64, (i64, i64)> = rows.into_iter().map(|(a, n, last)| (a, (n, last.unwrap_or(0)))).collect();
+    ids.iter()
+        .map(|id| {
+            let (statuses_count, last_status_at_ms) = by_id.get(id).copied().unwrap_or((0, 0));
+            AccountStats { account_id: *id, statuses_count, last_status_at_ms }
+        })
+        .collect()
+}
+
+/// A viewer's marks from (kind, status id) rows: 0 reblogged, 1 favourited, 2 bookmarked,
+/// 3 pinned.
+fn marks_from(rows: Vec<(i64, i64)>) -> ViewerMarks {
+    let mut marks = ViewerMarks::default();
+    for (kind, id) in rows {
+        match kind {
+            0 => marks.reblogged.insert(id),
+            1 => marks.favourited.insert(id),
+            2 => marks.bookmarked.insert(id),
+            _ => marks.pinned.insert(id),
+        };
+    }
+    marks
 }
 
 /// A new status as the store holds it once inserted: no counts yet, mentions once per account by
@@ -561,7 +588,7 @@ macro_rules! sql_post_store {
                     return Ok(Vec::new());
                 }
                 if let Some(r) = self.reader() {
-                    return Ok(r.read(|c| lite::account_stats(c, account_ids))?);
+                    return Ok(stats_from(account_ids, r.read(|c| lite::account_stats(c, account_ids))?));
                 }
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
                     "SELECT account_id, COUNT(*), MAX(created_at_ms) FROM statuses \
@@ -570,15 +597,7 @@ macro_rules! sql_post_store {
                 push_ids(&mut qb, account_ids);
                 qb.push(" GROUP BY account_id");
                 let rows: Vec<(i64, i64, Option<i64>)> = qb.build_query_as().fetch_all(&self.pool).await?;
-                let by_id: HashMap<i64, (i64, i64)> =
-                    rows.into_iter().map(|(a, n, last)| (a, (n, last.unwrap_or(0)))).collect();
-                Ok(account_ids
-                    .iter()
-                    .map(|id| {
-                        let (statuses_count, last_status_at_ms) = by_id.get(id).copied().unwrap_or((0, 0));
-                        AccountStats { account_id: *id, statuses_count, last_status_at_ms }
-                    })
-                    .collect())
+                Ok(stats_from(account_ids, rows))
             }
 
             async fn viewer_marks(&self, viewer: i64, ids: &[i64]) -> StoreResult<ViewerMarks> {
@@ -586,7 +605,7 @@ macro_rules! sql_post_store {
                     return Ok(ViewerMarks::default());
                 }
                 if let Some(r) = self.reader() {
-                    return Ok(r.read(|c| lite::viewer_marks(c, viewer, ids))?);
+                    return Ok(marks_from(r.read(|c| lite::viewer_marks(c, viewer, ids))?));
                 }
                 // One round trip: (kind, status id) for reblogs, favourites, bookmarks and pins.
                 let mut qb = sqlx::QueryBuilder::<$db>::new("");
@@ -603,16 +622,7 @@ macro_rules! sql_post_store {
                     push_ids(&mut qb, ids);
                 }
                 let rows: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&self.pool).await?;
-                let mut marks = ViewerMarks::default();
-                for (kind, id) in rows {
-                    match kind {
-                        0 => marks.reblogged.insert(id),
-                        1 => marks.favourited.insert(id),
-                        2 => marks.bookmarked.insert(id),
-                        _ => marks.pinned.insert(id),
-                    };
-                }
-                Ok(marks)
+                Ok(marks_from(rows))
             }
 
             async fn favourite(&self, fav_id: i64, account_id: i64, status_id: i64, event: &Envelope) -> StoreResult<bool> {

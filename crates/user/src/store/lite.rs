@@ -7,8 +7,8 @@ use std::sync::LazyLock;
 use agora_store::lite::id_list;
 use rusqlite::{Connection, OptionalExtension as _, Row};
 
-use super::sql::ACCOUNT_COLUMNS;
-use crate::domain::{Account, Field, Role};
+use super::sql::{ACCOUNT_COLUMNS, AccountRow};
+use crate::domain::Account;
 
 static BY_IDS: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?1))"));
@@ -17,9 +17,7 @@ static BY_NAME: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username_lower = ?1"));
 
 fn account(r: &Row<'_>) -> rusqlite::Result<Account> {
-    let fields: String = r.get(9)?;
-    let role: String = r.get(10)?;
-    Ok(Account {
+    Ok(Account::from(AccountRow {
         id: r.get(0)?,
         username: r.get(1)?,
         email: r.get(2)?,
@@ -29,14 +27,14 @@ fn account(r: &Row<'_>) -> rusqlite::Result<Account> {
         header_url: r.get(6)?,
         locked: r.get(7)?,
         bot: r.get(8)?,
-        fields: serde_json::from_str::<Vec<Field>>(&fields).unwrap_or_default(),
-        role: Role::parse(&role),
+        fields_json: r.get(9)?,
+        role: r.get(10)?,
         privacy: r.get(11)?,
         sensitive: r.get(12)?,
         language: r.get(13)?,
         created_at_ms: r.get(14)?,
         updated_at_ms: r.get(15)?,
-    })
+    }))
 }
 
 /// Accounts in the order of `ids`, unknown ones left out.

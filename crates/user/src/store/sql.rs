@@ -22,23 +22,23 @@ pub(super) const ACCOUNT_COLUMNS: &str = "id, username, email, display_name, not
      fields_json, role, privacy, sensitive, language, created_at_ms, updated_at_ms";
 
 #[derive(sqlx::FromRow)]
-struct AccountRow {
-    id: i64,
-    username: String,
-    email: String,
-    display_name: String,
-    note: String,
-    avatar_url: String,
-    header_url: String,
-    locked: bool,
-    bot: bool,
-    fields_json: String,
-    role: String,
-    privacy: String,
-    sensitive: bool,
-    language: String,
-    created_at_ms: i64,
-    updated_at_ms: i64,
+pub(super) struct AccountRow {
+    pub(super) id: i64,
+    pub(super) username: String,
+    pub(super) email: String,
+    pub(super) display_name: String,
+    pub(super) note: String,
+    pub(super) avatar_url: String,
+    pub(super) header_url: String,
+    pub(super) locked: bool,
+    pub(super) bot: bool,
+    pub(super) fields_json: String,
+    pub(super) role: String,
+    pub(super) privacy: String,
+    pub(super) sensitive: bool,
+    pub(super) language: String,
+    pub(super) created_at_ms: i64,
+    pub(super) updated_at_ms: i64,
 }
 
 /// An account with its password hash, read in one query for a login.

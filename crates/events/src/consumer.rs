@@ -1,12 +1,16 @@
 //! Runs an event handler over a subscription: at-least-once, acking only after the handler
 //! succeeded, retrying transient failures with backoff, and skipping poison events loudly.
+//! Events of different keys are handled concurrently, those of one key in order.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 
-use crate::{Envelope, EventBus};
+use crate::{Delivery, Envelope, EventBus, Subscription};
 use agora_kit::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +29,26 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError>;
 }
 
-/// Consumes `topics` as `group` until shutdown.
+/// Events handled at once by one consumer. Events with the same key (topic and aggregate id: one
+/// status, one account's graph changes) are still handled one after another, in bus order.
+pub const IN_FLIGHT: usize = 32;
+
+/// How long a stopping consumer waits for the events it is handling.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// One event being handled, in arrival order; acked once it and everything before it is done.
+struct Slot {
+    delivery: Delivery,
+    done: bool,
+}
+
+fn key_of(d: &Delivery) -> (String, String) {
+    (d.topic.clone(), d.envelope.aggregate_id.clone())
+}
+
+/// Consumes `topics` as `group` until shutdown, handling up to [`IN_FLIGHT`] events at once
+/// (one at a time per key). An event is acked only when it and every event delivered before it
+/// have been handled, so a restart redelivers whatever was not finished, never skips it.
 pub async fn run(
     bus: Arc<dyn EventBus>,
     topics: Vec<String>,
@@ -45,52 +68,107 @@ pub async fn run(
             }
         }
     };
+    let mut order: VecDeque<Slot> = VecDeque::new();
+    let mut first_seq: u64 = 0; // the arrival number of order[0]
+    let mut busy: HashSet<(String, String)> = HashSet::new();
+    let mut blocked: Option<Delivery> = None; // waits for its key to be free
+    let mut inflight = FuturesUnordered::new();
+    let start = |seq: u64, d: Delivery| {
+        let (handler, group, shutdown) = (Arc::clone(&handler), group.clone(), shutdown.clone());
+        async move { (seq, handle_one(&*handler, &d.envelope, &group, &shutdown).await) }
+    };
     loop {
-        let delivery = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            d = sub.next() => d,
-        };
-        let delivery = match delivery {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, group, "consume failed");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-                continue;
-            }
-        };
-        let span = tracing::info_span!("consume", event.r#type = %delivery.envelope.r#type, event.id = delivery.envelope.id, group = %group);
-        let mut parent = std::collections::HashMap::new();
-        parent.insert("traceparent".to_owned(), delivery.envelope.traceparent.clone());
-        agora_kit::telemetry::set_parent(&span, &parent);
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let result = tracing::Instrument::instrument(handler.handle(&delivery.envelope), span.clone()).await;
-            match result {
-                Ok(()) => {
-                    metrics::counter!("agora_consumer_handled_total", "group" => group.clone()).increment(1);
-                    break;
-                }
-                Err(HandlerError::Permanent(e)) => {
-                    metrics::counter!("agora_consumer_skipped_total", "group" => group.clone()).increment(1);
-                    tracing::error!(error = %e, id = delivery.envelope.id, "event skipped");
-                    break;
-                }
-                Err(HandlerError::Transient(e)) => {
-                    metrics::counter!("agora_consumer_retries_total", "group" => group.clone()).increment(1);
-                    tracing::warn!(error = %e, id = delivery.envelope.id, "handler failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            d = sub.next(), if blocked.is_none() && inflight.len() < IN_FLIGHT => {
+                let d = match d {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(error = %e, group, "consume failed");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
+                        continue;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                };
+                if busy.insert(key_of(&d)) {
+                    let seq = first_seq + order.len() as u64;
+                    order.push_back(Slot { delivery: d.clone(), done: false });
+                    inflight.push(start(seq, d));
+                } else {
+                    blocked = Some(d);
                 }
+            }
+            Some((seq, handled)) = inflight.next(), if !inflight.is_empty() => {
+                if !handled {
+                    break; // stopping while retrying: not acked, redelivered on the next start
+                }
+                let slot = &mut order[(seq - first_seq) as usize];
+                slot.done = true;
+                busy.remove(&key_of(&slot.delivery));
+                if let Some(d) = blocked.take_if(|d| !busy.contains(&key_of(d))) {
+                    busy.insert(key_of(&d));
+                    let seq = first_seq + order.len() as u64;
+                    order.push_back(Slot { delivery: d.clone(), done: false });
+                    inflight.push(start(seq, d));
+                }
+                ack_done(&mut *sub, &mut order, &mut first_seq).await;
             }
         }
-        if let Err(e) = sub.ack(&delivery).await {
+    }
+    // Stopping: let what is being handled finish (briefly), and ack what is done in order.
+    let _ = tokio::time::timeout(DRAIN, async {
+        while let Some((seq, handled)) = inflight.next().await {
+            if handled {
+                order[(seq - first_seq) as usize].done = true;
+            }
+        }
+    })
+    .await;
+    ack_done(&mut *sub, &mut order, &mut first_seq).await;
+}
+
+/// Acks the finished events at the front of `order`.
+async fn ack_done(sub: &mut dyn Subscription, order: &mut VecDeque<Slot>, first_seq: &mut u64) {
+    while order.front().is_some_and(|s| s.done) {
+        let Some(slot) = order.pop_front() else { break };
+        *first_seq += 1;
+        if let Err(e) = sub.ack(&slot.delivery).await {
             tracing::warn!(error = %e, "ack failed; the event may be redelivered");
+        }
+    }
+}
+
+/// Handles one event: retries transient failures with backoff, skips permanent ones. False only
+/// when the consumer stops while it is still failing (the event must not be acked).
+async fn handle_one(handler: &dyn Handler, envelope: &Envelope, group: &str, shutdown: &Shutdown) -> bool {
+    let span = tracing::info_span!("consume", event.r#type = %envelope.r#type, event.id = envelope.id, group = %group);
+    let mut parent = std::collections::HashMap::new();
+    parent.insert("traceparent".to_owned(), envelope.traceparent.clone());
+    agora_kit::telemetry::set_parent(&span, &parent);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = tracing::Instrument::instrument(handler.handle(envelope), span.clone()).await;
+        match result {
+            Ok(()) => {
+                metrics::counter!("agora_consumer_handled_total", "group" => group.to_owned()).increment(1);
+                return true;
+            }
+            Err(HandlerError::Permanent(e)) => {
+                metrics::counter!("agora_consumer_skipped_total", "group" => group.to_owned()).increment(1);
+                tracing::error!(error = %e, id = envelope.id, "event skipped");
+                return true;
+            }
+            Err(HandlerError::Transient(e)) => {
+                metrics::counter!("agora_consumer_retries_total", "group" => group.to_owned()).increment(1);
+                tracing::warn!(error = %e, id = envelope.id, "handler failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
         }
     }
 }

@@ -249,6 +249,13 @@ pub mod sqlite {
         Ok(())
     }
 
+    /// [`insert`] for a unit of work on a rusqlite connection (`agora_store::lite::SqliteWriter`).
+    pub fn insert_lite(conn: &rusqlite::Connection, topic: &str, envelope: &Envelope) -> rusqlite::Result<()> {
+        conn.prepare_cached("INSERT INTO outbox (id, topic, envelope, created_at_ms) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(rusqlite::params![envelope.id, topic, envelope.encode_to_vec(), envelope.occurred_at_ms])?;
+        Ok(())
+    }
+
     pub struct SqliteOutbox {
         pool: SqlitePool,
     }
@@ -271,11 +278,12 @@ pub mod sqlite {
         }
 
         async fn remove(&self, ids: &[i64]) -> Result<(), OutboxError> {
-            let mut tx = self.pool.begin().await?;
-            for id in ids {
-                sqlx::query("DELETE FROM outbox WHERE id = ?").bind(id).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
+            // One statement (one hop to sqlx's connection thread), however many ids.
+            let list = serde_json::to_string(ids).map_err(|e| OutboxError(e.to_string()))?;
+            sqlx::query("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(list)
+                .execute(&self.pool)
+                .await?;
             Ok(())
         }
 

@@ -1,13 +1,19 @@
 //! The SQLite timeline store's page read (every account, public and tag timeline page, and home
 //! pages the hot set does not hold), run on the calling thread by [`agora_store::lite`]. Filters
-//! are parameters, so the two statements (newest first, oldest first) stay prepared.
+//! are parameters, so the two statements (newest first, oldest first) stay prepared. The
+//! fan-out's reads and writes follow (writes as units on the store's `SqliteWriter`).
 
 use std::sync::LazyLock;
 
-use rusqlite::Connection;
+use agora_store::lite::id_list;
+use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::sql::{ENTRY_COLUMNS, EntryRow};
-use crate::domain::{Entry, EntryFilter, Window};
+use super::Recorded;
+use super::sql::{
+    DELETE_ENGAGEMENT, ENTRY_COLUMNS, EntryRow, INSERT_ENGAGEMENT, INSERT_TAG_USE, STATUS_COLUMNS, StatusRow, TOUCH,
+    UPSERT_STATUS, join_ids,
+};
+use crate::domain::{Entry, EntryFilter, StatusFacts, TimelineKey, Window};
 
 fn select(order: &str) -> String {
     format!(
@@ -52,4 +58,168 @@ pub fn page(c: &Connection, timeline: &str, w: &Window, f: &EntryFilter) -> rusq
         }))
     })?
     .collect()
+}
+
+// ---- the fan-out's reads and writes ---------------------------------------------------------
+// Each write below is one unit on the store's `SqliteWriter` (one hop to its thread, committed
+// with whatever else was queued); the reads run on the calling thread.
+
+const INSERT_ENTRY: &str = "INSERT INTO entries (timeline, status_id, author_id, reblog_of_id, reblog_of_author_id, \
+     in_reply_to_account_id, visibility, has_media) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING";
+/// A reblog goes in unless the timeline already shows its original or another reblog of it.
+const INSERT_REBLOG: &str = "INSERT INTO entries (timeline, status_id, author_id, reblog_of_id, reblog_of_author_id, \
+     in_reply_to_account_id, visibility, has_media) \
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS (\
+       SELECT 1 FROM entries WHERE timeline = ?1 AND (status_id = ?4 OR reblog_of_id = ?4)) \
+     ON CONFLICT DO NOTHING";
+
+fn entry_params<'a>(timeline: &'a str, e: &'a Entry) -> impl rusqlite::Params + 'a {
+    (
+        timeline,
+        e.status_id,
+        e.author_id,
+        e.reblog_of_id,
+        e.reblog_of_author_id,
+        e.in_reply_to_account_id,
+        e.visibility.as_str(),
+        e.has_media,
+    )
+}
+
+pub fn processed(c: &Connection, consumer: &str, event_id: i64) -> rusqlite::Result<bool> {
+    c.prepare_cached("SELECT 1 FROM processed_events WHERE consumer = ?1 AND event_id = ?2")?
+        .exists(params![consumer, event_id])
+}
+
+pub fn mark_processed(c: &Connection, consumer: &str, event_id: i64, now_ms: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO processed_events (consumer, event_id, processed_at_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![consumer, event_id, now_ms])?;
+    Ok(())
+}
+
+/// Records (or replaces) a status's facts; see `TimelineStore::record_status`.
+pub fn record_status(c: &Connection, s: &StatusFacts) -> rusqlite::Result<Recorded> {
+    let old = c
+        .prepare_cached(&format!("SELECT {STATUS_COLUMNS} FROM statuses WHERE id = ?1"))?
+        .query_row([s.id], |r| {
+            Ok(StatusRow {
+                id: r.get(0)?,
+                account_id: r.get(1)?,
+                created_at_ms: r.get(2)?,
+                visibility: r.get(3)?,
+                in_reply_to_id: r.get(4)?,
+                in_reply_to_account_id: r.get(5)?,
+                reblog_of_id: r.get(6)?,
+                reblog_of_account_id: r.get(7)?,
+                mention_ids: r.get(8)?,
+                tags: r.get(9)?,
+                has_media: r.get(10)?,
+                sensitive: r.get(11)?,
+                deleted: r.get(12)?,
+            })
+        })
+        .optional()?;
+    let outcome = match old {
+        Some(row) if row.deleted => return Ok(Recorded::Deleted),
+        Some(row) => Recorded::Known(row.into()),
+        None => Recorded::New,
+    };
+    c.prepare_cached(UPSERT_STATUS)?.execute(params![
+        s.id,
+        s.account_id,
+        s.created_at_ms,
+        s.visibility.as_str(),
+        s.in_reply_to_id,
+        s.in_reply_to_account_id,
+        s.reblog_of_id,
+        s.reblog_of_account_id,
+        join_ids(&s.mention_ids),
+        s.tags.join(" "),
+        s.has_media,
+        s.sensitive
+    ])?;
+    Ok(outcome)
+}
+
+pub fn insert(c: &Connection, timelines: &[String], e: &Entry) -> rusqlite::Result<()> {
+    let mut st = c.prepare_cached(INSERT_ENTRY)?;
+    for t in timelines {
+        st.execute(entry_params(t, e))?;
+    }
+    Ok(())
+}
+
+/// Writes `e` into the homes of `recipients`; returns those whose home now holds it (all of them
+/// for an original; for a reblog, those that did not already show the original or a reblog).
+pub fn insert_home(c: &Connection, recipients: &[i64], e: &Entry) -> rusqlite::Result<Vec<i64>> {
+    if e.reblog_of_id == 0 {
+        let mut st = c.prepare_cached(INSERT_ENTRY)?;
+        for r in recipients {
+            st.execute(entry_params(&TimelineKey::home(*r), e))?;
+        }
+        return Ok(recipients.to_vec());
+    }
+    let mut st = c.prepare_cached(INSERT_REBLOG)?;
+    let mut holds = c.prepare_cached("SELECT 1 FROM entries WHERE timeline = ?1 AND status_id = ?2")?;
+    let mut received = Vec::new();
+    for r in recipients {
+        let timeline = TimelineKey::home(*r);
+        // Not inserted: skipped as a duplicate, or already there (a redelivery).
+        if st.execute(entry_params(&timeline, e))? == 1 || holds.exists(params![timeline, e.status_id])? {
+            received.push(*r);
+        }
+    }
+    Ok(received)
+}
+
+pub fn inactive_among(c: &Connection, ids: &[i64], cutoff_ms: i64) -> rusqlite::Result<Vec<i64>> {
+    c.prepare_cached(
+        "SELECT account_id FROM activity WHERE last_active_ms < ?1 AND account_id IN (SELECT value FROM json_each(?2))",
+    )?
+    .query_map(params![cutoff_ms, id_list(ids)], |r| r.get(0))?
+    .collect()
+}
+
+pub fn mark_needs_rebuild(c: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE activity SET needs_rebuild = TRUE WHERE account_id IN (SELECT value FROM json_each(?1))")?
+        .execute([id_list(ids)])?;
+    Ok(())
+}
+
+pub fn touch(c: &Connection, account_id: i64, now_ms: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(TOUCH)?.execute(params![account_id, now_ms])?;
+    Ok(())
+}
+
+pub fn record_tag_uses(
+    c: &Connection,
+    status_id: i64,
+    account_id: i64,
+    tags: &[String],
+    at_ms: i64,
+) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM tag_uses WHERE status_id = ?1")?.execute([status_id])?;
+    let mut st = c.prepare_cached(INSERT_TAG_USE)?;
+    for t in tags {
+        st.execute(params![t, status_id, account_id, at_ms])?;
+    }
+    Ok(())
+}
+
+pub fn set_engagement(
+    c: &Connection,
+    status_id: i64,
+    account_id: i64,
+    kind: &str,
+    at_ms: i64,
+    present: bool,
+) -> rusqlite::Result<()> {
+    if present {
+        c.prepare_cached(INSERT_ENGAGEMENT)?.execute(params![status_id, account_id, kind, at_ms])?;
+    } else {
+        c.prepare_cached(DELETE_ENGAGEMENT)?.execute(params![status_id, account_id, kind])?;
+    }
+    Ok(())
 }

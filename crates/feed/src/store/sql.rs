@@ -2,7 +2,7 @@
 //! work on both engines), so one body is instantiated per engine by `sql_timeline_store!`; only
 //! connection set-up and migrations differ.
 
-use agora_store::lite::SqliteReader;
+use agora_store::lite::{SqliteReader, SqliteWriter};
 use async_trait::async_trait;
 use sqlx::{PgPool, SqlitePool};
 
@@ -13,7 +13,7 @@ use crate::domain::{Entry, EntryFilter, Marker, StatusFacts, TagUse, Visibility,
 
 pub(super) const ENTRY_COLUMNS: &str =
     "status_id, author_id, reblog_of_id, reblog_of_author_id, in_reply_to_account_id, visibility, has_media";
-const STATUS_COLUMNS: &str = "id, account_id, created_at_ms, visibility, in_reply_to_id, in_reply_to_account_id, \
+pub(super) const STATUS_COLUMNS: &str = "id, account_id, created_at_ms, visibility, in_reply_to_id, in_reply_to_account_id, \
      reblog_of_id, reblog_of_account_id, mention_ids, tags, has_media, sensitive, deleted";
 
 #[derive(sqlx::FromRow)]
@@ -42,21 +42,36 @@ impl From<EntryRow> for Entry {
 }
 
 #[derive(sqlx::FromRow)]
-struct StatusRow {
-    id: i64,
-    account_id: i64,
-    created_at_ms: i64,
-    visibility: String,
-    in_reply_to_id: i64,
-    in_reply_to_account_id: i64,
-    reblog_of_id: i64,
-    reblog_of_account_id: i64,
-    mention_ids: String,
-    tags: String,
-    has_media: bool,
-    sensitive: bool,
-    deleted: bool,
+pub(super) struct StatusRow {
+    pub(super) id: i64,
+    pub(super) account_id: i64,
+    pub(super) created_at_ms: i64,
+    pub(super) visibility: String,
+    pub(super) in_reply_to_id: i64,
+    pub(super) in_reply_to_account_id: i64,
+    pub(super) reblog_of_id: i64,
+    pub(super) reblog_of_account_id: i64,
+    pub(super) mention_ids: String,
+    pub(super) tags: String,
+    pub(super) has_media: bool,
+    pub(super) sensitive: bool,
+    pub(super) deleted: bool,
 }
+
+/// Statement texts both paths use (numbered parameters work on both engines).
+pub(super) const UPSERT_STATUS: &str = "INSERT INTO statuses (id, account_id, created_at_ms, visibility, in_reply_to_id, \
+     in_reply_to_account_id, reblog_of_id, reblog_of_account_id, mention_ids, tags, has_media, sensitive) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (id) DO UPDATE SET mention_ids = excluded.mention_ids, tags = excluded.tags, \
+     has_media = excluded.has_media, sensitive = excluded.sensitive";
+pub(super) const TOUCH: &str = "INSERT INTO activity (account_id, last_active_ms, needs_rebuild) VALUES ($1, $2, FALSE) \
+     ON CONFLICT (account_id) DO UPDATE SET last_active_ms = excluded.last_active_ms, needs_rebuild = FALSE";
+pub(super) const INSERT_TAG_USE: &str =
+    "INSERT INTO tag_uses (tag, status_id, account_id, used_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+pub(super) const INSERT_ENGAGEMENT: &str =
+    "INSERT INTO engagements (status_id, account_id, kind, at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+pub(super) const DELETE_ENGAGEMENT: &str =
+    "DELETE FROM engagements WHERE status_id = $1 AND account_id = $2 AND kind = $3";
 
 impl From<StatusRow> for StatusFacts {
     fn from(r: StatusRow) -> Self {
@@ -96,7 +111,7 @@ impl From<MarkerRow> for Marker {
     }
 }
 
-fn join_ids(ids: &[i64]) -> String {
+pub(super) fn join_ids(ids: &[i64]) -> String {
     ids.iter().map(i64::to_string).collect::<Vec<_>>().join(" ")
 }
 
@@ -182,6 +197,9 @@ macro_rules! sql_timeline_store {
             }
 
             async fn processed(&self, consumer: &str, event_id: i64) -> StoreResult<bool> {
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::processed(c, consumer, event_id))?);
+                }
                 let row: Option<(i64,)> =
                     sqlx::query_as("SELECT event_id FROM processed_events WHERE consumer = $1 AND event_id = $2")
                         .bind(consumer)
@@ -192,6 +210,10 @@ macro_rules! sql_timeline_store {
             }
 
             async fn mark_processed(&self, consumer: &str, event_id: i64) -> StoreResult<()> {
+                if let Some(w) = self.writer() {
+                    let (consumer, now) = (consumer.to_owned(), agora_kit::time::now_ms());
+                    return Ok(w.write(move |c| lite::mark_processed(c, &consumer, event_id, now)).await?);
+                }
                 sqlx::query(
                     "INSERT INTO processed_events (consumer, event_id, processed_at_ms) VALUES ($1, $2, $3) \
                      ON CONFLICT DO NOTHING",
@@ -205,6 +227,10 @@ macro_rules! sql_timeline_store {
             }
 
             async fn record_status(&self, s: &StatusFacts) -> StoreResult<Recorded> {
+                if let Some(w) = self.writer() {
+                    let s = s.clone();
+                    return Ok(w.write(move |c| lite::record_status(c, &s)).await?);
+                }
                 let mut tx = self.write_tx().await?;
                 let old: Option<StatusRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT {STATUS_COLUMNS} FROM statuses WHERE id = $1"
@@ -217,13 +243,7 @@ macro_rules! sql_timeline_store {
                     Some(row) => Recorded::Known(row.into()),
                     None => Recorded::New,
                 };
-                sqlx::query(
-                    "INSERT INTO statuses (id, account_id, created_at_ms, visibility, in_reply_to_id, \
-                     in_reply_to_account_id, reblog_of_id, reblog_of_account_id, mention_ids, tags, has_media, sensitive) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                     ON CONFLICT (id) DO UPDATE SET mention_ids = excluded.mention_ids, tags = excluded.tags, \
-                     has_media = excluded.has_media, sensitive = excluded.sensitive",
-                )
+                sqlx::query(UPSERT_STATUS)
                 .bind(s.id)
                 .bind(s.account_id)
                 .bind(s.created_at_ms)
@@ -275,6 +295,10 @@ macro_rules! sql_timeline_store {
             }
 
             async fn insert(&self, timelines: &[String], entry: &Entry) -> StoreResult<()> {
+                if let Some(w) = self.writer() {
+                    let (timelines, entry) = (timelines.to_vec(), entry.clone());
+                    return Ok(w.write(move |c| lite::insert(c, &timelines, &entry)).await?);
+                }
                 let mut tx = self.write_tx().await?;
                 for t in timelines {
                     insert_entry(&mut *tx, t, entry).await?;
@@ -284,6 +308,10 @@ macro_rules! sql_timeline_store {
             }
 
             async fn insert_home(&self, recipients: &[i64], entry: &Entry) -> StoreResult<Vec<i64>> {
+                if let Some(w) = self.writer() {
+                    let (recipients, entry) = (recipients.to_vec(), entry.clone());
+                    return Ok(w.write(move |c| lite::insert_home(c, &recipients, &entry)).await?);
+                }
                 if entry.reblog_of_id == 0 {
                     // An original lands in every home it is sent to: one multi-row statement per
                     // chunk (atomic on its own) instead of one statement per follower.
@@ -449,11 +477,10 @@ macro_rules! sql_timeline_store {
             }
 
             async fn touch(&self, account_id: i64, now_ms: i64) -> StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO activity (account_id, last_active_ms, needs_rebuild) VALUES ($1, $2, FALSE) \
-                     ON CONFLICT (account_id) DO UPDATE SET last_active_ms = excluded.last_active_ms, \
-                     needs_rebuild = FALSE",
-                )
+                if let Some(w) = self.writer() {
+                    return Ok(w.write(move |c| lite::touch(c, account_id, now_ms)).await?);
+                }
+                sqlx::query(TOUCH)
                 .bind(account_id)
                 .bind(now_ms)
                 .execute(&self.pool)
@@ -462,6 +489,9 @@ macro_rules! sql_timeline_store {
             }
 
             async fn inactive_among(&self, ids: &[i64], cutoff_ms: i64) -> StoreResult<Vec<i64>> {
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::inactive_among(c, ids, cutoff_ms))?);
+                }
                 let mut out = Vec::new();
                 for chunk in ids.chunks(CHUNK) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT account_id FROM activity WHERE last_active_ms < ");
@@ -478,6 +508,10 @@ macro_rules! sql_timeline_store {
             }
 
             async fn mark_needs_rebuild(&self, ids: &[i64]) -> StoreResult<()> {
+                if let Some(w) = self.writer() {
+                    let ids = ids.to_vec();
+                    return Ok(w.write(move |c| lite::mark_needs_rebuild(c, &ids)).await?);
+                }
                 for chunk in ids.chunks(CHUNK) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE activity SET needs_rebuild = TRUE WHERE account_id IN (");
                     let mut list = qb.separated(", ");
@@ -526,13 +560,14 @@ macro_rules! sql_timeline_store {
             }
 
             async fn record_tag_uses(&self, status_id: i64, account_id: i64, tags: &[String], at_ms: i64) -> StoreResult<()> {
+                if let Some(w) = self.writer() {
+                    let tags = tags.to_vec();
+                    return Ok(w.write(move |c| lite::record_tag_uses(c, status_id, account_id, &tags, at_ms)).await?);
+                }
                 let mut tx = self.write_tx().await?;
                 sqlx::query("DELETE FROM tag_uses WHERE status_id = $1").bind(status_id).execute(&mut *tx).await?;
                 for t in tags {
-                    sqlx::query(
-                        "INSERT INTO tag_uses (tag, status_id, account_id, used_at_ms) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT DO NOTHING",
-                    )
+                    sqlx::query(INSERT_TAG_USE)
                     .bind(t)
                     .bind(status_id)
                     .bind(account_id)
@@ -561,11 +596,12 @@ macro_rules! sql_timeline_store {
                 at_ms: i64,
                 present: bool,
             ) -> StoreResult<()> {
+                if let Some(w) = self.writer() {
+                    let kind = kind.to_owned();
+                    return Ok(w.write(move |c| lite::set_engagement(c, status_id, account_id, &kind, at_ms, present)).await?);
+                }
                 if present {
-                    sqlx::query(
-                        "INSERT INTO engagements (status_id, account_id, kind, at_ms) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT DO NOTHING",
-                    )
+                    sqlx::query(INSERT_ENGAGEMENT)
                     .bind(status_id)
                     .bind(account_id)
                     .bind(kind)
@@ -573,7 +609,7 @@ macro_rules! sql_timeline_store {
                     .execute(&self.pool)
                     .await?;
                 } else {
-                    sqlx::query("DELETE FROM engagements WHERE status_id = $1 AND account_id = $2 AND kind = $3")
+                    sqlx::query(DELETE_ENGAGEMENT)
                         .bind(status_id)
                         .bind(account_id)
                         .bind(kind)
@@ -662,6 +698,10 @@ impl PgTimelineStore {
     fn reader(&self) -> Option<&SqliteReader> {
         None
     }
+
+    fn writer(&self) -> Option<&SqliteWriter> {
+        None
+    }
 }
 
 mod pg_impl {
@@ -669,18 +709,21 @@ mod pg_impl {
     sql_timeline_store!(PgTimelineStore, sqlx::Postgres, "BEGIN");
 }
 
-/// Timeline store on SQLite (the embedded default). Writes go through the sqlx pool; timeline
-/// pages are read on the calling thread through [`SqliteReader`] (see `lite.rs`).
+/// Timeline store on SQLite (the embedded default). Timeline pages and the fan-out's lookups are
+/// read on the calling thread through [`SqliteReader`]; the fan-out's writes are units on the
+/// [`SqliteWriter`]'s thread (see `lite.rs`); the rarer writes go through the sqlx pool.
 pub struct SqliteTimelineStore {
     pool: SqlitePool,
     reader: SqliteReader,
+    writer: SqliteWriter,
 }
 
 impl SqliteTimelineStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let pool = agora_store::sqlite(url).await?;
         let reader = SqliteReader::new(url, "feed")?;
-        Ok(Self { pool, reader })
+        let writer = SqliteWriter::new(url, "feed")?;
+        Ok(Self { pool, reader, writer })
     }
 
     fn migrator(&self) -> sqlx::migrate::Migrator {
@@ -689,6 +732,10 @@ impl SqliteTimelineStore {
 
     fn reader(&self) -> Option<&SqliteReader> {
         Some(&self.reader)
+    }
+
+    fn writer(&self) -> Option<&SqliteWriter> {
+        Some(&self.writer)
     }
 }
 

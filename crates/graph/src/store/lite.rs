@@ -35,3 +35,37 @@ pub fn count_facts(c: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<(i64, i6
     let mut st = c.prepare_cached(&COUNTS)?;
     st.query_map([id_list(ids)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
 }
+
+/// A page of `(follow id, follower id)` after `after_id`, with one row more than `limit` when
+/// another page follows, and the follower count: the fan-out's read, one snapshot.
+pub fn follower_page(
+    c: &Connection,
+    account_id: i64,
+    after_id: i64,
+    limit: i64,
+) -> rusqlite::Result<(Vec<(i64, i64)>, i64)> {
+    c.execute_batch("BEGIN")?;
+    let page = (|| {
+        let rows = c
+            .prepare_cached(
+                "SELECT id, account_id FROM follows WHERE target_id = ?1 AND id > ?2 ORDER BY id ASC LIMIT ?3",
+            )?
+            .query_map((account_id, after_id, limit + 1), |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let total = c
+            .prepare_cached("SELECT COUNT(*) FROM follows WHERE target_id = ?1")?
+            .query_row([account_id], |r| r.get(0))?;
+        Ok((rows, total))
+    })();
+    c.execute_batch("COMMIT")?;
+    page
+}
+
+/// Which of `candidates` follow `account_id`.
+pub fn followers_among(c: &Connection, account_id: i64, candidates: &[i64]) -> rusqlite::Result<Vec<i64>> {
+    c.prepare_cached(
+        "SELECT account_id FROM follows WHERE target_id = ?1 AND account_id IN (SELECT value FROM json_each(?2))",
+    )?
+    .query_map((account_id, id_list(candidates)), |r| r.get(0))?
+    .collect()
+}

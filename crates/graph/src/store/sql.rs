@@ -97,6 +97,22 @@ macro_rules! sql_graph_store {
 
             /// Rows of `(other, …)` for `sql`, whose `$1` is `account_id`, `$2` optionally
             /// `extra`, then an `IN` list of `ids` in place of `{ids}`.
+            async fn follower_page(&self, account_id: i64, after_id: i64, limit: i64) -> StoreResult<(Vec<(i64, i64)>, i64)> {
+                let rows: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT id, account_id FROM follows WHERE target_id = $1 AND id > $2 ORDER BY id ASC LIMIT $3",
+                )
+                .bind(account_id)
+                .bind(after_id)
+                .bind(limit + 1)
+                .fetch_all(&self.pool)
+                .await?;
+                let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follows WHERE target_id = $1")
+                    .bind(account_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok((rows, total))
+            }
+
             async fn about<T>(&self, sql: &str, account_id: i64, extra: Option<i64>, ids: &[i64]) -> StoreResult<Vec<T>>
             where
                 T: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
@@ -544,27 +560,22 @@ macro_rules! sql_graph_store {
 
             async fn follower_ids(&self, account_id: i64, after_id: i64, limit: i64) -> StoreResult<FollowerIds> {
                 // One row more than asked tells whether another page follows.
-                let mut rows: Vec<(i64, i64)> = sqlx::query_as(
-                    "SELECT id, account_id FROM follows WHERE target_id = $1 AND id > $2 ORDER BY id ASC LIMIT $3",
-                )
-                .bind(account_id)
-                .bind(after_id)
-                .bind(limit + 1)
-                .fetch_all(&self.pool)
-                .await?;
+                let (mut rows, total) = if let Some(r) = self.reader() {
+                    r.read(|c| lite::follower_page(c, account_id, after_id, limit))?
+                } else {
+                    self.follower_page(account_id, after_id, limit).await?
+                };
                 let more = rows.len() as i64 > limit;
                 rows.truncate(limit.max(0) as usize);
-                let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follows WHERE target_id = $1")
-                    .bind(account_id)
-                    .fetch_one(&self.pool)
-                    .await?;
                 let next_after_id = if more { rows.last().map(|r| r.0).unwrap_or(0) } else { 0 };
                 Ok(FollowerIds { follower_ids: rows.into_iter().map(|r| r.1).collect(), next_after_id, total })
             }
 
             async fn filter_followers(&self, account_id: i64, candidates: &[i64]) -> StoreResult<Vec<i64>> {
-                let found: HashSet<i64> = self
-                    .about::<(i64,)>(
+                let found: HashSet<i64> = if let Some(r) = self.reader() {
+                    r.read(|c| lite::followers_among(c, account_id, candidates))?.into_iter().collect()
+                } else {
+                    self.about::<(i64,)>(
                         "SELECT account_id FROM follows WHERE target_id = $1 AND account_id IN ({ids})",
                         account_id,
                         None,
@@ -573,7 +584,8 @@ macro_rules! sql_graph_store {
                     .await?
                     .into_iter()
                     .map(|(id,)| id)
-                    .collect();
+                    .collect()
+                };
                 let mut seen = HashSet::new();
                 Ok(candidates.iter().copied().filter(|c| found.contains(c) && seen.insert(*c)).collect())
             }

@@ -1,14 +1,17 @@
 //! The SQLite post store's hot reads, run on the calling thread by [`agora_store::lite`]: each is
 //! one prepared statement (a status comes with its mentions and tags aggregated in the same row),
-//! where the sqlx path takes three and a thread hop for each.
+//! where the sqlx path takes three and a thread hop for each. The hottest write, a new status,
+//! is one unit on the store's [`agora_store::lite::SqliteWriter`].
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use agora_events::Envelope;
 use agora_store::lite::id_list;
-use rusqlite::{Connection, Row};
+use rusqlite::{Connection, OptionalExtension as _, Row, params};
 
 use super::sql::{STATUS_COLUMNS, StatusRow};
+use super::{IDEMPOTENCY_WINDOW_MS, NewStatus};
 use crate::domain::{MentionRecord, StatusRecord};
 
 /// A status row with its mentions (`id:username`, by username) and tags (by name) aggregated.
@@ -110,4 +113,66 @@ pub fn viewer_marks(c: &Connection, viewer: i64, ids: &[i64]) -> rusqlite::Resul
          UNION ALL SELECT 3, status_id FROM pins WHERE account_id = ?1 AND status_id IN (SELECT id FROM ids)",
     )?;
     st.query_map((viewer, id_list(ids)), |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+}
+
+/// Writes a new status, its mentions, its tags, the parent's reply count and its event as one
+/// unit on the writer's thread (see `PostStore::create_status`). `None` when the row was already
+/// there (the same idempotency key within the window, or an id collision): nothing is written
+/// then but the release of an expired key, which the insert did not need.
+pub(super) fn create_status(c: &Connection, s: &NewStatus, env: &Envelope) -> rusqlite::Result<Option<()>> {
+    if let Some(key) = &s.idempotency_key {
+        c.prepare_cached(
+            "UPDATE statuses SET idempotency_key = NULL \
+             WHERE account_id = ?1 AND idempotency_key = ?2 AND created_at_ms < ?3",
+        )?
+        .execute(params![s.account_id, key, s.created_at_ms - IDEMPOTENCY_WINDOW_MS])?;
+    }
+    let inserted = c
+        .prepare_cached(
+            "INSERT INTO statuses (id, account_id, text, content, spoiler_text, sensitive, visibility, language, \
+               in_reply_to_id, in_reply_to_account_id, reblog_of_id, created_at_ms, application_name, idempotency_key) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            s.id,
+            s.account_id,
+            s.text,
+            s.content,
+            s.spoiler_text,
+            s.sensitive,
+            s.visibility.as_str(),
+            s.language,
+            s.in_reply_to_id,
+            s.in_reply_to_account_id,
+            s.reblog_of_id,
+            s.created_at_ms,
+            s.application_name,
+            s.idempotency_key,
+        ])?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    let mut mention = c.prepare_cached(
+        "INSERT INTO status_mentions (status_id, account_id, username) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    )?;
+    for m in &s.mentions {
+        mention.execute(params![s.id, m.account_id, m.username])?;
+    }
+    let mut tag =
+        c.prepare_cached("INSERT INTO status_tags (status_id, tag) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?;
+    for t in &s.tags {
+        tag.execute(params![s.id, t])?;
+    }
+    if let Some(parent) = s.in_reply_to_id {
+        c.prepare_cached("UPDATE statuses SET replies_count = replies_count + 1 WHERE id = ?1")?.execute([parent])?;
+    }
+    agora_events::outbox::sqlite::insert_lite(c, &agora_events::topic_for(&env.r#type), env)?;
+    Ok(Some(()))
+}
+
+/// The id of the status `account_id` already wrote with idempotency key `key`.
+pub(super) fn by_idempotency_key(c: &Connection, account_id: i64, key: Option<&str>) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached("SELECT id FROM statuses WHERE account_id = ?1 AND idempotency_key = ?2")?
+        .query_row(params![account_id, key], |r| r.get(0))
+        .optional()
 }

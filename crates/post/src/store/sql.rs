@@ -19,7 +19,7 @@ use super::{
 use crate::domain::{EditRecord, MentionRecord, StatusRecord, Visibility};
 use agora_events::Envelope;
 use agora_events::outbox::OutboxStore;
-use agora_store::lite::SqliteReader;
+use agora_store::lite::{SqliteReader, SqliteWriter};
 
 use super::lite;
 
@@ -303,6 +303,25 @@ macro_rules! sql_post_store {
             }
 
             async fn create_status(&self, s: &NewStatus, event: &StatusEvent<'_>) -> StoreResult<Inserted> {
+                if let (Some(w), Some(r)) = (self.writer(), self.reader()) {
+                    // The row as it will be written, and its event, built before the unit goes to
+                    // the writer's thread.
+                    let created = as_inserted(s);
+                    let env = event(&created);
+                    let new = s.clone();
+                    if w.write(move |c| lite::create_status(c, &new, &env)).await?.is_some() {
+                        return Ok(Inserted::New(created));
+                    }
+                    let (account, key) = (s.account_id, s.idempotency_key.clone());
+                    let first = r.read(|c| lite::by_idempotency_key(c, account, key.as_deref()))?;
+                    let first = match first {
+                        Some(id) => r.read(|c| lite::statuses(c, &[id]))?.pop(),
+                        None => None,
+                    };
+                    return first
+                        .map(Inserted::Existing)
+                        .ok_or_else(|| StoreError::Unavailable(format!("status id {} collided", s.id)));
+                }
                 let mut tx = self.write_tx().await?;
                 if let Some(key) = &s.idempotency_key {
                     // A key older than the window no longer counts: free it for this status.
@@ -839,6 +858,10 @@ impl PgPostStore {
     fn reader(&self) -> Option<&SqliteReader> {
         None
     }
+
+    fn writer(&self) -> Option<&SqliteWriter> {
+        None
+    }
 }
 
 mod pg_impl {
@@ -856,11 +879,13 @@ mod pg_impl {
 
 /// Post store on SQLite (the embedded default).
 ///
-/// Writes go through the sqlx pool; the hot reads (statuses, timelines, counts, the viewer's
-/// marks) run on the calling thread through [`SqliteReader`] (see `lite.rs`).
+/// The hot reads (statuses, timelines, counts, the viewer's marks) run on the calling thread
+/// through [`SqliteReader`], a new status is one unit on the [`SqliteWriter`]'s thread (see
+/// `lite.rs`), and the other writes go through the sqlx pool.
 pub struct SqlitePostStore {
     pool: SqlitePool,
     reader: SqliteReader,
+    writer: SqliteWriter,
     outbox: Arc<dyn OutboxStore>,
 }
 
@@ -868,8 +893,9 @@ impl SqlitePostStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let pool = agora_store::sqlite(url).await?;
         let reader = SqliteReader::new(url, "post")?;
+        let writer = SqliteWriter::new(url, "post")?;
         let outbox = Arc::new(agora_events::outbox::sqlite::SqliteOutbox::new(pool.clone()));
-        Ok(Self { pool, reader, outbox })
+        Ok(Self { pool, reader, writer, outbox })
     }
 
     fn migrator(&self) -> sqlx::migrate::Migrator {
@@ -878,6 +904,10 @@ impl SqlitePostStore {
 
     fn reader(&self) -> Option<&SqliteReader> {
         Some(&self.reader)
+    }
+
+    fn writer(&self) -> Option<&SqliteWriter> {
+        Some(&self.writer)
     }
 }
 

@@ -154,3 +154,88 @@ async fn inline_sqlite_reads_see_committed_writes_only_and_never_write() {
         assert!(t.join().unwrap(), "a concurrent read saw another count");
     }
 }
+
+/// The SQLite writer: units queued together commit together, yet each is all-or-nothing on its
+/// own; a caller that stops waiting still gets its unit written whole; a returned write is seen
+/// by the next read; and it shares the file with sqlx writers without losing either's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writer_units_are_atomic_alone_and_durable_together() {
+    let dir = agora_testkit::tempdir().unwrap();
+    let url = format!("sqlite://{}/w.db", dir.0.display());
+    let pool = agora_store::sqlite(&url).await.unwrap();
+    sqlx::query("CREATE TABLE items (id INTEGER PRIMARY KEY, unit INTEGER NOT NULL, note TEXT NOT NULL UNIQUE)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let writer = std::sync::Arc::new(agora_store::lite::SqliteWriter::new(&url, "test").unwrap());
+    let reader = agora_store::lite::SqliteReader::new(&url, "test").unwrap();
+    let count = |sql: &'static str| reader.read(|c| c.query_row(sql, [], |row| row.get::<_, i64>(0))).unwrap();
+
+    // 200 units at once, every fifth failing on its second statement (a note already taken).
+    sqlx::query("INSERT INTO items (unit, note) VALUES (-9, 'taken')").execute(&pool).await.unwrap();
+    let units = (0..200i64).map(|u| {
+        let writer = writer.clone();
+        async move {
+            writer
+                .write(move |c| {
+                    c.execute("INSERT INTO items (unit, note) VALUES (?1, ?2)", (u, format!("a{u}")))?;
+                    let second = if u % 5 == 0 { "taken".to_owned() } else { format!("b{u}") };
+                    c.execute("INSERT INTO items (unit, note) VALUES (?1, ?2)", (u, second))?;
+                    Ok(u)
+                })
+                .await
+        }
+    });
+    let results = futures::future::join_all(units).await;
+    for (u, r) in results.iter().enumerate() {
+        assert_eq!(r.is_ok(), u % 5 != 0, "unit {u}: {r:?}");
+    }
+    assert_eq!(
+        count("SELECT count(*) FROM items WHERE unit >= 0"),
+        160 * 2,
+        "a failed unit left a row, or a good one lost one"
+    );
+    assert_eq!(count("SELECT count(*) FROM items WHERE unit % 5 = 0"), 0);
+
+    // Read your write: the next read after a returned write sees it.
+    for i in 0..50i64 {
+        writer
+            .write(move |c| c.execute("INSERT INTO items (unit, note) VALUES (-1, ?1)", [format!("r{i}")]))
+            .await
+            .unwrap();
+        assert_eq!(count("SELECT count(*) FROM items WHERE unit = -1"), i + 1);
+    }
+
+    // A caller that gives up does not cut its unit in half.
+    let slow = writer.write(|c| {
+        for i in 0..500 {
+            c.execute("INSERT INTO items (unit, note) VALUES (-2, ?1)", [format!("c{i}")])?;
+        }
+        Ok(())
+    });
+    cancel_after(slow, 1).await;
+    writer.write(|_| Ok(())).await.unwrap();
+    assert_eq!(count("SELECT count(*) FROM items WHERE unit = -2"), 500);
+
+    // sqlx writers on the same file wait for the writer (and the writer for them); nothing is lost.
+    let sqlx_side = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            for i in 0..100 {
+                sqlx::query("INSERT INTO items (unit, note) VALUES (-3, ?)")
+                    .bind(format!("s{i}"))
+                    .execute(&pool)
+                    .await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        })
+    };
+    for i in 0..100i64 {
+        writer
+            .write(move |c| c.execute("INSERT INTO items (unit, note) VALUES (-4, ?1)", [format!("w{i}")]))
+            .await
+            .unwrap();
+    }
+    sqlx_side.await.unwrap().unwrap();
+    assert_eq!(count("SELECT count(*) FROM items WHERE unit IN (-3, -4)"), 200);
+}

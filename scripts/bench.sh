@@ -170,6 +170,10 @@ for r, d in data.items():
     rps, lat = d["success_throughput_rps"], d["latency_ms"]
     frac = f"{rps / floor:.3f}" if floor else "-"
     print(f"{r:<20} {rps:>9.1f} {lat['p50']:>8.2f} {lat['p99']:>8.2f} {d['errors']:>7} {frac:>9}")
+for r, d in data.items():
+    drain = d.get("fanout_drain_s")
+    if drain is not None:
+        print(f"fan-out caught up {drain:.2f} s after {r}" if isinstance(drain, float) else f"fan-out: {drain} after {r}")
 PY
 if [[ -f $OUT/fanout.txt ]]; then sed -n '2,$p' "$OUT/fanout.txt" | tee -a "$OUT/summary.txt"; fi
 if [[ -n ${DEV_PID:-} ]]; then

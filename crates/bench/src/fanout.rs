@@ -289,3 +289,25 @@ mod tests {
         Ok(())
     }
 }
+
+/// After a run that posted: how long until fan-out has caught up. Posts one probe status as a
+/// typical author and waits until one of its followers sees it (up to `timeout`). A closed-loop
+/// compose can accept statuses faster than fan-out delivers them; this says how far behind it
+/// fell, and the next workload starts once it has caught up instead of measuring the backlog.
+pub async fn drain(target: &Target, social: &Social, timeout: Duration) -> anyhow::Result<Option<Duration>> {
+    let followers = social.graph.followers();
+    let Some(&author) = typical_authors(&followers, social.celebrity).first() else {
+        return Ok(None);
+    };
+    let follower = followers[author][0] as usize;
+    let text = format!("agora-bench drain probe {:016x}", rand::random::<u64>());
+    let id = post_status(target, &social.users[author].token, &text).await.context("drain: posting the probe")?;
+    let posted = Instant::now();
+    match wait_until_visible(target, &social.users[follower].token, &id, posted, Duration::from_millis(50), timeout)
+        .await
+    {
+        Ok(lag) => Ok(Some(lag)),
+        Err(kind) if kind == "miss" => Ok(None),
+        Err(kind) => anyhow::bail!("drain: polling the follower's home: {kind}"),
+    }
+}

@@ -23,6 +23,7 @@ mod workload;
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -34,7 +35,7 @@ use crate::progress::Progress;
 use crate::report::Report;
 use crate::run::{Live, Plan, Target};
 use crate::setup::Setup;
-use crate::workload::{Social, SocialOptions};
+use crate::workload::{Social, SocialOptions, WorkloadKind};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -80,7 +81,14 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
     if args.fanout_lag > 0 {
         return fanout_lag(&args, &setup, &social, &target).await;
     }
-    let workload = args.workload.prepare(&setup, &social).await.context("setup failed")?;
+    // Workloads that post leave fan-out work behind them; they wait for it after the run.
+    let posts = matches!(args.workload, WorkloadKind::ComposePost | WorkloadKind::Mix);
+    let (workload, state) = if posts {
+        let state = Arc::new(Social::load_or_prepare(&setup, &social).await.context("setup failed")?);
+        (args.workload.over(Arc::clone(&state), &setup).await.context("setup failed")?, Some(state))
+    } else {
+        (args.workload.prepare(&setup, &social).await.context("setup failed")?, None)
+    };
     let shape = match args.mode {
         Mode::Closed => format!("{} workers", args.connections),
         Mode::Open => format!("{} req/s, at most {in_flight} in flight", args.rate),
@@ -104,7 +112,15 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
     progress.finish();
     let result = result?;
 
-    let report = Report::from_run(&result, &args);
+    let mut report = Report::from_run(&result, &args);
+    if let Some(state) = &state {
+        let lag = fanout::drain(&target, state, Duration::from_secs(300)).await?;
+        report.drain = Some(lag.map_or(f64::INFINITY, |d| d.as_secs_f64()));
+        match lag {
+            Some(d) => eprintln!("fan-out caught up {:.2}s after the run", d.as_secs_f64()),
+            None => eprintln!("fan-out had not caught up 300s after the run"),
+        }
+    }
     print!("{}", report.table());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report.json())?;

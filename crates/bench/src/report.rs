@@ -23,6 +23,9 @@ pub struct Report {
     pub errors_by_kind: Vec<(String, u64)>,
     pub latency: Latency,
     pub open: Option<OpenStats>,
+    /// Seconds from the end of the run until fan-out had caught up (workloads that post;
+    /// infinite when it had not within the limit).
+    pub drain: Option<f64>,
 }
 
 impl Report {
@@ -56,6 +59,7 @@ impl Report {
             errors_by_kind: r.errors().iter().map(|(k, n)| (k.clone(), *n)).collect(),
             latency: r.latency(),
             open: run.open,
+            drain: None,
         }
     }
 
@@ -161,6 +165,7 @@ impl Report {
             "errors": self.errors,
             "error_rate": self.error_rate(),
             "errors_by_kind": errors,
+            "fanout_drain_s": self.drain.map(|d| if d.is_finite() { json!(d) } else { json!("not caught up") }),
             "open_loop": self.open.map(|o| json!({
                 "target_rate_rps": o.target_rate,
                 "achieved_rate_rps": o.sent as f64 / self.duration_s.max(1e-9),

@@ -218,7 +218,8 @@ impl Social {
         setup.follow_graph(&users, &graph).await?;
         let statuses = setup.seed_posts(&users, opts.posts_per_user).await?;
         // The newest seed status whose author has a follower, and that follower. The feed
-        // consumes in order, so once it is visible the older seed posts are fanned out too.
+        // consumes in order (a few dozen events at a time), so once it is visible the older seed
+        // posts are fanned out too.
         let mut first_follower = vec![None; n];
         for (reader, follows) in graph.follows.iter().enumerate() {
             for f in follows {

@@ -148,7 +148,8 @@ impl OutboxRelay {
     }
 }
 
-fn decode_rows(rows: Vec<(i64, String, Vec<u8>)>) -> Vec<PendingEvent> {
+/// Pending events from `(id, topic, envelope bytes)` rows; an undecodable row is logged and left.
+pub fn decode_rows(rows: Vec<(i64, String, Vec<u8>)>) -> Vec<PendingEvent> {
     rows.into_iter()
         .filter_map(|(id, topic, bytes)| match Envelope::decode(bytes.as_slice()) {
             Ok(envelope) => Some(PendingEvent { id, topic, envelope }),

@@ -23,6 +23,7 @@ use std::str::FromStr as _;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use agora_events::outbox::OutboxError;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
 use sqlx::sqlite::SqliteConnectOptions;
@@ -113,7 +114,9 @@ type Finish = Box<dyn FnOnce(&rusqlite::Result<()>) + Send>;
 /// A queued unit: runs on the writer's connection inside the group's transaction.
 type Job = Box<dyn FnOnce(&Connection) -> Finish + Send>;
 
-/// One thread owning a read-write connection to one SQLite file; see the module docs.
+/// One thread owning a read-write connection to one SQLite file; see the module docs. Clones
+/// share the thread.
+#[derive(Clone)]
 pub struct SqliteWriter {
     jobs: mpsc::Sender<Job>,
     store: &'static str,
@@ -228,6 +231,46 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
             Some(other.to_string()),
         ),
+    }
+}
+
+/// The outbox table of a store whose writes go through a [`SqliteWriter`]: the relay's deletes
+/// are units on that same writer (a second writer on the file would make each wait for the
+/// other), its reads run inline.
+pub struct LiteOutbox {
+    reader: SqliteReader,
+    writer: SqliteWriter,
+}
+
+impl LiteOutbox {
+    pub fn new(url: &str, store: &'static str, writer: SqliteWriter) -> Result<Self, sqlx::Error> {
+        Ok(Self { reader: SqliteReader::new(url, store)?, writer })
+    }
+}
+
+#[async_trait::async_trait]
+impl agora_events::outbox::OutboxStore for LiteOutbox {
+    async fn pending(&self, limit: usize) -> Result<Vec<agora_events::outbox::PendingEvent>, OutboxError> {
+        let rows = self.reader.read(|c| {
+            c.prepare_cached("SELECT id, topic, envelope FROM outbox ORDER BY id LIMIT ?1")?
+                .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(agora_events::outbox::decode_rows(rows))
+    }
+
+    async fn remove(&self, ids: &[i64]) -> Result<(), OutboxError> {
+        let list = id_list(ids);
+        self.writer
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))")?.execute([list])
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn backlog(&self) -> Result<i64, OutboxError> {
+        Ok(self.reader.read(|c| c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0)))?)
     }
 }
 

@@ -894,7 +894,8 @@ impl SqlitePostStore {
         let pool = agora_store::sqlite(url).await?;
         let reader = SqliteReader::new(url, "post")?;
         let writer = SqliteWriter::new(url, "post")?;
-        let outbox = Arc::new(agora_events::outbox::sqlite::SqliteOutbox::new(pool.clone()));
+        // The relay deletes through the same writer as the statuses it announces.
+        let outbox = Arc::new(agora_store::lite::LiteOutbox::new(url, "post", writer.clone())?);
         Ok(Self { pool, reader, writer, outbox })
     }
 

@@ -434,6 +434,27 @@ async fn account_reads(s: Arc<dyn PostStore>) {
     assert_eq!(got, vec![other.id, a.id], "request order, unknown ids skipped");
 }
 
+/// The outbox as the relay sees it: pending events oldest first, a removal takes exactly the
+/// published ones, and the backlog counts what is left.
+async fn the_relay_takes_events_in_order_and_removes_what_it_published(s: Arc<dyn PostStore>) {
+    let author = account();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(post(&s, status(author, "queued")).await.id);
+    }
+    let outbox = s.outbox();
+    let mine = |p: &[agora_events::outbox::PendingEvent]| -> Vec<i64> {
+        p.iter().filter(|e| ids.iter().any(|id| e.envelope.aggregate_id == id.to_string())).map(|e| e.id).collect()
+    };
+    let pending = mine(&outbox.pending(100_000).await.unwrap());
+    assert_eq!(pending.len(), 5);
+    assert!(pending.windows(2).all(|w| w[0] < w[1]), "pending events out of order: {pending:?}");
+    let before = outbox.backlog().await.unwrap();
+    outbox.remove(&pending[..3]).await.unwrap();
+    assert_eq!(mine(&outbox.pending(100_000).await.unwrap()), pending[3..].to_vec());
+    assert_eq!(outbox.backlog().await.unwrap(), before - 3);
+}
+
 async fn sqlite() -> Option<Arc<dyn PostStore>> {
     let dir = agora_testkit::tempdir().unwrap();
     let url = format!("sqlite://{}/post.db", dir.0.display());
@@ -465,5 +486,6 @@ agora_testkit::conformance!(
         at_most_five_pins,
         reactions_count_per_emoji,
         account_reads,
+        the_relay_takes_events_in_order_and_removes_what_it_published,
     ]
 );

@@ -244,6 +244,28 @@ pub fn json(classes: &[FanoutClass], opts: &FanoutOptions) -> Value {
     })
 }
 
+/// After a run that posted: how long until fan-out has caught up. Posts one probe status as a
+/// typical author and waits until one of its followers sees it (up to `timeout`). A closed-loop
+/// compose can accept statuses faster than fan-out delivers them; this says how far behind it
+/// fell, and the next workload starts once it has caught up instead of measuring the backlog.
+pub async fn drain(target: &Target, social: &Social, timeout: Duration) -> anyhow::Result<Option<Duration>> {
+    let followers = social.graph.followers();
+    let Some(&author) = typical_authors(&followers, social.celebrity).first() else {
+        return Ok(None);
+    };
+    let follower = followers[author][0] as usize;
+    let text = format!("agora-bench drain probe {:016x}", rand::random::<u64>());
+    let id = post_status(target, &social.users[author].token, &text).await.context("drain: posting the probe")?;
+    let posted = Instant::now();
+    match wait_until_visible(target, &social.users[follower].token, &id, posted, Duration::from_millis(50), timeout)
+        .await
+    {
+        Ok(lag) => Ok(Some(lag)),
+        Err(kind) if kind == "miss" => Ok(None),
+        Err(kind) => anyhow::bail!("drain: polling the follower's home: {kind}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,27 +309,5 @@ mod tests {
         assert_eq!(j["fanout_lag"][0]["misses"], 1);
         assert_eq!(j["fanout_lag"][0]["observed"], 1);
         Ok(())
-    }
-}
-
-/// After a run that posted: how long until fan-out has caught up. Posts one probe status as a
-/// typical author and waits until one of its followers sees it (up to `timeout`). A closed-loop
-/// compose can accept statuses faster than fan-out delivers them; this says how far behind it
-/// fell, and the next workload starts once it has caught up instead of measuring the backlog.
-pub async fn drain(target: &Target, social: &Social, timeout: Duration) -> anyhow::Result<Option<Duration>> {
-    let followers = social.graph.followers();
-    let Some(&author) = typical_authors(&followers, social.celebrity).first() else {
-        return Ok(None);
-    };
-    let follower = followers[author][0] as usize;
-    let text = format!("agora-bench drain probe {:016x}", rand::random::<u64>());
-    let id = post_status(target, &social.users[author].token, &text).await.context("drain: posting the probe")?;
-    let posted = Instant::now();
-    match wait_until_visible(target, &social.users[follower].token, &id, posted, Duration::from_millis(50), timeout)
-        .await
-    {
-        Ok(lag) => Ok(Some(lag)),
-        Err(kind) if kind == "miss" => Ok(None),
-        Err(kind) => anyhow::bail!("drain: polling the follower's home: {kind}"),
     }
 }

@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::Recorded;
 use super::sql::{
-    DELETE_ENGAGEMENT, ENTRY_COLUMNS, EntryRow, INSERT_ENGAGEMENT, INSERT_TAG_USE, STATUS_COLUMNS, StatusRow, TOUCH,
-    UPSERT_STATUS, join_ids,
+    DELETE_ENGAGEMENT, ENTRY_COLUMNS, EntryRow, INSERT_ENGAGEMENT, INSERT_ENTRY, INSERT_REBLOG, INSERT_TAG_USE,
+    STATUS_COLUMNS, StatusRow, TOUCH, UPSERT_STATUS, join_ids,
 };
 use crate::domain::{Entry, EntryFilter, StatusFacts, TimelineKey, Window};
 
@@ -63,15 +63,6 @@ pub fn page(c: &Connection, timeline: &str, w: &Window, f: &EntryFilter) -> rusq
 // ---- the fan-out's reads and writes ---------------------------------------------------------
 // Each write below is one unit on the store's `SqliteWriter` (one hop to its thread, committed
 // with whatever else was queued); the reads run on the calling thread.
-
-const INSERT_ENTRY: &str = "INSERT INTO entries (timeline, status_id, author_id, reblog_of_id, reblog_of_author_id, \
-     in_reply_to_account_id, visibility, has_media) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING";
-/// A reblog goes in unless the timeline already shows its original or another reblog of it.
-const INSERT_REBLOG: &str = "INSERT INTO entries (timeline, status_id, author_id, reblog_of_id, reblog_of_author_id, \
-     in_reply_to_account_id, visibility, has_media) \
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS (\
-       SELECT 1 FROM entries WHERE timeline = ?1 AND (status_id = ?4 OR reblog_of_id = ?4)) \
-     ON CONFLICT DO NOTHING";
 
 fn entry_params<'a>(timeline: &'a str, e: &'a Entry) -> impl rusqlite::Params + 'a {
     (

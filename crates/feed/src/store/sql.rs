@@ -64,6 +64,15 @@ pub(super) const UPSERT_STATUS: &str = "INSERT INTO statuses (id, account_id, cr
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
      ON CONFLICT (id) DO UPDATE SET mention_ids = excluded.mention_ids, tags = excluded.tags, \
      has_media = excluded.has_media, sensitive = excluded.sensitive";
+pub(super) const INSERT_ENTRY: &str = "INSERT INTO entries (timeline, status_id, author_id, reblog_of_id, \
+     reblog_of_author_id, in_reply_to_account_id, visibility, has_media) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT DO NOTHING";
+/// A reblog goes in unless the timeline already shows its original or another reblog of it.
+pub(super) const INSERT_REBLOG: &str = "INSERT INTO entries (timeline, status_id, author_id, reblog_of_id, \
+     reblog_of_author_id, in_reply_to_account_id, visibility, has_media) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (\
+       SELECT 1 FROM entries WHERE timeline = $1 AND (status_id = $4 OR reblog_of_id = $4)) \
+     ON CONFLICT DO NOTHING";
 pub(super) const TOUCH: &str = "INSERT INTO activity (account_id, last_active_ms, needs_rebuild) VALUES ($1, $2, FALSE) \
      ON CONFLICT (account_id) DO UPDATE SET last_active_ms = excluded.last_active_ms, needs_rebuild = FALSE";
 pub(super) const INSERT_TAG_USE: &str =
@@ -131,11 +140,7 @@ macro_rules! sql_timeline_store {
             timeline: &str,
             e: &Entry,
         ) -> Result<bool, sqlx::Error> {
-            let done = sqlx::query(
-                "INSERT INTO entries (timeline, status_id, author_id, reblog_of_id, reblog_of_author_id, \
-                 in_reply_to_account_id, visibility, has_media) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT DO NOTHING",
-            )
+            let done = sqlx::query(INSERT_ENTRY)
             .bind(timeline)
             .bind(e.status_id)
             .bind(e.author_id)
@@ -156,13 +161,7 @@ macro_rules! sql_timeline_store {
             timeline: &str,
             e: &Entry,
         ) -> Result<bool, sqlx::Error> {
-            let done = sqlx::query(
-                "INSERT INTO entries (timeline, status_id, author_id, reblog_of_id, reblog_of_author_id, \
-                 in_reply_to_account_id, visibility, has_media) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (\
-                   SELECT 1 FROM entries WHERE timeline = $1 AND (status_id = $4 OR reblog_of_id = $4)) \
-                 ON CONFLICT DO NOTHING",
-            )
+            let done = sqlx::query(INSERT_REBLOG)
             .bind(timeline)
             .bind(e.status_id)
             .bind(e.author_id)

@@ -95,9 +95,8 @@ pub fn replies(c: &Connection, parent_ids: &[i64]) -> rusqlite::Result<Vec<Statu
 /// (account, statuses, newest status time) for those of `account_ids` with any.
 pub fn account_stats(c: &Connection, account_ids: &[i64]) -> rusqlite::Result<Vec<(i64, i64, Option<i64>)>> {
     let mut st = c.prepare_cached(
-        "SELECT account_id, COUNT(*), MAX(created_at_ms) FROM statuses \
-         WHERE deleted = FALSE AND visibility <> 'direct' AND account_id IN (SELECT value FROM json_each(?1)) \
-         GROUP BY account_id",
+        "SELECT account_id, statuses_count, last_status_at_ms FROM account_stats \
+         WHERE account_id IN (SELECT value FROM json_each(?1))",
     )?;
     st.query_map([id_list(account_ids)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
 }

@@ -610,11 +610,9 @@ macro_rules! sql_post_store {
                     return Ok(stats_from(account_ids, r.read(|c| lite::account_stats(c, account_ids))?));
                 }
                 let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT account_id, COUNT(*), MAX(created_at_ms) FROM statuses \
-                     WHERE deleted = FALSE AND visibility <> 'direct' AND account_id IN (",
+                    "SELECT account_id, statuses_count, last_status_at_ms FROM account_stats WHERE account_id IN (",
                 );
                 push_ids(&mut qb, account_ids);
-                qb.push(" GROUP BY account_id");
                 let rows: Vec<(i64, i64, Option<i64>)> = qb.build_query_as().fetch_all(&self.pool).await?;
                 Ok(stats_from(account_ids, rows))
             }

@@ -434,6 +434,47 @@ async fn account_reads(s: Arc<dyn PostStore>) {
     assert_eq!(got, vec![other.id, a.id], "request order, unknown ids skipped");
 }
 
+/// (statuses, newest status time) of `account` as a profile shows them.
+async fn counts(s: &Arc<dyn PostStore>, account: i64) -> (i64, i64) {
+    let st = s.account_stats(&[account]).await.unwrap().pop().unwrap();
+    (st.statuses_count, st.last_status_at_ms)
+}
+
+/// A profile's status count and last status time stay exact through every write that changes
+/// them: posting, a direct message (not counted), reblogging and undoing it, deleting the newest
+/// status (the time goes back to the one before) and deleting a status others reblogged (their
+/// counts drop with it).
+async fn account_counts_follow_every_write(s: Arc<dyn PostStore>) {
+    let (me, fan) = (account(), account());
+    assert_eq!(counts(&s, me).await, (0, 0));
+    let mut first = status(me, "first");
+    first.created_at_ms = 1_000;
+    let first = post(&s, first).await;
+    let mut second = status(me, "second");
+    second.created_at_ms = 2_000;
+    let second = post(&s, second).await;
+    let mut direct = status(me, "psst");
+    direct.visibility = Visibility::Direct;
+    direct.created_at_ms = 3_000;
+    post(&s, direct).await;
+    assert_eq!(counts(&s, me).await, (2, 2_000), "a direct message is not counted");
+
+    let mut boost = reblog_of(fan, first.id);
+    boost.created_at_ms = 4_000;
+    s.reblog(&boost, &ev("post.created")).await.unwrap();
+    assert_eq!(counts(&s, fan).await, (1, 4_000));
+    s.unreblog(fan, first.id, &ev("post.deleted")).await.unwrap();
+    assert_eq!(counts(&s, fan).await, (0, 0), "an undone reblog is not counted");
+    s.reblog(&reblog_of(fan, second.id), &ev("post.created")).await.unwrap();
+    assert_eq!(counts(&s, fan).await.0, 1);
+
+    s.delete_status(second.id, 6_000, &ev("post.deleted")).await.unwrap();
+    assert_eq!(counts(&s, me).await, (1, 1_000), "the newest status gone, the one before is the last");
+    assert_eq!(counts(&s, fan).await, (0, 0), "a reblog goes with its original");
+    s.delete_status(first.id, 7_000, &ev("post.deleted")).await.unwrap();
+    assert_eq!(counts(&s, me).await, (0, 0));
+}
+
 /// The outbox as the relay sees it: pending events oldest first, a removal takes exactly the
 /// published ones, and the backlog counts what is left.
 async fn the_relay_takes_events_in_order_and_removes_what_it_published(s: Arc<dyn PostStore>) {
@@ -487,5 +528,6 @@ agora_testkit::conformance!(
         reactions_count_per_emoji,
         account_reads,
         the_relay_takes_events_in_order_and_removes_what_it_published,
+        account_counts_follow_every_write,
     ]
 );

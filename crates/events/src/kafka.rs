@@ -98,6 +98,8 @@ impl KafkaBus {
             .set("linger.ms", "2")
             .set("message.timeout.ms", "5000")
             .set("socket.timeout.ms", "5000")
+            // Batching is linger.ms's job; Nagle on top of it only delays the last request.
+            .set("socket.nagle.disable", "true")
             .set("log_level", "3")
             .create()
             .map_err(unavailable)?;
@@ -139,6 +141,7 @@ impl EventBus for KafkaBus {
             .set("session.timeout.ms", self.settings.session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", heartbeat.to_string())
             .set("statistics.interval.ms", "5000")
+            .set("socket.nagle.disable", "true")
             .set("log_level", "3")
             .create_with_context(LagReporter { group: group.to_owned() })
             .map_err(unavailable)?;

@@ -259,6 +259,9 @@ impl RedisHotSet {
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(3);
                 c.internal_command_timeout = Duration::from_secs(3);
+                // Commands share one connection; with Nagle on, a command written while the
+                // previous one is unacknowledged waits for that ACK.
+                c.tcp.nodelay = Some(true);
             })
             .set_policy(fred::types::config::ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .with_performance_config(|p| {

@@ -9,8 +9,10 @@
 # bench-results/<shape>-<date>/. Rate limits are switched off for the run: the load generator
 # registers thousands of accounts from one address. Environment knobs: DURATION (20s),
 # CONNECTIONS (32), MIX_RATE (open-loop rate for the mix), CELEBRITY (followers of the one large
-# account in the fan-out run; 0 skips that run), STATE (the agora-bench state file) and DATA_DIR
-# (agora dev's data directory): keep both to reuse one large graph across runs. A `floor` run (an
+# account in the fan-out run; 0 skips that run), STATE (the agora-bench state file), DATA_DIR
+# (agora dev's data directory) and PORT (the gateway's port): keep all three to reuse one large
+# graph across runs (the state's tokens name the address that issued them, so a new port makes
+# them invalid). A `floor` run (an
 # axum handler reading 20 ids from Redis, same load generator) comes first, and summary.txt gives
 # every workload as a fraction of it. AGORA_DEV_BIN runs another agora binary (a build from before a
 # change) in the dev shape.
@@ -60,7 +62,7 @@ mkdir -p "$OUT"
 
 NO_LIMITS=(AGORA_LOG=warn AGORA_GATEWAY_RATE_LIMIT_IP=off AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=off
     AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=off AGORA_GATEWAY_RATE_LIMIT_SIGN_IN=off)
-PORT=$(free_port)
+PORT=${PORT:-$(free_port)}
 URL=http://127.0.0.1:$PORT
 
 case $SHAPE in
@@ -119,7 +121,7 @@ services | services-scylla)
 esac
 
 # The social graph is built once (by the first workload) and reused by the others. With STATE and
-# DATA_DIR (dev shape) both kept, later runs reuse it too.
+# DATA_DIR (dev shape) and PORT kept, later runs reuse it too.
 STATE=${STATE:-$WORK/state.json}
 
 run() { # NAME ARGS...

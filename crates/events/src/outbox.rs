@@ -239,8 +239,16 @@ pub mod sqlite {
     use super::*;
     use sqlx::{SqliteConnection, SqlitePool};
 
+    /// Statement texts of the SQLite outbox, for [`SqliteOutbox`] and for stores that run their
+    /// outbox on rusqlite connections (`agora_store::lite::LiteOutbox`).
+    pub const INSERT: &str = "INSERT INTO outbox (id, topic, envelope, created_at_ms) VALUES (?1, ?2, ?3, ?4)";
+    pub const PENDING: &str = "SELECT id, topic, envelope FROM outbox ORDER BY id LIMIT ?1";
+    /// The ids as one JSON array.
+    pub const REMOVE: &str = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))";
+    pub const BACKLOG: &str = "SELECT count(*) FROM outbox";
+
     pub async fn insert(conn: &mut SqliteConnection, topic: &str, envelope: &Envelope) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO outbox (id, topic, envelope, created_at_ms) VALUES (?, ?, ?, ?)")
+        sqlx::query(INSERT)
             .bind(envelope.id)
             .bind(topic)
             .bind(envelope.encode_to_vec())
@@ -252,8 +260,12 @@ pub mod sqlite {
 
     /// [`insert`] for a unit of work on a rusqlite connection (`agora_store::lite::SqliteWriter`).
     pub fn insert_lite(conn: &rusqlite::Connection, topic: &str, envelope: &Envelope) -> rusqlite::Result<()> {
-        conn.prepare_cached("INSERT INTO outbox (id, topic, envelope, created_at_ms) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(rusqlite::params![envelope.id, topic, envelope.encode_to_vec(), envelope.occurred_at_ms])?;
+        conn.prepare_cached(INSERT)?.execute(rusqlite::params![
+            envelope.id,
+            topic,
+            envelope.encode_to_vec(),
+            envelope.occurred_at_ms
+        ])?;
         Ok(())
     }
 
@@ -271,25 +283,19 @@ pub mod sqlite {
     impl OutboxStore for SqliteOutbox {
         async fn pending(&self, limit: usize) -> Result<Vec<PendingEvent>, OutboxError> {
             let rows: Vec<(i64, String, Vec<u8>)> =
-                sqlx::query_as("SELECT id, topic, envelope FROM outbox ORDER BY id LIMIT ?")
-                    .bind(limit as i64)
-                    .fetch_all(&self.pool)
-                    .await?;
+                sqlx::query_as(PENDING).bind(limit as i64).fetch_all(&self.pool).await?;
             Ok(decode_rows(rows))
         }
 
         async fn remove(&self, ids: &[i64]) -> Result<(), OutboxError> {
             // One statement (one hop to sqlx's connection thread), however many ids.
             let list = serde_json::to_string(ids).map_err(|e| OutboxError(e.to_string()))?;
-            sqlx::query("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))")
-                .bind(list)
-                .execute(&self.pool)
-                .await?;
+            sqlx::query(REMOVE).bind(list).execute(&self.pool).await?;
             Ok(())
         }
 
         async fn backlog(&self) -> Result<i64, OutboxError> {
-            Ok(sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&self.pool).await?)
+            Ok(sqlx::query_scalar(BACKLOG).fetch_one(&self.pool).await?)
         }
     }
 }

@@ -24,6 +24,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use agora_events::outbox::OutboxError;
+use agora_events::outbox::sqlite as outbox;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
 use sqlx::sqlite::SqliteConnectOptions;
@@ -252,7 +253,7 @@ impl LiteOutbox {
 impl agora_events::outbox::OutboxStore for LiteOutbox {
     async fn pending(&self, limit: usize) -> Result<Vec<agora_events::outbox::PendingEvent>, OutboxError> {
         let rows = self.reader.read(|c| {
-            c.prepare_cached("SELECT id, topic, envelope FROM outbox ORDER BY id LIMIT ?1")?
+            c.prepare_cached(outbox::PENDING)?
                 .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })?;
@@ -261,16 +262,12 @@ impl agora_events::outbox::OutboxStore for LiteOutbox {
 
     async fn remove(&self, ids: &[i64]) -> Result<(), OutboxError> {
         let list = id_list(ids);
-        self.writer
-            .write(move |c| {
-                c.prepare_cached("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))")?.execute([list])
-            })
-            .await?;
+        self.writer.write(move |c| c.prepare_cached(outbox::REMOVE)?.execute([list])).await?;
         Ok(())
     }
 
     async fn backlog(&self) -> Result<i64, OutboxError> {
-        Ok(self.reader.read(|c| c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0)))?)
+        Ok(self.reader.read(|c| c.query_row(outbox::BACKLOG, [], |r| r.get(0)))?)
     }
 }
 

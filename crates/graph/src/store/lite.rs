@@ -7,13 +7,16 @@ use std::sync::LazyLock;
 use agora_store::lite::id_list;
 use rusqlite::Connection;
 
-use super::sql::{COUNT_FACTS, FILTER_FACTS, RELATIONSHIP_FACTS, RelationshipFact};
+use super::sql::{
+    COUNT_FACTS, FILTER_FACTS, FOLLOWER_COUNT, FOLLOWER_PAGE, FOLLOWERS_AMONG, RELATIONSHIP_FACTS, RelationshipFact,
+};
 
 const IDS: &str = "SELECT value FROM json_each(?3)";
 
 static RELATIONSHIPS: LazyLock<String> =
     LazyLock::new(|| RELATIONSHIP_FACTS.replace("{ids}", IDS).replace("$1", "?1").replace("$2", "?2"));
 static FILTER: LazyLock<String> = LazyLock::new(|| FILTER_FACTS.replace("$1", "?1").replace("$2", "?2"));
+static AMONG: LazyLock<String> = LazyLock::new(|| FOLLOWERS_AMONG.replace("{ids}", "SELECT value FROM json_each($2)"));
 static COUNTS: LazyLock<String> = LazyLock::new(|| COUNT_FACTS.replace("{list}", "SELECT value FROM json_each(?1)"));
 
 pub fn relationship_facts(
@@ -47,14 +50,10 @@ pub fn follower_page(
     c.execute_batch("BEGIN")?;
     let page = (|| {
         let rows = c
-            .prepare_cached(
-                "SELECT id, account_id FROM follows WHERE target_id = ?1 AND id > ?2 ORDER BY id ASC LIMIT ?3",
-            )?
+            .prepare_cached(FOLLOWER_PAGE)?
             .query_map((account_id, after_id, limit + 1), |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let total = c
-            .prepare_cached("SELECT COUNT(*) FROM follows WHERE target_id = ?1")?
-            .query_row([account_id], |r| r.get(0))?;
+        let total = c.prepare_cached(FOLLOWER_COUNT)?.query_row([account_id], |r| r.get(0))?;
         Ok((rows, total))
     })();
     c.execute_batch("COMMIT")?;
@@ -63,9 +62,5 @@ pub fn follower_page(
 
 /// Which of `candidates` follow `account_id`.
 pub fn followers_among(c: &Connection, account_id: i64, candidates: &[i64]) -> rusqlite::Result<Vec<i64>> {
-    c.prepare_cached(
-        "SELECT account_id FROM follows WHERE target_id = ?1 AND account_id IN (SELECT value FROM json_each(?2))",
-    )?
-    .query_map((account_id, id_list(candidates)), |r| r.get(0))?
-    .collect()
+    c.prepare_cached(&AMONG)?.query_map((account_id, id_list(candidates)), |r| r.get(0))?.collect()
 }

@@ -98,18 +98,13 @@ macro_rules! sql_graph_store {
             /// Rows of `(other, …)` for `sql`, whose `$1` is `account_id`, `$2` optionally
             /// `extra`, then an `IN` list of `ids` in place of `{ids}`.
             async fn follower_page(&self, account_id: i64, after_id: i64, limit: i64) -> StoreResult<(Vec<(i64, i64)>, i64)> {
-                let rows: Vec<(i64, i64)> = sqlx::query_as(
-                    "SELECT id, account_id FROM follows WHERE target_id = $1 AND id > $2 ORDER BY id ASC LIMIT $3",
-                )
+                let rows: Vec<(i64, i64)> = sqlx::query_as(FOLLOWER_PAGE)
                 .bind(account_id)
                 .bind(after_id)
                 .bind(limit + 1)
                 .fetch_all(&self.pool)
                 .await?;
-                let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follows WHERE target_id = $1")
-                    .bind(account_id)
-                    .fetch_one(&self.pool)
-                    .await?;
+                let total: i64 = sqlx::query_scalar(FOLLOWER_COUNT).bind(account_id).fetch_one(&self.pool).await?;
                 Ok((rows, total))
             }
 
@@ -576,7 +571,7 @@ macro_rules! sql_graph_store {
                     r.read(|c| lite::followers_among(c, account_id, candidates))?.into_iter().collect()
                 } else {
                     self.about::<(i64,)>(
-                        "SELECT account_id FROM follows WHERE target_id = $1 AND account_id IN ({ids})",
+                        FOLLOWERS_AMONG,
                         account_id,
                         None,
                         candidates,
@@ -751,6 +746,13 @@ fn filter_set_from(rows: Vec<(i64, i64)>) -> FilterSet {
 
 /// Both counts of the accounts in `{list}` in one statement: (0 = followers | 1 = following, id,
 /// count).
+/// A page of `(follow id, follower)` after `$2`, oldest follow first, at most `$3` rows.
+pub(super) const FOLLOWER_PAGE: &str =
+    "SELECT id, account_id FROM follows WHERE target_id = $1 AND id > $2 ORDER BY id ASC LIMIT $3";
+pub(super) const FOLLOWER_COUNT: &str = "SELECT COUNT(*) FROM follows WHERE target_id = $1";
+/// Which of `{ids}` follow `$1`.
+pub(super) const FOLLOWERS_AMONG: &str =
+    "SELECT account_id FROM follows WHERE target_id = $1 AND account_id IN ({ids})";
 pub(super) const COUNT_FACTS: &str = "SELECT CAST(0 AS BIGINT), target_id, COUNT(*) FROM follows \
      WHERE target_id IN ({list}) GROUP BY target_id \
      UNION ALL SELECT CAST(1 AS BIGINT), account_id, COUNT(*) FROM follows WHERE account_id IN ({list}) \

@@ -10,7 +10,10 @@ use agora_events::Envelope;
 use agora_store::lite::id_list;
 use rusqlite::{Connection, OptionalExtension as _, Row, params};
 
-use super::sql::{STATUS_COLUMNS, StatusRow};
+use super::sql::{
+    BY_IDEMPOTENCY_KEY, COUNT_REPLY, INSERT_MENTION, INSERT_STATUS, INSERT_TAG, RELEASE_EXPIRED_KEY, STATUS_COLUMNS,
+    StatusRow,
+};
 use super::{IDEMPOTENCY_WINDOW_MS, NewStatus};
 use crate::domain::{MentionRecord, StatusRecord};
 
@@ -120,50 +123,41 @@ pub fn viewer_marks(c: &Connection, viewer: i64, ids: &[i64]) -> rusqlite::Resul
 /// then but the release of an expired key, which the insert did not need.
 pub(super) fn create_status(c: &Connection, s: &NewStatus, env: &Envelope) -> rusqlite::Result<Option<()>> {
     if let Some(key) = &s.idempotency_key {
-        c.prepare_cached(
-            "UPDATE statuses SET idempotency_key = NULL \
-             WHERE account_id = ?1 AND idempotency_key = ?2 AND created_at_ms < ?3",
-        )?
-        .execute(params![s.account_id, key, s.created_at_ms - IDEMPOTENCY_WINDOW_MS])?;
-    }
-    let inserted = c
-        .prepare_cached(
-            "INSERT INTO statuses (id, account_id, text, content, spoiler_text, sensitive, visibility, language, \
-               in_reply_to_id, in_reply_to_account_id, reblog_of_id, created_at_ms, application_name, idempotency_key) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![
-            s.id,
+        c.prepare_cached(RELEASE_EXPIRED_KEY)?.execute(params![
             s.account_id,
-            s.text,
-            s.content,
-            s.spoiler_text,
-            s.sensitive,
-            s.visibility.as_str(),
-            s.language,
-            s.in_reply_to_id,
-            s.in_reply_to_account_id,
-            s.reblog_of_id,
-            s.created_at_ms,
-            s.application_name,
-            s.idempotency_key,
+            key,
+            s.created_at_ms - IDEMPOTENCY_WINDOW_MS
         ])?;
+    }
+    let inserted = c.prepare_cached(INSERT_STATUS)?.execute(params![
+        s.id,
+        s.account_id,
+        s.text,
+        s.content,
+        s.spoiler_text,
+        s.sensitive,
+        s.visibility.as_str(),
+        s.language,
+        s.in_reply_to_id,
+        s.in_reply_to_account_id,
+        s.reblog_of_id,
+        s.created_at_ms,
+        s.application_name,
+        s.idempotency_key,
+    ])?;
     if inserted == 0 {
         return Ok(None);
     }
-    let mut mention = c.prepare_cached(
-        "INSERT INTO status_mentions (status_id, account_id, username) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-    )?;
+    let mut mention = c.prepare_cached(INSERT_MENTION)?;
     for m in &s.mentions {
         mention.execute(params![s.id, m.account_id, m.username])?;
     }
-    let mut tag =
-        c.prepare_cached("INSERT INTO status_tags (status_id, tag) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?;
+    let mut tag = c.prepare_cached(INSERT_TAG)?;
     for t in &s.tags {
         tag.execute(params![s.id, t])?;
     }
     if let Some(parent) = s.in_reply_to_id {
-        c.prepare_cached("UPDATE statuses SET replies_count = replies_count + 1 WHERE id = ?1")?.execute([parent])?;
+        c.prepare_cached(COUNT_REPLY)?.execute([parent])?;
     }
     agora_events::outbox::sqlite::insert_lite(c, &agora_events::topic_for(&env.r#type), env)?;
     Ok(Some(()))
@@ -171,7 +165,5 @@ pub(super) fn create_status(c: &Connection, s: &NewStatus, env: &Envelope) -> ru
 
 /// The id of the status `account_id` already wrote with idempotency key `key`.
 pub(super) fn by_idempotency_key(c: &Connection, account_id: i64, key: Option<&str>) -> rusqlite::Result<Option<i64>> {
-    c.prepare_cached("SELECT id FROM statuses WHERE account_id = ?1 AND idempotency_key = ?2")?
-        .query_row(params![account_id, key], |r| r.get(0))
-        .optional()
+    c.prepare_cached(BY_IDEMPOTENCY_KEY)?.query_row(params![account_id, key], |r| r.get(0)).optional()
 }

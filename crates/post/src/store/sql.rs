@@ -146,6 +146,19 @@ fn bounds_sql(b: &Bounds) -> (i64, i64, bool) {
     (lower, b.max_id.unwrap_or(i64::MAX), b.min_id.is_some())
 }
 
+/// Statement texts both paths run (numbered `$N` parameters work in rusqlite too).
+pub(super) const INSERT_STATUS: &str = "INSERT INTO statuses (id, account_id, text, content, spoiler_text, sensitive, \
+     visibility, language, in_reply_to_id, in_reply_to_account_id, reblog_of_id, created_at_ms, application_name, \
+     idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING";
+pub(super) const INSERT_MENTION: &str =
+    "INSERT INTO status_mentions (status_id, account_id, username) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+pub(super) const INSERT_TAG: &str = "INSERT INTO status_tags (status_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+/// A key older than the window no longer counts: freed for a new status.
+pub(super) const RELEASE_EXPIRED_KEY: &str =
+    "UPDATE statuses SET idempotency_key = NULL WHERE account_id = $1 AND idempotency_key = $2 AND created_at_ms < $3";
+pub(super) const BY_IDEMPOTENCY_KEY: &str = "SELECT id FROM statuses WHERE account_id = $1 AND idempotency_key = $2";
+pub(super) const COUNT_REPLY: &str = "UPDATE statuses SET replies_count = replies_count + 1 WHERE id = $1";
+
 macro_rules! sql_post_store {
     ($store:ident, $db:ty, $outbox:path, $begin:expr, $lock_account:expr) => {
         type Conn = <$db as sqlx::Database>::Connection;
@@ -201,11 +214,7 @@ macro_rules! sql_post_store {
         /// Inserts the row unless a unique rule (idempotency key, one reblog per account) already
         /// holds it; true if inserted.
         async fn insert_status(tx: &mut Tx, s: &NewStatus) -> StoreResult<bool> {
-            let done = sqlx::query(
-                "INSERT INTO statuses (id, account_id, text, content, spoiler_text, sensitive, visibility, language, \
-                   in_reply_to_id, in_reply_to_account_id, reblog_of_id, created_at_ms, application_name, idempotency_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
-            )
+            let done = sqlx::query(INSERT_STATUS)
             .bind(s.id)
             .bind(s.account_id)
             .bind(&s.text)
@@ -236,9 +245,7 @@ macro_rules! sql_post_store {
             tags: &[String],
         ) -> StoreResult<()> {
             for m in mentions {
-                sqlx::query(
-                    "INSERT INTO status_mentions (status_id, account_id, username) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
+                sqlx::query(INSERT_MENTION)
                 .bind(id)
                 .bind(m.account_id)
                 .bind(&m.username)
@@ -246,7 +253,7 @@ macro_rules! sql_post_store {
                 .await?;
             }
             for t in tags {
-                sqlx::query("INSERT INTO status_tags (status_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                sqlx::query(INSERT_TAG)
                     .bind(id)
                     .bind(t)
                     .execute(&mut **tx)
@@ -325,10 +332,7 @@ macro_rules! sql_post_store {
                 let mut tx = self.write_tx().await?;
                 if let Some(key) = &s.idempotency_key {
                     // A key older than the window no longer counts: free it for this status.
-                    sqlx::query(
-                        "UPDATE statuses SET idempotency_key = NULL \
-                         WHERE account_id = $1 AND idempotency_key = $2 AND created_at_ms < $3",
-                    )
+                    sqlx::query(RELEASE_EXPIRED_KEY)
                     .bind(s.account_id)
                     .bind(key)
                     .bind(s.created_at_ms - IDEMPOTENCY_WINDOW_MS)
@@ -337,7 +341,7 @@ macro_rules! sql_post_store {
                 }
                 if !insert_status(&mut tx, s).await? {
                     let first: Option<i64> =
-                        sqlx::query_scalar("SELECT id FROM statuses WHERE account_id = $1 AND idempotency_key = $2")
+                        sqlx::query_scalar(BY_IDEMPOTENCY_KEY)
                             .bind(s.account_id)
                             .bind(s.idempotency_key.as_deref())
                             .fetch_optional(&mut *tx)
@@ -352,7 +356,7 @@ macro_rules! sql_post_store {
                         .ok_or_else(|| StoreError::Unavailable(format!("status id {} collided", s.id)));
                 }
                 if let Some(parent) = s.in_reply_to_id {
-                    sqlx::query("UPDATE statuses SET replies_count = replies_count + 1 WHERE id = $1")
+                    sqlx::query(COUNT_REPLY)
                         .bind(parent)
                         .execute(&mut *tx)
                         .await?;

@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use agora_events::outbox::OutboxError;
@@ -34,18 +34,20 @@ const MAX_IDLE: usize = 8;
 /// Prepared statements kept per connection (the hot reads are a few dozen texts).
 const STATEMENT_CACHE: usize = 64;
 
-/// Read-only connections to one SQLite file, used on the calling thread.
+/// Read-only connections to one SQLite file, used on the calling thread. Clones share the idle
+/// connections.
+#[derive(Clone)]
 pub struct SqliteReader {
     path: PathBuf,
     store: &'static str,
-    idle: Mutex<Vec<Connection>>,
+    idle: Arc<Mutex<Vec<Connection>>>,
 }
 
 impl SqliteReader {
     /// Reads on the file of `url` (the same `sqlite://` URL the store's pool was opened with,
     /// after that pool created the file and switched it to WAL). `store` names it in metrics.
     pub fn new(url: &str, store: &'static str) -> Result<Self, sqlx::Error> {
-        Ok(Self { path: path_of(url)?, store, idle: Mutex::new(Vec::new()) })
+        Ok(Self { path: path_of(url)?, store, idle: Arc::new(Mutex::new(Vec::new())) })
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
@@ -237,15 +239,16 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
 
 /// The outbox table of a store whose writes go through a [`SqliteWriter`]: the relay's deletes
 /// are units on that same writer (a second writer on the file would make each wait for the
-/// other), its reads run inline.
+/// other), its reads run inline on the store's reader.
 pub struct LiteOutbox {
     reader: SqliteReader,
     writer: SqliteWriter,
 }
 
 impl LiteOutbox {
-    pub fn new(url: &str, store: &'static str, writer: SqliteWriter) -> Result<Self, sqlx::Error> {
-        Ok(Self { reader: SqliteReader::new(url, store)?, writer })
+    /// Over the store's own reader and writer (clones share their connections).
+    pub fn new(reader: SqliteReader, writer: SqliteWriter) -> Self {
+        Self { reader, writer }
     }
 }
 

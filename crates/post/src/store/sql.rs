@@ -897,7 +897,7 @@ impl SqlitePostStore {
         let reader = SqliteReader::new(url, "post")?;
         let writer = SqliteWriter::new(url, "post")?;
         // The relay deletes through the same writer as the statuses it announces.
-        let outbox = Arc::new(agora_store::lite::LiteOutbox::new(url, "post", writer.clone())?);
+        let outbox = Arc::new(agora_store::lite::LiteOutbox::new(reader.clone(), writer.clone()));
         Ok(Self { pool, reader, writer, outbox })
     }
 

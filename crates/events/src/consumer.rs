@@ -37,12 +37,17 @@ pub const IN_FLIGHT: usize = 32;
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// One event being handled, in arrival order; acked once it and everything before it is done.
+/// The delivery is shared with its handler, not copied.
 struct Slot {
-    delivery: Delivery,
+    delivery: Arc<Delivery>,
+    key: Key,
     done: bool,
 }
 
-fn key_of(d: &Delivery) -> (String, String) {
+/// Events with equal keys run one after another: (topic, aggregate id).
+type Key = (String, String);
+
+fn key_of(d: &Delivery) -> Key {
     (d.topic.clone(), d.envelope.aggregate_id.clone())
 }
 
@@ -70,12 +75,17 @@ pub async fn run(
     };
     let mut order: VecDeque<Slot> = VecDeque::new();
     let mut first_seq: u64 = 0; // the arrival number of order[0]
-    let mut busy: HashSet<(String, String)> = HashSet::new();
-    let mut blocked: Option<Delivery> = None; // waits for its key to be free
+    let mut busy: HashSet<Key> = HashSet::new();
+    let mut blocked: Option<(Delivery, Key)> = None; // waits for its key to be free
     let mut inflight = FuturesUnordered::new();
-    let start = |seq: u64, d: Delivery| {
+    // Starts handling `d`, whose key is free: marks the key busy and queues the slot to ack.
+    let admit = |d: Delivery, key: Key, busy: &mut HashSet<Key>, order: &mut VecDeque<Slot>, first_seq: u64| {
+        busy.insert(key.clone());
+        let seq = first_seq + order.len() as u64;
+        let delivery = Arc::new(d);
+        order.push_back(Slot { delivery: Arc::clone(&delivery), key, done: false });
         let (handler, group, shutdown) = (Arc::clone(&handler), group.clone(), shutdown.clone());
-        async move { (seq, handle_one(&*handler, &d.envelope, &group, &shutdown).await) }
+        async move { (seq, handle_one(&*handler, &delivery.envelope, &group, &shutdown).await) }
     };
     loop {
         tokio::select! {
@@ -92,12 +102,11 @@ pub async fn run(
                         continue;
                     }
                 };
-                if busy.insert(key_of(&d)) {
-                    let seq = first_seq + order.len() as u64;
-                    order.push_back(Slot { delivery: d.clone(), done: false });
-                    inflight.push(start(seq, d));
+                let key = key_of(&d);
+                if busy.contains(&key) {
+                    blocked = Some((d, key));
                 } else {
-                    blocked = Some(d);
+                    inflight.push(admit(d, key, &mut busy, &mut order, first_seq));
                 }
             }
             Some((seq, handled)) = inflight.next(), if !inflight.is_empty() => {
@@ -106,12 +115,9 @@ pub async fn run(
                 }
                 let slot = &mut order[(seq - first_seq) as usize];
                 slot.done = true;
-                busy.remove(&key_of(&slot.delivery));
-                if let Some(d) = blocked.take_if(|d| !busy.contains(&key_of(d))) {
-                    busy.insert(key_of(&d));
-                    let seq = first_seq + order.len() as u64;
-                    order.push_back(Slot { delivery: d.clone(), done: false });
-                    inflight.push(start(seq, d));
+                busy.remove(&slot.key);
+                if let Some((d, key)) = blocked.take_if(|(_, key)| !busy.contains(key)) {
+                    inflight.push(admit(d, key, &mut busy, &mut order, first_seq));
                 }
                 ack_done(&mut *sub, &mut order, &mut first_seq).await;
             }

@@ -54,6 +54,23 @@ async fn wait_for(recorder: &Recorder, n: usize) {
     .expect("the consumer did not handle every event");
 }
 
+/// Runs the consumer loop as group `g` on `topic`, handing events to `recorder`.
+fn consume(
+    bus: &Arc<dyn EventBus>,
+    topic: &str,
+    recorder: &Arc<Recorder>,
+) -> (agora_kit::Shutdown, tokio::task::JoinHandle<()>) {
+    let shutdown = agora_kit::Shutdown::new();
+    let run = tokio::spawn(agora_events::consumer::run(
+        Arc::clone(bus),
+        vec![topic.to_owned()],
+        "g".into(),
+        Arc::clone(recorder) as Arc<dyn Handler>,
+        shutdown.clone(),
+    ));
+    (shutdown, run)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_run_concurrently_each_key_in_order() {
     let dir = agora_testkit::tempdir().unwrap();
@@ -61,14 +78,7 @@ async fn keys_run_concurrently_each_key_in_order() {
     let topic = "agora.consumer.v1";
     publish_keys(&bus, topic, 400, 20).await;
     let recorder = Arc::new(Recorder::default());
-    let shutdown = agora_kit::Shutdown::new();
-    let run = tokio::spawn(agora_events::consumer::run(
-        Arc::clone(&bus),
-        vec![topic.to_owned()],
-        "g".into(),
-        Arc::clone(&recorder) as Arc<dyn Handler>,
-        shutdown.clone(),
-    ));
+    let (shutdown, run) = consume(&bus, topic, &recorder);
     wait_for(&recorder, 400).await;
     shutdown.cancel();
     run.await.unwrap();
@@ -92,14 +102,7 @@ async fn a_stop_midway_redelivers_what_was_not_finished() {
     let bus = agora_events::connect(&url).await.unwrap();
     publish_keys(&bus, topic, 300, 7).await;
     let first = Arc::new(Recorder::default());
-    let shutdown = agora_kit::Shutdown::new();
-    let run = tokio::spawn(agora_events::consumer::run(
-        Arc::clone(&bus),
-        vec![topic.to_owned()],
-        "g".into(),
-        Arc::clone(&first) as Arc<dyn Handler>,
-        shutdown.clone(),
-    ));
+    let (shutdown, run) = consume(&bus, topic, &first);
     wait_for(&first, 100).await;
     shutdown.cancel();
     run.await.unwrap();
@@ -108,14 +111,7 @@ async fn a_stop_midway_redelivers_what_was_not_finished() {
 
     let bus = agora_events::connect(&url).await.unwrap();
     let second = Arc::new(Recorder::default());
-    let shutdown = agora_kit::Shutdown::new();
-    let run = tokio::spawn(agora_events::consumer::run(
-        Arc::clone(&bus),
-        vec![topic.to_owned()],
-        "g".into(),
-        Arc::clone(&second) as Arc<dyn Handler>,
-        shutdown.clone(),
-    ));
+    let (shutdown, run) = consume(&bus, topic, &second);
     let handled_first: usize = first.seen.lock().values().map(Vec::len).sum();
     wait_for(&second, 300 - handled_first.min(300)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;

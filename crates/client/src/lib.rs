@@ -4,6 +4,10 @@
 //!
 //! It must never accept a caller id from a request field or header: only from a verified token.
 
+pub mod epoch;
+pub mod graph_facts;
+pub mod redis;
+
 use std::sync::Arc;
 use std::time::Duration;
 

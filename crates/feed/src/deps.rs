@@ -49,10 +49,10 @@ pub trait GraphView: Send + Sync + 'static {
     async fn follower_ids(&self, account_id: i64, after_id: i64, limit: i32) -> Result<FollowerPage, DependencyError>;
     /// Which of `candidates` follow `account_id` (internal).
     async fn filter_followers(&self, account_id: i64, candidates: &[i64]) -> Result<Vec<i64>, DependencyError>;
-    /// The token holder's filter set: who they block, are blocked by, or mute.
-    async fn filter_set(&self, token: &str) -> Result<FilterSet, DependencyError>;
-    /// Which of `ids` the token holder follows.
-    async fn followed_among(&self, token: &str, ids: &[i64]) -> Result<Vec<i64>, DependencyError>;
+    /// The filter set of `viewer` (whose token is `token`): who they block, are blocked by, or mute.
+    async fn filter_set(&self, viewer: i64, token: &str) -> Result<FilterSet, DependencyError>;
+    /// Which of `ids` `viewer` (whose token is `token`) follows.
+    async fn followed_among(&self, viewer: i64, token: &str, ids: &[i64]) -> Result<Vec<i64>, DependencyError>;
     /// Everyone `account_id` follows (up to `max`), asking with `token` when there is one.
     async fn following(&self, account_id: i64, token: Option<&str>, max: usize) -> Result<Vec<i64>, DependencyError>;
 }
@@ -69,9 +69,11 @@ pub trait PostSource: Send + Sync + 'static {
     ) -> Result<Vec<StatusPosted>, DependencyError>;
 }
 
-/// [`GraphView`] over the graph service's gRPC API.
+/// [`GraphView`] over the graph service's gRPC API; a viewer's filter set and follows are cached
+/// under their epoch (`agora_client::graph_facts`).
 pub struct GrpcGraph {
     pub client: GraphServiceClient<Channel>,
+    pub facts: agora_client::graph_facts::GraphFacts,
 }
 
 #[async_trait]
@@ -107,32 +109,18 @@ impl GraphView for GrpcGraph {
         Ok(resp.follower_ids)
     }
 
-    async fn filter_set(&self, token: &str) -> Result<FilterSet, DependencyError> {
-        let resp = self
-            .client
-            .clone()
-            .get_filter_set(agora_kit::grpc::request(gpb::GetFilterSetRequest {}, Some(token)))
-            .await
-            .map_err(|s| DependencyError::from_status("graph", s))?
-            .into_inner();
-        Ok(FilterSet { hidden: resp.blocking.into_iter().chain(resp.blocked_by).chain(resp.muting).collect() })
+    async fn filter_set(&self, viewer: i64, token: &str) -> Result<FilterSet, DependencyError> {
+        let set = self.facts.filter_set(viewer, token).await.map_err(|s| DependencyError::from_status("graph", s))?;
+        Ok(FilterSet { hidden: set.blocking.iter().chain(&set.blocked_by).chain(&set.muting).copied().collect() })
     }
 
-    async fn followed_among(&self, token: &str, ids: &[i64]) -> Result<Vec<i64>, DependencyError> {
+    async fn followed_among(&self, viewer: i64, token: &str, ids: &[i64]) -> Result<Vec<i64>, DependencyError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let resp = self
-            .client
-            .clone()
-            .get_relationships(agora_kit::grpc::request(
-                gpb::GetRelationshipsRequest { ids: ids.to_vec() },
-                Some(token),
-            ))
-            .await
-            .map_err(|s| DependencyError::from_status("graph", s))?
-            .into_inner();
-        Ok(resp.relationships.into_iter().filter(|r| r.following).map(|r| r.id).collect())
+        let relations =
+            self.facts.relationships(viewer, token, ids).await.map_err(|s| DependencyError::from_status("graph", s))?;
+        Ok(ids.iter().copied().filter(|id| relations.get(id).is_some_and(|r| r.following)).collect())
     }
 
     async fn following(&self, account_id: i64, token: Option<&str>, max: usize) -> Result<Vec<i64>, DependencyError> {

@@ -433,8 +433,8 @@ impl Feed {
     // ---- reads --------------------------------------------------------------------------
 
     async fn filter_set(&self, viewer: &Viewer) -> FeedResult<FilterSet> {
-        match &viewer.token {
-            Some(t) if viewer.account_id.is_some() => Ok(self.graph.filter_set(t).await?),
+        match (&viewer.token, viewer.account_id) {
+            (Some(t), Some(me)) => Ok(self.graph.filter_set(me, t).await?),
             _ => Ok(FilterSet::default()),
         }
     }
@@ -522,7 +522,7 @@ impl Feed {
         let large: Vec<i64> =
             self.large_accounts_cached().await?.iter().copied().filter(|id| *id != account_id).collect();
         let followed_large =
-            if large.is_empty() { Vec::new() } else { self.graph.followed_among(token, &large).await? };
+            if large.is_empty() { Vec::new() } else { self.graph.followed_among(account_id, token, &large).await? };
         if !followed_large.is_empty() {
             let filter =
                 EntryFilter { exclude_replies: true, visibilities: followed_visibilities(), ..Default::default() };
@@ -630,7 +630,9 @@ impl Feed {
     ) -> FeedResult<Vec<i64>> {
         let sees_private = match (&viewer.account_id, &viewer.token) {
             (Some(me), _) if *me == account_id => true,
-            (Some(_), Some(token)) => self.graph.followed_among(token, &[account_id]).await?.contains(&account_id),
+            (Some(me), Some(token)) => {
+                self.graph.followed_among(*me, token, &[account_id]).await?.contains(&account_id)
+            }
             _ => false,
         };
         filter.visibilities =

@@ -253,23 +253,7 @@ fn redis_err(e: fred::error::Error) -> HotSetError {
 
 impl RedisHotSet {
     pub async fn connect(url: &str, capacity: usize) -> Result<Self, HotSetError> {
-        use fred::interfaces::ClientLike as _;
-        let config = fred::types::config::Config::from_url(url).map_err(redis_err)?;
-        let client = fred::types::Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(3);
-                c.internal_command_timeout = Duration::from_secs(3);
-                // Commands share one connection; with Nagle on, a command written while the
-                // previous one is unacknowledged waits for that ACK.
-                c.tcp.nodelay = Some(true);
-            })
-            .set_policy(fred::types::config::ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .with_performance_config(|p| {
-                p.default_command_timeout = Duration::from_secs(2);
-            })
-            .build()
-            .map_err(redis_err)?;
-        client.init().await.map_err(redis_err)?;
+        let client = agora_client::redis::connect(url, Duration::from_secs(2)).await.map_err(redis_err)?;
         Ok(Self { client, capacity: capacity.max(1) })
     }
 

@@ -43,6 +43,9 @@ pub struct Config {
     pub database_url: String,
     /// The hot set: `memory://` or `redis://…` (`AGORA_FEED_CACHE_URL`).
     pub cache_url: String,
+    /// Epochs guarding the cache of viewers' filter sets and follows (`AGORA_EPOCHS_URL`; none:
+    /// no cache).
+    pub epochs_url: String,
     /// `memory://` or `kafka://…` (`AGORA_BUS_URL`).
     pub bus_url: String,
     /// The public base URL; the token issuer (`AGORA_PUBLIC_URL`).
@@ -81,6 +84,7 @@ impl Config {
                 true,
             )?,
             cache_url: config::url(env, "AGORA_FEED_CACHE_URL", "memory://", &["memory", "redis", "rediss"])?,
+            epochs_url: agora_client::epoch::url_from_env(env),
             bus_url: agora_events::bus_url(env)?,
             public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080")
                 .trim_end_matches('/')
@@ -109,8 +113,11 @@ impl Config {
 
 /// gRPC adapters for the services the feed asks: graph (`AGORA_FEED_GRAPH_URL`) and post
 /// (`AGORA_FEED_POST_URL`). Channels connect lazily, so the peers need not be up yet.
-pub fn grpc_dependencies(config: &Config) -> anyhow::Result<(Arc<dyn GraphView>, Arc<dyn PostSource>)> {
-    let graph = deps::GrpcGraph { client: GraphServiceClient::new(agora_kit::grpc::channel(&config.graph_url)?) };
+pub async fn grpc_dependencies(config: &Config) -> anyhow::Result<(Arc<dyn GraphView>, Arc<dyn PostSource>)> {
+    let client = GraphServiceClient::new(agora_kit::grpc::channel(&config.graph_url)?);
+    let epochs = agora_client::epoch::connect(&config.epochs_url).await?;
+    let facts = agora_client::graph_facts::GraphFacts::new(client.clone(), epochs);
+    let graph = deps::GrpcGraph { client, facts };
     let posts = deps::GrpcPosts { client: PostServiceClient::new(agora_kit::grpc::channel(&config.post_url)?) };
     Ok((Arc::new(graph), Arc::new(posts)))
 }
@@ -221,7 +228,7 @@ impl FeedService {
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let bus = agora_events::connect(&config.bus_url).await?;
     let verifier = agora_client::user_service_verifier_at(&config.user_url, &config.public_url, shutdown.clone())?;
-    let (graph, posts) = grpc_dependencies(&config)?;
+    let (graph, posts) = grpc_dependencies(&config).await?;
     let service = FeedService::build(&config, Arc::clone(&bus), verifier, graph, posts, shutdown.clone()).await?;
     let health = service.health.clone();
     agora_events::add_health_check(&health, &bus);
@@ -241,7 +248,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 /// Recomputes derived timelines from the post and graph services (`agora rebuild-timelines`):
 /// the given accounts, or every account the store knows.
 pub async fn rebuild(config: &Config, account_ids: Option<Vec<i64>>) -> anyhow::Result<RebuildReport> {
-    let (graph, posts) = grpc_dependencies(config)?;
+    let (graph, posts) = grpc_dependencies(config).await?;
     let (_, _, feed) = open_feed(config, graph, posts).await?;
     Ok(feed.rebuild(account_ids).await?)
 }

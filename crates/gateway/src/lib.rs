@@ -6,6 +6,7 @@
 //! services receive the token itself. It never logs tokens, passwords or secrets.
 
 pub mod auth;
+pub mod cache;
 pub mod conn;
 pub mod edge;
 pub mod entities;
@@ -78,6 +79,8 @@ pub struct Config {
     pub cors_origins: String,
     /// Header, idle, per-address and shutdown limits of client connections.
     pub connections: conn::Limits,
+    /// Epochs guarding the account cache (`AGORA_EPOCHS_URL`; none: nothing cached).
+    pub epochs_url: String,
 }
 
 fn millis(env: &dyn Env, key: &str, default: u64) -> Result<Duration, ConfigError> {
@@ -148,6 +151,7 @@ impl Config {
                 shutdown_grace: millis(env, "AGORA_GATEWAY_SHUTDOWN_GRACE_MS", 10_000)?,
                 trusted: trusted_proxies,
             },
+            epochs_url: agora_client::epoch::url_from_env(env),
         })
     }
 
@@ -319,7 +323,9 @@ impl Gateway {
         let post = PostServiceClient::new(agora_kit::grpc::channel(&config.post_url)?);
         let graph = GraphServiceClient::new(agora_kit::grpc::channel(&config.graph_url)?);
         let feed = FeedServiceClient::new(agora_kit::grpc::channel(&config.feed_url)?);
-        let state = AppState { config: Arc::new(config), user, post, graph, feed, verifier, limiter };
+        let epochs = agora_client::epoch::connect(&config.epochs_url).await?;
+        let accounts = Arc::new(cache::AccountCache::new(epochs));
+        let state = AppState { config: Arc::new(config), user, post, graph, feed, verifier, limiter, accounts };
         Ok(Self { state, health })
     }
 

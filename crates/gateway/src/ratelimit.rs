@@ -160,23 +160,9 @@ return {1, tat, now}";
 
 impl RedisLimiter {
     pub async fn connect(url: &str) -> Result<Self, LimiterError> {
-        use fred::interfaces::ClientLike as _;
-        let config = fred::types::config::Config::from_url(url).map_err(|e| LimiterError(e.to_string()))?;
-        let client = fred::types::Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(3);
-                c.internal_command_timeout = Duration::from_secs(3);
-                // Commands share one connection; with Nagle on, a command written while the
-                // previous one is unacknowledged waits for that ACK.
-                c.tcp.nodelay = Some(true);
-            })
-            .set_policy(fred::types::config::ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .with_performance_config(|p| {
-                p.default_command_timeout = Duration::from_millis(500);
-            })
-            .build()
+        let client = agora_client::redis::connect(url, Duration::from_millis(500))
+            .await
             .map_err(|e| LimiterError(e.to_string()))?;
-        client.init().await.map_err(|e| LimiterError(e.to_string()))?;
         Ok(Self { client })
     }
 }

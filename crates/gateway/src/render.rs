@@ -24,6 +24,16 @@ fn token(caller: Option<&Caller>) -> Option<&str> {
 
 /// Account entities with their counts, by id. Unknown ids are absent.
 pub async fn account_entities(st: &AppState, ids: &[i64]) -> ApiResult<HashMap<i64, Arc<entities::Account>>> {
+    with_stats(st, ids, None).await
+}
+
+/// [`account_entities`], with the status counts taken from `stats` when the caller already has
+/// them (the post service answers them with statuses) instead of asking the post service.
+async fn with_stats(
+    st: &AppState,
+    ids: &[i64],
+    stats: Option<HashMap<i64, ppb::AccountStats>>,
+) -> ApiResult<HashMap<i64, Arc<entities::Account>>> {
     let mut unique: Vec<i64> = Vec::with_capacity(ids.len());
     let mut seen = HashSet::new();
     for id in ids {
@@ -34,19 +44,19 @@ pub async fn account_entities(st: &AppState, ids: &[i64]) -> ApiResult<HashMap<i
     if unique.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut user = st.user.clone();
-    let (accounts, (counts, stats)) = tokio::join!(
-        user.batch_get_accounts(request(upb::BatchGetAccountsRequest { ids: unique.clone() }, None)),
-        counts(st, unique),
-    );
-    let accounts = accounts?.into_inner().accounts;
-    let base = &st.config.public_url;
-    Ok(accounts
-        .iter()
-        .map(|a| {
-            let mut e = entities::account_entity(base, a);
-            apply_counts(&mut e, counts.get(&a.id), stats.get(&a.id));
-            (a.id, Arc::new(e))
+    let (accounts, stats) = match stats {
+        Some(stats) => (st.accounts.get(st, &unique).await, stats),
+        None => tokio::join!(st.accounts.get(st, &unique), status_counts(st, unique.clone())),
+    };
+    Ok(accounts?
+        .into_iter()
+        .map(|(id, a)| match stats.get(&id) {
+            Some(s) => {
+                let mut e = (*a).clone();
+                apply_stats(&mut e, s);
+                (id, Arc::new(e))
+            }
+            None => (id, a),
         })
         .collect())
 }
@@ -60,50 +70,45 @@ pub async fn accounts(st: &AppState, ids: &[i64]) -> ApiResult<HashMap<i64, Valu
         .collect())
 }
 
-/// Follower counts (graph service) and status counts (post service) by account, fetched
-/// together. They are decoration: an outage of either degrades them to zero rather than failing
-/// the response.
-async fn counts(st: &AppState, ids: Vec<i64>) -> (HashMap<i64, gpb::Counts>, HashMap<i64, ppb::AccountStats>) {
-    let (mut graph, mut post) = (st.graph.clone(), st.post.clone());
-    let (counts, stats) = tokio::join!(
-        graph.get_counts(request(gpb::GetCountsRequest { ids: ids.clone() }, None)),
-        post.get_account_stats(request(ppb::GetAccountStatsRequest { ids }, None)),
-    );
-    let counts = match counts {
-        Ok(c) => c.into_inner().counts.into_iter().map(|c| (c.id, c)).collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "follower counts unavailable");
-            HashMap::new()
-        }
-    };
-    let stats = match stats {
+/// Status counts by account (post service). They are decoration: an outage degrades them to
+/// zero rather than failing the response.
+async fn status_counts(st: &AppState, ids: Vec<i64>) -> HashMap<i64, ppb::AccountStats> {
+    match st.post.clone().get_account_stats(request(ppb::GetAccountStatsRequest { ids }, None)).await {
         Ok(s) => s.into_inner().stats.into_iter().map(|s| (s.id, s)).collect(),
         Err(e) => {
             tracing::warn!(error = %e, "status counts unavailable");
             HashMap::new()
         }
-    };
-    (counts, stats)
+    }
 }
 
-fn apply_counts(e: &mut entities::Account, counts: Option<&gpb::Counts>, stats: Option<&ppb::AccountStats>) {
-    if let Some(c) = counts {
-        e.followers_count = c.followers_count;
-        e.following_count = c.following_count;
-    }
-    if let Some(s) = stats {
-        e.statuses_count = s.statuses_count;
-        if s.last_status_at_ms > 0 {
-            e.last_status_at = Some(agora_kit::time::date_only(s.last_status_at_ms));
-        }
+fn apply_stats(e: &mut entities::Account, s: &ppb::AccountStats) {
+    e.statuses_count = s.statuses_count;
+    if s.last_status_at_ms > 0 {
+        e.last_status_at = Some(agora_kit::time::date_only(s.last_status_at_ms));
     }
 }
 
 /// The entity of an account the caller already holds (e.g. their own), with its counts.
 pub async fn with_counts(st: &AppState, a: &upb::Account) -> entities::Account {
-    let (counts, stats) = counts(st, vec![a.id]).await;
+    let mut graph = st.graph.clone();
+    let (counts, stats) = tokio::join!(
+        graph.get_counts(request(gpb::GetCountsRequest { ids: vec![a.id] }, None)),
+        status_counts(st, vec![a.id]),
+    );
     let mut e = entities::account_entity(&st.config.public_url, a);
-    apply_counts(&mut e, counts.get(&a.id), stats.get(&a.id));
+    match counts {
+        Ok(c) => {
+            if let Some(c) = c.into_inner().counts.first() {
+                e.followers_count = c.followers_count;
+                e.following_count = c.following_count;
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "follower counts unavailable"),
+    }
+    if let Some(s) = stats.get(&a.id) {
+        apply_stats(&mut e, s);
+    }
     e
 }
 
@@ -121,6 +126,14 @@ pub async fn account_list(st: &AppState, ids: &[i64]) -> ApiResult<Vec<SharedAcc
 /// Status entities for records the post service returned, in order. Statuses whose author is
 /// unknown (a deleted account) are left out.
 pub async fn statuses(st: &AppState, list: &[ppb::Status]) -> ApiResult<Vec<Status>> {
+    render_statuses(st, list, None).await
+}
+
+async fn render_statuses(
+    st: &AppState,
+    list: &[ppb::Status],
+    stats: Option<HashMap<i64, ppb::AccountStats>>,
+) -> ApiResult<Vec<Status>> {
     let mut ids = Vec::new();
     for s in list {
         ids.push(s.account_id);
@@ -128,7 +141,7 @@ pub async fn statuses(st: &AppState, list: &[ppb::Status]) -> ApiResult<Vec<Stat
             ids.push(r.account_id);
         }
     }
-    let accounts = account_entities(st, &ids).await?;
+    let accounts = with_stats(st, &ids, stats).await?;
     Ok(list.iter().filter_map(|s| status(&st.config.public_url, s, &accounts)).collect())
 }
 
@@ -142,14 +155,14 @@ pub async fn status_ids(st: &AppState, caller: Option<&Caller>, ids: Vec<i64>) -
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let list = st
+    let page = st
         .post
         .clone()
-        .get_statuses(request(ppb::GetStatusesRequest { ids }, token(caller)))
+        .get_statuses(request(ppb::GetStatusesRequest { ids, with_author_stats: true }, token(caller)))
         .await?
-        .into_inner()
-        .statuses;
-    statuses(st, &list).await
+        .into_inner();
+    let stats = page.author_stats.into_iter().map(|s| (s.id, s)).collect();
+    render_statuses(st, &page.statuses, Some(stats)).await
 }
 
 pub fn visibility_name(v: i32) -> &'static str {

@@ -21,4 +21,6 @@ pub struct AppState {
     pub feed: FeedServiceClient<Channel>,
     pub verifier: Arc<Verifier>,
     pub limiter: Arc<dyn RateLimiter>,
+    /// Account entities with follower counts, under the accounts' epochs.
+    pub accounts: Arc<crate::cache::AccountCache>,
 }

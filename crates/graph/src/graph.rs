@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use agora_client::Caller;
+use agora_client::epoch::Epochs;
 use agora_events::Envelope;
 use agora_kit::jwt::Verifier;
 use agora_kit::pagination::Page;
@@ -70,6 +71,9 @@ pub struct Graph {
     accounts: Arc<dyn AccountDirectory>,
     ids: Arc<IdGenerator>,
     outbox_wake: Arc<Notify>,
+    /// Given new values for both accounts of every change, so caches elsewhere drop what they
+    /// hold about them (see `agora_client::graph_facts`).
+    epochs: Option<Arc<dyn Epochs>>,
 }
 
 impl Graph {
@@ -80,8 +84,9 @@ impl Graph {
         verifier: Arc<Verifier>,
         ids: Arc<IdGenerator>,
         outbox_wake: Arc<Notify>,
+        epochs: Option<Arc<dyn Epochs>>,
     ) -> Self {
-        Self { store, verifier, accounts, ids, outbox_wake }
+        Self { store, verifier, accounts, ids, outbox_wake, epochs }
     }
 
     // ---- writes -------------------------------------------------------------------------
@@ -110,7 +115,7 @@ impl Graph {
             created_at_ms: agora_kit::time::now_ms(),
         };
         let changes = self.store.follow(&follow, facts.locked, &|c| self.event(c)).await?;
-        self.announce(&changes);
+        self.announce(&changes).await;
         self.relationship(me, target).await
     }
 
@@ -119,7 +124,7 @@ impl Graph {
         let me = self.user(token, "write:follows").await?;
         let target = account_id_arg("id", target_id)?;
         let changes = self.store.unfollow(me, target, &|c| self.event(c)).await?;
-        self.announce(&changes);
+        self.announce(&changes).await;
         self.relationship(me, target).await
     }
 
@@ -128,7 +133,7 @@ impl Graph {
         let me = self.user(token, "write:follows").await?;
         let target = account_id_arg("id", target_id)?;
         let changes = self.store.remove_follower(me, target, &|c| self.event(c)).await?;
-        self.announce(&changes);
+        self.announce(&changes).await;
         self.relationship(me, target).await
     }
 
@@ -142,7 +147,7 @@ impl Graph {
         self.existing(target, token).await?;
         let now = agora_kit::time::now_ms();
         let changes = self.store.block(self.ids.next_id(), me, target, now, &|c| self.event(c)).await?;
-        self.announce(&changes);
+        self.announce(&changes).await;
         self.relationship(me, target).await
     }
 
@@ -150,7 +155,7 @@ impl Graph {
         let me = self.user(token, "write:blocks").await?;
         let target = account_id_arg("id", target_id)?;
         let changes = self.store.unblock(me, target, &|c| self.event(c)).await?;
-        self.announce(&changes);
+        self.announce(&changes).await;
         self.relationship(me, target).await
     }
 
@@ -185,7 +190,7 @@ impl Graph {
             created_at_ms: now,
         };
         let changes = self.store.mute(&mute, &|c| self.event(c)).await?;
-        self.announce(&changes);
+        self.announce(&changes).await;
         self.relationship(me, target).await
     }
 
@@ -194,7 +199,7 @@ impl Graph {
         let target = account_id_arg("id", target_id)?;
         let now = agora_kit::time::now_ms();
         let changes = self.store.unmute(me, target, now, &|c| self.event(c)).await?;
-        self.announce(&changes);
+        self.announce(&changes).await;
         self.relationship(me, target).await
     }
 
@@ -208,7 +213,7 @@ impl Graph {
         let requester = account_id_arg("id", requester_id)?;
         let now = agora_kit::time::now_ms();
         let changes = self.store.authorize_request(me, requester, self.ids.next_id(), now, &|c| self.event(c)).await?;
-        self.announce(&changes);
+        self.announce(&changes).await;
         self.relationship(me, requester).await
     }
 
@@ -216,7 +221,7 @@ impl Graph {
         let me = self.user(token, "write:follows").await?;
         let requester = account_id_arg("id", requester_id)?;
         let changes = self.store.reject_request(me, requester, &|c| self.event(c)).await?;
-        self.announce(&changes);
+        self.announce(&changes).await;
         self.relationship(me, requester).await
     }
 
@@ -367,14 +372,20 @@ impl Graph {
         agora_events::envelope(&self.ids, "graph", c.kind.event_type(), c.account_id, &payload)
     }
 
-    /// Counts committed changes and wakes the relay to publish them now.
-    fn announce(&self, changes: &[GraphChange]) {
+    /// Counts committed changes, gives the accounts they touch new epochs (before the caller
+    /// hears back, so their next read anywhere sees the change) and wakes the relay.
+    async fn announce(&self, changes: &[GraphChange]) {
         for c in changes {
             metrics::counter!("agora_graph_changes_total", "kind" => c.kind.label()).increment(1);
         }
-        if !changes.is_empty() {
-            self.outbox_wake.notify_one();
+        if changes.is_empty() {
+            return;
         }
+        let mut touched: Vec<i64> = changes.iter().flat_map(|c| [c.account_id, c.target_id]).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        agora_client::epoch::bump_after_commit(self.epochs.as_ref(), &touched).await;
+        self.outbox_wake.notify_one();
     }
 }
 

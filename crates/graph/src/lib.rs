@@ -49,6 +49,9 @@ pub struct Config {
     /// Apply migrations at start (`AGORA_MIGRATE_ON_START`, default true).
     pub migrate_on_start: bool,
     pub worker_id: u16,
+    /// Where the epochs of changed accounts go (`AGORA_EPOCHS_URL`: none, `memory://NAME`,
+    /// `redis://…`); the caches of the post and feed services read them.
+    pub epochs_url: String,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
                 .to_owned(),
             user_url: config::service_url(env, "AGORA_GRAPH_USER_URL", "http://127.0.0.1:50051")?,
             migrate_on_start: config::boolean(env, "AGORA_MIGRATE_ON_START", true)?,
+            epochs_url: agora_client::epoch::url_from_env(env),
             worker_id: config::parse(env, "AGORA_WORKER_ID", rand::random::<u16>() % 1024)?,
         })
     }
@@ -112,7 +116,8 @@ impl GraphService {
         let wake = relay.waker();
         tokio::spawn(relay.run(shutdown.clone()));
         let ids = Arc::new(IdGenerator::new(config.worker_id));
-        let graph = Arc::new(Graph::new(Arc::clone(&store), accounts, verifier, ids, wake));
+        let epochs = agora_client::epoch::connect(&config.epochs_url).await?;
+        let graph = Arc::new(Graph::new(Arc::clone(&store), accounts, verifier, ids, wake, epochs));
 
         let health = Health::new();
         let s = Arc::clone(&store);

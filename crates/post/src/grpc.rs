@@ -35,7 +35,9 @@ impl PostService for PostGrpc {
     #[tracing::instrument(skip_all, fields(rpc = "GetStatuses", count = req.get_ref().ids.len()))]
     async fn get_statuses(&self, req: Request<pb::GetStatusesRequest>) -> R<pb::GetStatusesResponse> {
         let statuses = self.posts.get_statuses(bearer_token(&req), &req.get_ref().ids).await?;
-        Ok(Response::new(pb::GetStatusesResponse { statuses }))
+        let author_stats =
+            if req.get_ref().with_author_stats { self.posts.author_stats(&statuses).await? } else { Vec::new() };
+        Ok(Response::new(pb::GetStatusesResponse { statuses, author_stats }))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "DeleteStatus", id = req.get_ref().id))]

@@ -53,6 +53,8 @@ pub struct Config {
     /// Apply migrations at start (`AGORA_MIGRATE_ON_START`, default true).
     pub migrate_on_start: bool,
     pub worker_id: u16,
+    /// Epochs guarding the cache of viewers' relationships (`AGORA_EPOCHS_URL`; none: no cache).
+    pub epochs_url: String,
 }
 
 impl Config {
@@ -80,16 +82,20 @@ impl Config {
             max_chars,
             migrate_on_start: config::boolean(env, "AGORA_MIGRATE_ON_START", true)?,
             worker_id: config::parse(env, "AGORA_WORKER_ID", rand::random::<u16>() % 1024)?,
+            epochs_url: agora_client::epoch::url_from_env(env),
         })
     }
 }
 
-/// The gRPC-backed directory (user service) and relations (graph service) named by `config`.
-/// Channels connect lazily, so this succeeds before those services are up.
-pub fn grpc_dependencies(config: &Config) -> anyhow::Result<(Arc<dyn Directory>, Arc<dyn Relations>)> {
+/// The gRPC-backed directory (user service) and relations (graph service, cached under the
+/// epochs of `config`) named by `config`. Channels connect lazily, so this succeeds before those
+/// services are up.
+pub async fn grpc_dependencies(config: &Config) -> anyhow::Result<(Arc<dyn Directory>, Arc<dyn Relations>)> {
     let user = UserServiceClient::new(agora_kit::grpc::channel(&config.user_url)?);
     let graph = GraphServiceClient::new(agora_kit::grpc::channel(&config.graph_url)?);
-    Ok((Arc::new(UserDirectory { client: user }), Arc::new(GraphRelations { client: graph })))
+    let epochs = agora_client::epoch::connect(&config.epochs_url).await?;
+    let facts = agora_client::graph_facts::GraphFacts::new(graph, epochs);
+    Ok((Arc::new(UserDirectory { client: user }), Arc::new(GraphRelations { facts })))
 }
 
 /// A post service ready to serve: store open, outbox relay running.
@@ -149,7 +155,7 @@ impl PostService {
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
     let bus = agora_events::connect(&config.bus_url).await?;
     let verifier = agora_client::user_service_verifier_at(&config.user_url, &config.public_url, shutdown.clone())?;
-    let (directory, relations) = grpc_dependencies(&config)?;
+    let (directory, relations) = grpc_dependencies(&config).await?;
     let service =
         PostService::build(&config, Arc::clone(&bus), verifier, directory, relations, shutdown.clone()).await?;
     let health = service.health.clone();

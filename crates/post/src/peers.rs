@@ -5,10 +5,9 @@
 use std::collections::HashMap;
 
 use agora_client::Caller;
+use agora_client::graph_facts::GraphFacts;
 use agora_kit::grpc::Channel;
 use agora_kit::{Error, ErrorKind};
-use agora_proto::graph::v1 as graph_pb;
-use agora_proto::graph::v1::graph_service_client::GraphServiceClient;
 use agora_proto::user::v1 as user_pb;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use async_trait::async_trait;
@@ -64,53 +63,43 @@ impl Directory for UserDirectory {
     }
 }
 
-/// Ids per `GetRelationships` call (the graph service accepts up to 1000).
-const RELATIONSHIPS_BATCH: usize = 500;
-
-/// [`Relations`] over the graph service's `GetRelationships`, with the viewer's own token.
+/// [`Relations`] over the graph service's `GetRelationships`, with the viewer's own token, cached
+/// under the viewer's epoch (`agora_client::graph_facts`).
 pub struct GraphRelations {
-    pub client: GraphServiceClient<Channel>,
+    pub facts: GraphFacts,
 }
 
 #[async_trait]
 impl Relations for GraphRelations {
     async fn relations(&self, viewer: &Caller, account_ids: &[i64]) -> Result<HashMap<i64, Relation>, Error> {
+        let Some(me) = viewer.claims.account_id() else { return Ok(HashMap::new()) };
         if account_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut out = HashMap::with_capacity(account_ids.len());
-        for chunk in account_ids.chunks(RELATIONSHIPS_BATCH) {
-            let mut client = self.client.clone();
-            let req = agora_kit::grpc::request(
-                graph_pb::GetRelationshipsRequest { ids: chunk.to_vec() },
-                Some(&viewer.token),
-            );
-            let resp = match client.get_relationships(req).await {
-                Ok(resp) => resp.into_inner(),
-                // A token without `read:follows` may not ask the graph. Such a viewer is
-                // treated as following nobody: they see what a signed-out visitor sees, plus
-                // their own statuses and those that mention them.
-                Err(s) if s.code() == tonic::Code::PermissionDenied => {
-                    tracing::debug!("viewer token may not read relationships; assuming none");
-                    return Ok(HashMap::new());
-                }
-                Err(s) => {
-                    let e = Error::from(s);
-                    // The graph being down must not read as "no relation": that could show a
-                    // status to someone its author blocked. The request fails instead.
-                    return Err(if e.kind == ErrorKind::Internal {
-                        Error::unavailable(ErrorKind::Unavailable.default_message())
-                    } else {
-                        e
-                    });
-                }
-            };
-            out.extend(
-                resp.relationships.into_iter().map(|r| {
-                    (r.id, Relation { following: r.following, blocking: r.blocking, blocked_by: r.blocked_by })
-                }),
-            );
+        match self.facts.relationships(me, &viewer.token, account_ids).await {
+            Ok(map) => Ok(map
+                .into_iter()
+                .map(|(id, r)| {
+                    (id, Relation { following: r.following, blocking: r.blocking, blocked_by: r.blocked_by })
+                })
+                .collect()),
+            // A token without `read:follows` may not ask the graph. Such a viewer is treated as
+            // following nobody: they see what a signed-out visitor sees, plus their own statuses
+            // and those that mention them.
+            Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                tracing::debug!("viewer token may not read relationships; assuming none");
+                Ok(HashMap::new())
+            }
+            Err(s) => {
+                let e = Error::from(s);
+                // The graph being down must not read as "no relation": that could show a status
+                // to someone its author blocked. The request fails instead.
+                Err(if e.kind == ErrorKind::Internal {
+                    Error::unavailable(ErrorKind::Unavailable.default_message())
+                } else {
+                    e
+                })
+            }
         }
-        Ok(out)
     }
 }

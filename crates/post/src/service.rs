@@ -771,6 +771,22 @@ impl Posts {
         if let Some(t) = token {
             self.verifier.verify(t).await?;
         }
+        self.stats_of(ids).await
+    }
+
+    /// The status counts of the authors of `statuses` (and of the statuses they reblog), for
+    /// statuses already shown to their caller.
+    pub async fn author_stats(&self, statuses: &[pb::Status]) -> Result<Vec<pb::AccountStats>, Error> {
+        let mut ids: Vec<i64> = statuses
+            .iter()
+            .flat_map(|s| std::iter::once(s.account_id).chain(s.reblog.as_ref().map(|r| r.account_id)))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        self.stats_of(&ids).await
+    }
+
+    async fn stats_of(&self, ids: &[i64]) -> Result<Vec<pb::AccountStats>, Error> {
         let ids: Vec<i64> = ids.iter().copied().take(200).collect();
         Ok(self
             .store

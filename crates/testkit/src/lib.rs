@@ -228,6 +228,15 @@ impl PlatformBuilder {
         let [user_url, post_url, graph_url, feed_url] =
             names.clone().map(|n| format!("{}{n}", agora_kit::grpc::IN_PROCESS_SCHEME));
         let service_names = names.clone();
+        // The epochs the services' caches are guarded by: in-process (one map per platform) for
+        // embedded stores, Redis beside the real engines.
+        let epochs_url = match &self.backend {
+            Backend::Embedded => format!("memory://epochs-{tag}"),
+            Backend::Real { redis_url, .. } => redis_url.clone(),
+        };
+        if env.get("AGORA_EPOCHS_URL").is_none() {
+            env = env.with("AGORA_EPOCHS_URL", &epochs_url);
+        }
         let [user_name, post_name, graph_name, feed_name] = names;
         for (k, v) in [
             ("AGORA_GATEWAY_USER_URL", &user_url),
@@ -266,7 +275,7 @@ impl PlatformBuilder {
         tasks.push(tokio::spawn(graph.serve(GrpcListener::in_process(&graph_name), shutdown.clone())));
 
         let post_config = agora_post::Config::from_env(&env)?;
-        let (directory, relations) = agora_post::grpc_dependencies(&post_config)?;
+        let (directory, relations) = agora_post::grpc_dependencies(&post_config).await?;
         let post = agora_post::PostService::build(
             &post_config,
             Arc::clone(&bus),
@@ -338,7 +347,7 @@ impl FeedHandle {
         listener: GrpcListener,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
-        let (graph, posts) = agora_feed::grpc_dependencies(config)?;
+        let (graph, posts) = agora_feed::grpc_dependencies(config).await?;
         let svc = agora_feed::FeedService::build(
             config,
             Arc::clone(bus),

@@ -47,6 +47,9 @@ pub struct Config {
     /// blocks, the first of which signs; the others, and keys in the store, only verify. `None`:
     /// keys live in the user store (the embedded default).
     pub signing_keys: Option<Vec<agora_kit::jwt::SigningKey>>,
+    /// Where a changed profile's account gets a new epoch (`AGORA_EPOCHS_URL`), so the gateway's
+    /// cache of account entities drops it.
+    pub epochs_url: String,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
             refresh_token_ttl: config::seconds(env, "AGORA_USER_REFRESH_TOKEN_TTL", 90 * 24 * 3600)?,
             migrate_on_start: config::boolean(env, "AGORA_MIGRATE_ON_START", true)?,
             worker_id: config::parse(env, "AGORA_WORKER_ID", rand::random::<u16>() % 1024)?,
+            epochs_url: agora_client::epoch::url_from_env(env),
             signing_keys: match config::secret(env, "AGORA_USER_SIGNING_KEY")? {
                 None => None,
                 Some(pem) => Some(agora_kit::jwt::SigningKey::from_pem(pem.expose()).map_err(|e| {
@@ -112,7 +116,8 @@ impl UserService {
             external_keys: config.signing_keys.clone(),
         };
         let ids = Arc::new(IdGenerator::new(config.worker_id));
-        let accounts = Arc::new(Accounts::new(Arc::clone(&store), policy, ids, wake).await?);
+        let epochs = agora_client::epoch::connect(&config.epochs_url).await?;
+        let accounts = Arc::new(Accounts::new(Arc::clone(&store), policy, ids, wake).await?.with_epochs(epochs));
         accounts.verifier.spawn_refresh(Duration::from_secs(1), shutdown.clone());
 
         let health = Health::new();

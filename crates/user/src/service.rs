@@ -49,6 +49,8 @@ pub struct Accounts {
     dummy_hash: String,
     /// The backoff on failed sign-ins.
     pub throttle: domain::LoginThrottle,
+    /// A changed profile's account gets a new epoch before the change is answered.
+    epochs: Option<Arc<dyn agora_client::epoch::Epochs>>,
 }
 
 fn invalid_grant(msg: &str) -> Error {
@@ -144,7 +146,23 @@ impl Accounts {
         let verifier = Verifier::new(&policy.issuer, AUDIENCE, source);
         verifier.prime().await?;
         let dummy_hash = hash_password(tokens::random_secret()).await?;
-        Ok(Self { store, keyring, verifier, ids, policy, outbox_wake, dummy_hash, throttle: Default::default() })
+        Ok(Self {
+            store,
+            keyring,
+            verifier,
+            ids,
+            policy,
+            outbox_wake,
+            dummy_hash,
+            throttle: Default::default(),
+            epochs: None,
+        })
+    }
+
+    /// Gives changed accounts new epochs in `epochs` (none: no cache relies on them).
+    pub fn with_epochs(mut self, epochs: Option<Arc<dyn agora_client::epoch::Epochs>>) -> Self {
+        self.epochs = epochs;
+        self
     }
 
     pub fn policy(&self) -> &TokenPolicy {
@@ -689,6 +707,7 @@ impl Accounts {
             )
         };
         let account = self.store.update_profile(id, &patch, &event).await?;
+        agora_client::epoch::bump_after_commit(self.epochs.as_ref(), &[id]).await;
         self.wake_outbox();
         Ok(account)
     }

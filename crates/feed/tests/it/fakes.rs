@@ -77,7 +77,7 @@ impl GraphView for FakeGraph {
         Ok(candidates.iter().copied().filter(|c| followers.contains(c)).collect())
     }
 
-    async fn filter_set(&self, token: &str) -> Result<FilterSet, DependencyError> {
+    async fn filter_set(&self, _viewer: i64, token: &str) -> Result<FilterSet, DependencyError> {
         let me = self.account_of(token);
         let mut hidden = HashSet::new();
         for (a, b) in self.blocks.lock().iter() {
@@ -96,7 +96,7 @@ impl GraphView for FakeGraph {
         Ok(FilterSet { hidden })
     }
 
-    async fn followed_among(&self, token: &str, ids: &[i64]) -> Result<Vec<i64>, DependencyError> {
+    async fn followed_among(&self, _viewer: i64, token: &str, ids: &[i64]) -> Result<Vec<i64>, DependencyError> {
         let me = self.account_of(token);
         let follows = self.follows.lock().get(&me).cloned().unwrap_or_default();
         Ok(ids.iter().copied().filter(|i| follows.contains(i)).collect())

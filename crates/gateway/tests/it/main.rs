@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod api;
+mod caches;
 mod cancellation;
 mod connections;
 mod ratelimit;

@@ -26,6 +26,7 @@ fn config(dir: &std::path::Path) -> Config {
         max_chars: 500,
         migrate_on_start: true,
         worker_id: 7,
+        epochs_url: String::new(),
     }
 }
 
@@ -85,7 +86,10 @@ async fn statuses_over_grpc_announce_themselves_on_the_bus() {
         assert_eq!(err.message(), "Record not found");
     }
     let listed = client
-        .get_statuses(agora_kit::grpc::request(pb::GetStatusesRequest { ids: vec![created.id] }, None))
+        .get_statuses(agora_kit::grpc::request(
+            pb::GetStatusesRequest { ids: vec![created.id], ..Default::default() },
+            None,
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -1,0 +1,29 @@
+//! The one way an Agora process opens a Redis client (the feed's hot set, the gateway's rate
+//! limiter, the epochs of [`crate::epoch`]): bounded timeouts, reconnection with back-off and
+//! Nagle off.
+
+use std::time::Duration;
+
+pub use fred::clients::Client;
+
+/// A connected client for `url` (`redis://host:port[/db]`); commands time out after
+/// `command_timeout`.
+pub async fn connect(url: &str, command_timeout: Duration) -> Result<Client, fred::error::Error> {
+    use fred::interfaces::ClientLike as _;
+    let config = fred::types::config::Config::from_url(url)?;
+    let client = fred::types::Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(3);
+            c.internal_command_timeout = Duration::from_secs(3);
+            // Commands share one connection; with Nagle on, a command written while the
+            // previous one is unacknowledged waits for that ACK.
+            c.tcp.nodelay = Some(true);
+        })
+        .set_policy(fred::types::config::ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .with_performance_config(|p| {
+            p.default_command_timeout = command_timeout;
+        })
+        .build()?;
+    client.init().await?;
+    Ok(client)
+}

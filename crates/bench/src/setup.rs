@@ -115,6 +115,16 @@ impl Setup {
         Ok(())
     }
 
+    /// `reader` follows `author`.
+    pub async fn follow(&self, reader: &User, author: &User) -> anyhow::Result<()> {
+        let req = self
+            .target
+            .client
+            .post(self.target.url(&format!("/api/v1/accounts/{}/follow", author.id)))
+            .bearer_auth(&*reader.token);
+        expect_json(req.send().await, "POST /api/v1/accounts/:id/follow").await.map(|_| ())
+    }
+
     /// Posts `per_user` public statuses as every user; returns their ids, per user, oldest first.
     pub async fn seed_posts(&self, users: &[User], per_user: u32) -> anyhow::Result<Vec<Vec<String>>> {
         let jobs: Vec<(usize, u32, Arc<str>)> = users
@@ -141,24 +151,50 @@ impl Setup {
         Ok(by_user)
     }
 
-    /// Waits until fan-out has caught up with setup: until `reader`'s home timeline shows
-    /// `status_id` (the newest seeded status, by an account `reader` follows). Measuring while
-    /// the feed still works through thousands of seed posts would measure setup, not the
-    /// workload. Gives up (with a warning) after `limit`.
-    pub async fn settle(&self, reader: &User, status_id: &str, limit: Duration) -> anyhow::Result<()> {
+    /// Waits until fan-out has caught up with setup: until, for every `(reader, status_id)` pair
+    /// (each author's newest seeded status and one of its followers), the reader's home holds
+    /// the status. The newest event of every bus partition is some author's newest status, and a
+    /// partition is consumed in order, so once they all show, the backlog is gone; one probe
+    /// alone can show while other partitions still lag. Measuring while the feed still works
+    /// through thousands of seed posts would measure setup, not the workload. Gives up (with a
+    /// warning) after `limit`.
+    pub async fn settle(&self, pairs: Vec<(User, String)>, limit: Duration) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
-        eprintln!("setup: waiting for fan-out of the seed posts to settle");
+        eprintln!("setup: waiting for fan-out of the seed posts to settle ({} authors)", pairs.len());
+        let mut pending = pairs;
         while started.elapsed() < limit {
-            let req =
-                self.target.client.get(self.target.url("/api/v1/timelines/home?limit=1")).bearer_auth(&*reader.token);
-            let page = expect_json(req.send().await, "GET /api/v1/timelines/home").await?;
-            if page.get(0).and_then(|s| s.get("id")).and_then(Value::as_str) == Some(status_id) {
+            let mut checks: JoinSet<anyhow::Result<Option<(User, String)>>> = JoinSet::new();
+            for (reader, id) in std::mem::take(&mut pending) {
+                let target = self.target.clone();
+                checks.spawn(async move {
+                    // The newest home entry older than id + 1 is the status itself once fanned out.
+                    let upper = id.parse::<i64>().unwrap_or(0) + 1;
+                    let url = target.url(&format!("/api/v1/timelines/home?limit=1&max_id={upper}"));
+                    let req = target.client.get(url).bearer_auth(&*reader.token);
+                    let page = expect_json(req.send().await, "GET /api/v1/timelines/home").await?;
+                    let seen = page.get(0).and_then(|s| s.get("id")).and_then(Value::as_str) == Some(id.as_str());
+                    Ok((!seen).then_some((reader, id)))
+                });
+                while checks.len() >= self.concurrency.max(1) {
+                    if let Some(r) = checks.join_next().await {
+                        pending.extend(r.context("settle check failed")??);
+                    }
+                }
+            }
+            while let Some(r) = checks.join_next().await {
+                pending.extend(r.context("settle check failed")??);
+            }
+            if pending.is_empty() {
                 eprintln!("setup: fan-out settled in {:.1}s", started.elapsed().as_secs_f64());
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        eprintln!("setup: fan-out still busy after {:.0}s; measuring anyway", limit.as_secs_f64());
+        eprintln!(
+            "setup: fan-out still busy after {:.0}s ({} authors' newest statuses not delivered); measuring anyway",
+            limit.as_secs_f64(),
+            pending.len()
+        );
         Ok(())
     }
 

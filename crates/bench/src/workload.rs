@@ -217,9 +217,7 @@ impl Social {
         );
         setup.follow_graph(&users, &graph).await?;
         let statuses = setup.seed_posts(&users, opts.posts_per_user).await?;
-        // The newest seed status whose author has a follower, and that follower. The feed
-        // consumes in order (a few dozen events at a time), so once it is visible the older seed
-        // posts are fanned out too.
+        // Each author's newest seed status and one of its followers.
         let mut first_follower = vec![None; n];
         for (reader, follows) in graph.follows.iter().enumerate() {
             for f in follows {
@@ -228,15 +226,39 @@ impl Social {
                 }
             }
         }
-        let newest = statuses
+        let pairs: Vec<(User, String)> = statuses
             .iter()
             .enumerate()
-            .filter_map(|(author, ids)| Some((first_follower.get(author).copied().flatten()?, ids)))
-            .flat_map(|(reader, ids)| ids.iter().map(move |id| (id.parse::<i64>().unwrap_or(0), reader, id)))
-            .max();
-        if let Some((_, reader, id)) = newest {
-            setup.settle(&users[reader], id, std::time::Duration::from_secs(300)).await?;
+            .filter_map(|(author, ids)| {
+                let reader = first_follower.get(author).copied().flatten()?;
+                let newest = ids.iter().max_by_key(|id| id.parse::<i64>().unwrap_or(0))?;
+                Some((users[reader].clone(), newest.clone()))
+            })
+            .collect();
+        setup.settle(pairs, std::time::Duration::from_secs(300)).await?;
+        // The follows' events (a new follow copies the author's recent statuses into the home)
+        // are another topic, consumed on their own: probe it too. A few readers each follow one
+        // more author; once every one of those homes holds the author's newest status, the
+        // follows before them are done too. The probes stay in the graph.
+        let mut probes = Vec::new();
+        let step = (n / PROBE_FOLLOWS).max(1);
+        for reader in (0..n).step_by(step).take(PROBE_FOLLOWS) {
+            let author = (1..n)
+                .map(|k| (reader + k * 7919) % n)
+                .find(|a| *a != reader && !graph.follows[reader].contains(&(*a as u32)) && !statuses[*a].is_empty());
+            if let Some(author) = author {
+                probes.push((reader, author));
+            }
         }
+        let mut pairs = Vec::new();
+        for (reader, author) in probes {
+            setup.follow(&users[reader], &users[author]).await?;
+            graph.follows[reader].push(author as u32);
+            if let Some(newest) = statuses[author].iter().max_by_key(|id| id.parse::<i64>().unwrap_or(0)) {
+                pairs.push((users[reader].clone(), newest.clone()));
+            }
+        }
+        setup.settle(pairs, std::time::Duration::from_secs(300)).await?;
         Ok(Self::new(users, graph, statuses, celebrity))
     }
 
@@ -296,6 +318,10 @@ impl Workload for ComposePost {
         self.0.compose(rng)
     }
 }
+
+/// Readers who follow one more author after setup, to see when the follows' backfill is done
+/// (more than the bus has partitions, so every partition is probed).
+const PROBE_FOLLOWS: usize = 24;
 
 pub struct ReadHomeTimeline(Arc<Social>);
 

@@ -146,8 +146,28 @@ impl Epochs for RedisEpochs {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let raw: Vec<String> = self.run(CURRENT, ids).await?;
-        raw.iter().map(|v| v.parse().map_err(|_| EpochError(format!("not an epoch: {v:?}")))).collect()
+        use fred::interfaces::KeysInterface as _;
+        // The common case is one MGET; only accounts without an epoch run the script.
+        let keys: Vec<String> = ids.iter().map(|id| key(*id)).collect();
+        let mut got: Vec<Option<String>> = if keys.len() == 1 {
+            vec![self.client.get(&keys[0]).await.map_err(|e| EpochError(e.to_string()))?]
+        } else {
+            self.client.mget(keys).await.map_err(|e| EpochError(e.to_string()))?
+        };
+        let missing: Vec<i64> = ids.iter().zip(&got).filter(|(_, v)| v.is_none()).map(|(id, _)| *id).collect();
+        if !missing.is_empty() {
+            let assigned: Vec<String> = self.run(CURRENT, &missing).await?;
+            let mut assigned = assigned.into_iter();
+            for v in got.iter_mut().filter(|v| v.is_none()) {
+                *v = assigned.next();
+            }
+        }
+        got.into_iter()
+            .map(|v| {
+                let v = v.ok_or_else(|| EpochError("no epoch assigned".into()))?;
+                v.parse().map_err(|_| EpochError(format!("not an epoch: {v:?}")))
+            })
+            .collect()
     }
 
     async fn bump(&self, ids: &[i64]) -> Result<(), EpochError> {

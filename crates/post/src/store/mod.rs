@@ -6,6 +6,7 @@
 //! write changed something: favouriting twice announces nothing.
 
 mod lite;
+mod pg;
 mod sql;
 
 use std::sync::Arc;

@@ -562,11 +562,7 @@ macro_rules! sql_post_store {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                if let Some(r) = self.reader() {
-                    return Ok(r.read(|c| lite::statuses(c, ids))?);
-                }
-                let mut conn = self.pool.acquire().await?;
-                load(&mut conn, ids).await
+                self.hot_statuses(ids).await
             }
 
             async fn replies(&self, parent_ids: &[i64]) -> StoreResult<Vec<StatusRecord>> {
@@ -610,40 +606,14 @@ macro_rules! sql_post_store {
                 if account_ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                if let Some(r) = self.reader() {
-                    return Ok(stats_from(account_ids, r.read(|c| lite::account_stats(c, account_ids))?));
-                }
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT account_id, statuses_count, last_status_at_ms FROM account_stats WHERE account_id IN (",
-                );
-                push_ids(&mut qb, account_ids);
-                let rows: Vec<(i64, i64, Option<i64>)> = qb.build_query_as().fetch_all(&self.pool).await?;
-                Ok(stats_from(account_ids, rows))
+                Ok(stats_from(account_ids, self.hot_stats(account_ids).await?))
             }
 
             async fn viewer_marks(&self, viewer: i64, ids: &[i64]) -> StoreResult<ViewerMarks> {
                 if ids.is_empty() {
                     return Ok(ViewerMarks::default());
                 }
-                if let Some(r) = self.reader() {
-                    return Ok(marks_from(r.read(|c| lite::viewer_marks(c, viewer, ids))?));
-                }
-                // One round trip: (kind, status id) for reblogs, favourites, bookmarks and pins.
-                let mut qb = sqlx::QueryBuilder::<$db>::new("");
-                let parts = [
-                    "SELECT CAST(0 AS BIGINT), reblog_of_id FROM statuses WHERE reblog_of_id IS NOT NULL AND account_id = ",
-                    " UNION ALL SELECT CAST(1 AS BIGINT), status_id FROM favourites WHERE account_id = ",
-                    " UNION ALL SELECT CAST(2 AS BIGINT), status_id FROM bookmarks WHERE account_id = ",
-                    " UNION ALL SELECT CAST(3 AS BIGINT), status_id FROM pins WHERE account_id = ",
-                ];
-                for (i, part) in parts.iter().enumerate() {
-                    qb.push(*part);
-                    qb.push_bind(viewer);
-                    qb.push(if i == 0 { " AND reblog_of_id IN (" } else { " AND status_id IN (" });
-                    push_ids(&mut qb, ids);
-                }
-                let rows: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&self.pool).await?;
-                Ok(marks_from(rows))
+                Ok(marks_from(self.hot_marks(viewer, ids).await?))
             }
 
             async fn favourite(&self, fav_id: i64, account_id: i64, status_id: i64, event: &Envelope) -> StoreResult<bool> {
@@ -861,6 +831,19 @@ impl PgPostStore {
         None
     }
 
+    // The hot reads: one round trip each, ids as one array.
+    async fn hot_statuses(&self, ids: &[i64]) -> StoreResult<Vec<StatusRecord>> {
+        super::pg::statuses(&self.pool, ids).await
+    }
+
+    async fn hot_stats(&self, ids: &[i64]) -> StoreResult<Vec<(i64, i64, Option<i64>)>> {
+        super::pg::account_stats(&self.pool, ids).await
+    }
+
+    async fn hot_marks(&self, viewer: i64, ids: &[i64]) -> StoreResult<Vec<(i64, i64)>> {
+        super::pg::viewer_marks(&self.pool, viewer, ids).await
+    }
+
     fn writer(&self) -> Option<&SqliteWriter> {
         None
     }
@@ -907,6 +890,19 @@ impl SqlitePostStore {
 
     fn reader(&self) -> Option<&SqliteReader> {
         Some(&self.reader)
+    }
+
+    // The hot reads, on the calling thread.
+    async fn hot_statuses(&self, ids: &[i64]) -> StoreResult<Vec<StatusRecord>> {
+        Ok(self.reader.read(|c| lite::statuses(c, ids))?)
+    }
+
+    async fn hot_stats(&self, ids: &[i64]) -> StoreResult<Vec<(i64, i64, Option<i64>)>> {
+        Ok(self.reader.read(|c| lite::account_stats(c, ids))?)
+    }
+
+    async fn hot_marks(&self, viewer: i64, ids: &[i64]) -> StoreResult<Vec<(i64, i64)>> {
+        Ok(self.reader.read(|c| lite::viewer_marks(c, viewer, ids))?)
     }
 
     fn writer(&self) -> Option<&SqliteWriter> {

@@ -1,0 +1,5 @@
+//! agora-client's integration tests: the epochs port on every adapter.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod epochs;

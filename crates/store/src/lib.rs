@@ -29,14 +29,16 @@ pub async fn postgres(url: &str) -> Result<PgPool, sqlx::Error> {
 
 /// A SQLite pool on the file of `url` (created, with its directory, if missing): WAL journal,
 /// `synchronous = NORMAL` (a commit survives a crash of the process; only a power loss can take
-/// the last ones), foreign keys on, a 5 s busy timeout, at most 8 connections.
+/// the last ones), foreign keys on, a 5 s busy timeout, at most 8 connections, each with a small
+/// page cache (the hot reads and writes run on [`lite`]'s connections).
 pub async fn sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
     let opts = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        .pragma("cache_size", lite::POOL_CACHE_SIZE);
     if let Some(parent) = opts.get_filename().parent()
         && !parent.as_os_str().is_empty()
     {

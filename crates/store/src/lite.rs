@@ -33,6 +33,14 @@ use sqlx::sqlite::SqliteConnectOptions;
 const MAX_IDLE: usize = 8;
 /// Prepared statements kept per connection (the hot reads are a few dozen texts).
 const STATEMENT_CACHE: usize = 64;
+/// Page cache per connection, in KiB (SQLite's `cache_size` when negative). In WAL mode a
+/// connection drops its whole cache whenever another one has committed since its last read, so
+/// under writes a large per-connection cache holds memory and little else; the OS page cache
+/// serves the re-reads. Readers and the sqlx pools keep 512 KiB, the writer (whose cache stays
+/// valid across its own commits) 4 MiB.
+pub(crate) const READER_CACHE_SIZE: &str = "-512";
+pub(crate) const POOL_CACHE_SIZE: &str = "-512";
+const WRITER_CACHE_SIZE: &str = "-4096";
 
 /// Read-only connections to one SQLite file, used on the calling thread. Clones share the idle
 /// connections.
@@ -55,6 +63,7 @@ impl SqliteReader {
         let conn = Connection::open_with_flags(&self.path, flags)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "query_only", true)?;
+        conn.pragma_update(None, "cache_size", READER_CACHE_SIZE)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }
@@ -145,6 +154,7 @@ impl SqliteWriter {
         conn.busy_handler(Some(busy))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_SIZE)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }

@@ -73,7 +73,7 @@ pub trait PostSource: Send + Sync + 'static {
 /// under their epoch (`agora_client::graph_facts`).
 pub struct GrpcGraph {
     pub client: GraphServiceClient<Channel>,
-    pub facts: agora_client::graph_facts::GraphFacts,
+    pub facts: std::sync::Arc<agora_client::graph_facts::GraphFacts>,
 }
 
 #[async_trait]

@@ -116,7 +116,17 @@ impl Config {
 pub async fn grpc_dependencies(config: &Config) -> anyhow::Result<(Arc<dyn GraphView>, Arc<dyn PostSource>)> {
     let client = GraphServiceClient::new(agora_kit::grpc::channel(&config.graph_url)?);
     let epochs = agora_client::epoch::connect(&config.epochs_url).await?;
-    let facts = agora_client::graph_facts::GraphFacts::new(client.clone(), epochs);
+    let facts = Arc::new(agora_client::graph_facts::GraphFacts::new(client, epochs));
+    grpc_dependencies_with(config, facts)
+}
+
+/// [`grpc_dependencies`] reading viewers' graph facts through `facts` (in one process, the post
+/// service can share it: both ask about the same viewers).
+pub fn grpc_dependencies_with(
+    config: &Config,
+    facts: Arc<agora_client::graph_facts::GraphFacts>,
+) -> anyhow::Result<(Arc<dyn GraphView>, Arc<dyn PostSource>)> {
+    let client = GraphServiceClient::new(agora_kit::grpc::channel(&config.graph_url)?);
     let graph = deps::GrpcGraph { client, facts };
     let posts = deps::GrpcPosts { client: PostServiceClient::new(agora_kit::grpc::channel(&config.post_url)?) };
     Ok((Arc::new(graph), Arc::new(posts)))

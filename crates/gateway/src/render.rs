@@ -112,6 +112,12 @@ pub async fn with_counts(st: &AppState, a: &upb::Account) -> entities::Account {
     e
 }
 
+/// 404 unless the account exists. Read through the account cache: a page that then shows the
+/// account's statuses needs its entity anyway.
+pub async fn require_account(st: &AppState, id: i64) -> ApiResult<()> {
+    if st.accounts.get(st, &[id]).await?.contains_key(&id) { Ok(()) } else { Err(crate::error::ApiError::not_found()) }
+}
+
 /// One account entity with counts (404 if unknown).
 pub async fn account(st: &AppState, id: i64) -> ApiResult<SharedAccount> {
     account_entities(st, &[id]).await?.remove(&id).map(SharedAccount).ok_or_else(crate::error::ApiError::not_found)

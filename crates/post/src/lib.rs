@@ -91,10 +91,19 @@ impl Config {
 /// epochs of `config`) named by `config`. Channels connect lazily, so this succeeds before those
 /// services are up.
 pub async fn grpc_dependencies(config: &Config) -> anyhow::Result<(Arc<dyn Directory>, Arc<dyn Relations>)> {
-    let user = UserServiceClient::new(agora_kit::grpc::channel(&config.user_url)?);
     let graph = GraphServiceClient::new(agora_kit::grpc::channel(&config.graph_url)?);
     let epochs = agora_client::epoch::connect(&config.epochs_url).await?;
-    let facts = agora_client::graph_facts::GraphFacts::new(graph, epochs);
+    let facts = Arc::new(agora_client::graph_facts::GraphFacts::new(graph, epochs));
+    grpc_dependencies_with(config, facts)
+}
+
+/// [`grpc_dependencies`] reading viewers' relationships through `facts` (in one process, the feed
+/// service can share it: both ask about the same viewers).
+pub fn grpc_dependencies_with(
+    config: &Config,
+    facts: Arc<agora_client::graph_facts::GraphFacts>,
+) -> anyhow::Result<(Arc<dyn Directory>, Arc<dyn Relations>)> {
+    let user = UserServiceClient::new(agora_kit::grpc::channel(&config.user_url)?);
     Ok((Arc::new(UserDirectory { client: user }), Arc::new(GraphRelations { facts })))
 }
 

@@ -66,7 +66,7 @@ impl Directory for UserDirectory {
 /// [`Relations`] over the graph service's `GetRelationships`, with the viewer's own token, cached
 /// under the viewer's epoch (`agora_client::graph_facts`).
 pub struct GraphRelations {
-    pub facts: GraphFacts,
+    pub facts: std::sync::Arc<GraphFacts>,
 }
 
 #[async_trait]

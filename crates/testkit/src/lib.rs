@@ -275,7 +275,15 @@ impl PlatformBuilder {
         tasks.push(tokio::spawn(graph.serve(GrpcListener::in_process(&graph_name), shutdown.clone())));
 
         let post_config = agora_post::Config::from_env(&env)?;
-        let (directory, relations) = agora_post::grpc_dependencies(&post_config).await?;
+        // The post and feed services ask about the same viewers: in one process they share one
+        // cache of viewers' graph facts.
+        let graph_facts = Arc::new(agora_client::graph_facts::GraphFacts::new(
+            agora_proto::graph::v1::graph_service_client::GraphServiceClient::new(agora_kit::grpc::channel(
+                &graph_url,
+            )?),
+            agora_client::epoch::connect(&post_config.epochs_url).await?,
+        ));
+        let (directory, relations) = agora_post::grpc_dependencies_with(&post_config, Arc::clone(&graph_facts))?;
         let post = agora_post::PostService::build(
             &post_config,
             Arc::clone(&bus),
@@ -291,9 +299,15 @@ impl PlatformBuilder {
 
         let feed_config = agora_feed::Config::from_env(&env)?;
         let feed_shutdown = shutdown.child_token();
-        let feed =
-            FeedHandle::start(&feed_config, &bus, &verifier, GrpcListener::in_process(&feed_name), feed_shutdown)
-                .await?;
+        let feed = FeedHandle::start(
+            &feed_config,
+            &bus,
+            &verifier,
+            &graph_facts,
+            GrpcListener::in_process(&feed_name),
+            feed_shutdown,
+        )
+        .await?;
         health.push(feed.health.clone());
 
         let mut gateway_url = None;
@@ -316,6 +330,7 @@ impl PlatformBuilder {
             graph: graph_domain,
             feed: Some(feed),
             feed_config,
+            graph_facts,
             verifier,
             bus,
             backend: self.backend.clone(),
@@ -344,10 +359,11 @@ impl FeedHandle {
         config: &agora_feed::Config,
         bus: &Arc<dyn agora_events::EventBus>,
         verifier: &Arc<agora_kit::jwt::Verifier>,
+        graph_facts: &Arc<agora_client::graph_facts::GraphFacts>,
         listener: GrpcListener,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
-        let (graph, posts) = agora_feed::grpc_dependencies(config).await?;
+        let (graph, posts) = agora_feed::grpc_dependencies_with(config, Arc::clone(graph_facts))?;
         let svc = agora_feed::FeedService::build(
             config,
             Arc::clone(bus),
@@ -381,6 +397,7 @@ pub struct Platform {
     /// `None` while stopped by [`Platform::stop_feed`].
     pub feed: Option<FeedHandle>,
     feed_config: agora_feed::Config,
+    graph_facts: Arc<agora_client::graph_facts::GraphFacts>,
     pub verifier: Arc<agora_kit::jwt::Verifier>,
     pub bus: Arc<dyn agora_events::EventBus>,
     /// Where the stores and the bus live.
@@ -432,8 +449,15 @@ impl Platform {
             return Ok(());
         }
         let listener = GrpcListener::in_process(&self.service_names[3]);
-        let f = FeedHandle::start(&self.feed_config, &self.bus, &self.verifier, listener, self.shutdown.child_token())
-            .await?;
+        let f = FeedHandle::start(
+            &self.feed_config,
+            &self.bus,
+            &self.verifier,
+            &self.graph_facts,
+            listener,
+            self.shutdown.child_token(),
+        )
+        .await?;
         self.feed = Some(f);
         Ok(())
     }

@@ -25,11 +25,7 @@ fn rel(r: tonic::Response<gpb::RelationshipResponse>) -> Json {
 /// state), and a second lookup here would be one more user-service call per request.
 async fn existing(st: &AppState, raw: &str) -> ApiResult<i64> {
     let id = parse_id(raw)?;
-    st.user
-        .clone()
-        .get_account(request(agora_proto::user::v1::GetAccountRequest { id }, None))
-        .await
-        .map_err(ApiError::from)?;
+    render::require_account(st, id).await?;
     Ok(id)
 }
 

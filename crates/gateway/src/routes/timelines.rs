@@ -96,8 +96,8 @@ pub async fn account(
     if let Some(c) = &c {
         c.require("read:statuses")?;
     }
-    // 404 for an unknown account, as Mastodon answers (one lookup: counts are not needed here).
-    st.user.clone().get_account(request(agora_proto::user::v1::GetAccountRequest { id: account_id }, None)).await?;
+    // 404 for an unknown account, as Mastodon answers.
+    render::require_account(&st, account_id).await?;
     let token = c.as_ref().map(|c| c.token.as_str());
     let path = format!("/api/v1/accounts/{account_id}/statuses");
     if flag(&p, "pinned")? {

@@ -58,6 +58,20 @@ pub async fn bump_after_commit(epochs: Option<&Arc<dyn Epochs>>, ids: &[i64]) {
     }
 }
 
+/// The epochs of `ids` for a cache named `cache`, or `None` when there is nothing to cache under:
+/// no epochs configured, or they cannot be read (then the caller asks the owner of the facts; the
+/// failure is counted and logged).
+pub async fn for_cache(epochs: Option<&Arc<dyn Epochs>>, ids: &[i64], cache: &'static str) -> Option<Vec<Epoch>> {
+    match epochs?.current(ids).await {
+        Ok(e) => Some(e),
+        Err(e) => {
+            metrics::counter!("agora_epoch_read_errors_total", "cache" => cache).increment(1);
+            tracing::warn!(error = %e, cache, "epochs unreadable; reading past the cache");
+            None
+        }
+    }
+}
+
 /// Epochs in this process.
 #[derive(Default)]
 pub struct MemoryEpochs {

@@ -78,6 +78,16 @@ fn count(kind: &'static str, result: &'static str) {
 }
 
 impl GraphFacts {
+    /// Facts from the graph service at `graph_url`, cached under the epochs at `epochs_url`
+    /// (see [`crate::epoch::connect`]). The channel connects lazily.
+    pub async fn connect(
+        graph_url: &str,
+        epochs_url: &str,
+    ) -> Result<Arc<Self>, Box<dyn std::error::Error + Send + Sync>> {
+        let client = GraphServiceClient::new(agora_kit::grpc::channel(graph_url)?);
+        Ok(Arc::new(Self::new(client, crate::epoch::connect(epochs_url).await?)))
+    }
+
     pub fn new(client: GraphServiceClient<Channel>, epochs: Option<Arc<dyn Epochs>>) -> Self {
         Self::with_capacity(client, epochs, DEFAULT_CAPACITY)
     }
@@ -100,18 +110,9 @@ impl GraphFacts {
         (viewer, self.hasher.hash_one(token))
     }
 
-    /// The viewer's epoch, or `None` when there is nothing to cache under (no epochs configured,
-    /// or they cannot be read: then every read asks the graph).
+    /// The viewer's epoch, or `None` when there is nothing to cache under.
     async fn epoch(&self, viewer: i64) -> Option<Epoch> {
-        let epochs = self.epochs.as_ref()?;
-        match epochs.current(&[viewer]).await {
-            Ok(e) => e.first().copied(),
-            Err(e) => {
-                metrics::counter!("agora_graph_facts_epoch_errors_total").increment(1);
-                tracing::warn!(error = %e, "epochs unreadable; asking the graph service");
-                None
-            }
-        }
+        crate::epoch::for_cache(self.epochs.as_ref(), &[viewer], "graph_facts").await?.first().copied()
     }
 
     /// Runs `f` on the viewer's entry for `epoch`, replacing an entry of another epoch.

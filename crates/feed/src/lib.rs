@@ -114,9 +114,9 @@ impl Config {
 /// gRPC adapters for the services the feed asks: graph (`AGORA_FEED_GRAPH_URL`) and post
 /// (`AGORA_FEED_POST_URL`). Channels connect lazily, so the peers need not be up yet.
 pub async fn grpc_dependencies(config: &Config) -> anyhow::Result<(Arc<dyn GraphView>, Arc<dyn PostSource>)> {
-    let client = GraphServiceClient::new(agora_kit::grpc::channel(&config.graph_url)?);
-    let epochs = agora_client::epoch::connect(&config.epochs_url).await?;
-    let facts = Arc::new(agora_client::graph_facts::GraphFacts::new(client, epochs));
+    let facts = agora_client::graph_facts::GraphFacts::connect(&config.graph_url, &config.epochs_url)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     grpc_dependencies_with(config, facts)
 }
 

@@ -41,21 +41,10 @@ impl AccountCache {
         Self { epochs, held: Mutex::new(HashMap::new()) }
     }
 
-    async fn epochs(&self, ids: &[i64]) -> Option<Vec<Epoch>> {
-        match self.epochs.as_ref()?.current(ids).await {
-            Ok(e) => Some(e),
-            Err(e) => {
-                metrics::counter!("agora_gateway_account_cache_epoch_errors_total").increment(1);
-                tracing::warn!(error = %e, "epochs unreadable; reading accounts from their services");
-                None
-            }
-        }
-    }
-
     /// The entities of `ids` (unique) with follower counts and without status counts; unknown
     /// ids are absent.
     pub async fn get(&self, st: &AppState, ids: &[i64]) -> ApiResult<HashMap<i64, Arc<entities::Account>>> {
-        let epochs = self.epochs(ids).await;
+        let epochs = agora_client::epoch::for_cache(self.epochs.as_ref(), ids, "gateway_accounts").await;
         let mut out = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
         match &epochs {

@@ -23,7 +23,6 @@ use agora_kit::config::{self, ConfigError, Env};
 use agora_kit::health::Health;
 use agora_kit::jwt::Verifier;
 use agora_kit::{IdGenerator, Shutdown};
-use agora_proto::graph::v1::graph_service_client::GraphServiceClient;
 use agora_proto::post::v1::post_service_server::PostServiceServer;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use tokio::net::TcpListener;
@@ -91,9 +90,9 @@ impl Config {
 /// epochs of `config`) named by `config`. Channels connect lazily, so this succeeds before those
 /// services are up.
 pub async fn grpc_dependencies(config: &Config) -> anyhow::Result<(Arc<dyn Directory>, Arc<dyn Relations>)> {
-    let graph = GraphServiceClient::new(agora_kit::grpc::channel(&config.graph_url)?);
-    let epochs = agora_client::epoch::connect(&config.epochs_url).await?;
-    let facts = Arc::new(agora_client::graph_facts::GraphFacts::new(graph, epochs));
+    let facts = agora_client::graph_facts::GraphFacts::connect(&config.graph_url, &config.epochs_url)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     grpc_dependencies_with(config, facts)
 }
 

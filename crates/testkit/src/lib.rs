@@ -277,12 +277,9 @@ impl PlatformBuilder {
         let post_config = agora_post::Config::from_env(&env)?;
         // The post and feed services ask about the same viewers: in one process they share one
         // cache of viewers' graph facts.
-        let graph_facts = Arc::new(agora_client::graph_facts::GraphFacts::new(
-            agora_proto::graph::v1::graph_service_client::GraphServiceClient::new(agora_kit::grpc::channel(
-                &graph_url,
-            )?),
-            agora_client::epoch::connect(&post_config.epochs_url).await?,
-        ));
+        let graph_facts = agora_client::graph_facts::GraphFacts::connect(&graph_url, &post_config.epochs_url)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
         let (directory, relations) = agora_post::grpc_dependencies_with(&post_config, Arc::clone(&graph_facts))?;
         let post = agora_post::PostService::build(
             &post_config,

@@ -131,6 +131,13 @@ impl Error {
         Self::new(ErrorKind::Unavailable, message)
     }
 
+    /// Logs `detail` (never sent anywhere) and returns "unavailable" (HTTP 503): a store or
+    /// service that is still starting or cannot be reached, so the client may try again.
+    pub fn not_ready(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "dependency not ready");
+        Self::new(ErrorKind::Unavailable, ErrorKind::Unavailable.default_message())
+    }
+
     /// Logs `detail` (never sent anywhere) and returns an opaque internal error.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");

@@ -455,8 +455,18 @@ impl Platform {
             self.shutdown.child_token(),
         )
         .await?;
+        // Like a readiness probe in front of a restarted replica: no request reaches the feed
+        // before its store answers (a ScyllaDB store connects in the background).
+        let health = f.health.clone();
         self.feed = Some(f);
-        Ok(())
+        wait_until_ready(|| {
+            let health = health.clone();
+            async move {
+                let failures = health.failures().await;
+                if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
+            }
+        })
+        .await
     }
 
     /// Signals shutdown and waits for every server to drain.

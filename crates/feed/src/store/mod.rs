@@ -19,6 +19,9 @@ pub use sql::{PgTimelineStore, SqliteTimelineStore};
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store's cluster has not been reached yet (still connecting, or down): 503, not 500.
+    #[error("store not ready: {0}")]
+    NotReady(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -31,6 +34,7 @@ impl From<StoreError> for agora_kit::Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(detail) => agora_kit::Error::internal(detail),
+            StoreError::NotReady(detail) => agora_kit::Error::not_ready(detail),
         }
     }
 }

@@ -32,7 +32,10 @@ fn shard_of(id: i64) -> i32 {
 
 impl From<ScyllaError> for StoreError {
     fn from(e: ScyllaError) -> Self {
-        StoreError::Unavailable(e.to_string())
+        match e {
+            ScyllaError::NotReady(_) => StoreError::NotReady(e.to_string()),
+            ScyllaError::Failed(_) => StoreError::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -979,5 +982,21 @@ impl TimelineStore for ScyllaTimelineStore {
             }
         }
         Err(StoreError::Unavailable("marker kept changing under concurrent saves".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A cluster not reached yet (a feed replica just started, or Cassandra down) answers 503,
+    /// which clients and load balancers retry, never an opaque 500.
+    #[tokio::test]
+    async fn a_cluster_not_reached_yet_answers_unavailable() {
+        let store = ScyllaTimelineStore::open("scylla://127.0.0.1:1/agora_never_reached", false).unwrap();
+        let e = agora_kit::Error::from(store.markers(1).await.unwrap_err());
+        assert_eq!(e.kind, agora_kit::ErrorKind::Unavailable);
+        assert_eq!(e.kind.http_status().as_u16(), 503);
     }
 }

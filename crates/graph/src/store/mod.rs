@@ -40,6 +40,9 @@ pub enum StoreError {
     NotFound,
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store's cluster has not been reached yet (still connecting, or down): 503, not 500.
+    #[error("store not ready: {0}")]
+    NotReady(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -62,6 +65,7 @@ impl From<StoreError> for agora_kit::Error {
             }
             StoreError::NotFound => agora_kit::Error::not_found("Record"),
             StoreError::Unavailable(detail) => agora_kit::Error::internal(detail),
+            StoreError::NotReady(detail) => agora_kit::Error::not_ready(detail),
         }
     }
 }

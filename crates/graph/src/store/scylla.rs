@@ -41,7 +41,10 @@ const CAS_ATTEMPTS: usize = 64;
 
 impl From<ScyllaError> for StoreError {
     fn from(e: ScyllaError) -> Self {
-        StoreError::Unavailable(e.to_string())
+        match e {
+            ScyllaError::NotReady(_) => StoreError::NotReady(e.to_string()),
+            ScyllaError::Failed(_) => StoreError::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -1156,6 +1159,15 @@ mod tests {
             languages: vec![],
             created_at_ms: 1,
         }
+    }
+
+    /// A cluster not reached yet answers 503 (retried by clients and load balancers), not 500.
+    #[tokio::test]
+    async fn a_cluster_not_reached_yet_answers_unavailable() {
+        let s = ScyllaGraphStore::open("scylla://127.0.0.1:1/agora_never_reached", false).unwrap();
+        let e = agora_kit::Error::from(s.ping().await.unwrap_err());
+        assert_eq!(e.kind, agora_kit::ErrorKind::Unavailable);
+        assert_eq!(e.kind.http_status().as_u16(), 503);
     }
 
     async fn store() -> Option<Arc<ScyllaGraphStore>> {

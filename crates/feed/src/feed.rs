@@ -28,6 +28,9 @@ const MAX_WALKS: usize = 4;
 /// Rebuilds follow at most this many accounts and copy this many statuses per account.
 const REBUILD_MAX_FOLLOWING: usize = 10_000;
 const REBUILD_MAX_STATUSES: usize = 1_000;
+/// Entries a cold home is warmed with: four pages of 40. Fan-out grows a warm home up to the hot
+/// set's size; reads below what it holds go to the store.
+const FILL_DEPTH: usize = 160;
 /// Hot-set writes in flight at once during a fan-out.
 const HOT_CONCURRENCY: usize = 32;
 
@@ -472,10 +475,10 @@ impl Feed {
         let all = EntryFilter::default();
         if w.upper.is_none() && w.lower.is_none() {
             // The newest page: warm the hot set with the same read.
-            let cap = self.hot.capacity();
-            let newest = self.store.page(&timeline, &Window::newest(cap), &all).await?;
+            let depth = self.hot.capacity().min(FILL_DEPTH);
+            let newest = self.store.page(&timeline, &Window::newest(depth), &all).await?;
             let hot: Vec<HotEntry> = newest.iter().map(hot_entry).collect();
-            if let Err(e) = self.hot.fill(account, &hot, newest.len() < cap).await {
+            if let Err(e) = self.hot.fill(account, &hot, newest.len() < depth).await {
                 tracing::warn!(error = %e, "could not warm the hot set");
             }
             return Ok(newest.into_iter().take(w.limit).collect());

@@ -6,7 +6,7 @@
 //! Writers add to a timeline whether it is warm or not, so a fill racing a fan-out cannot lose
 //! the new status; cold partial timelines expire quickly in Redis.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +33,8 @@ pub trait HotSet: Send + Sync + 'static {
     async fn insert(&self, account_id: i64, entries: &[HotEntry]) -> Result<(), HotSetError>;
     async fn remove(&self, account_id: i64, status_ids: &[i64]) -> Result<(), HotSetError>;
     /// Warms a home with its newest entries as read from the store; `complete` when they are
-    /// the whole timeline.
+    /// the whole timeline. The caller reads the store only after a newest-window `page` found
+    /// the home cold: entries inserted since that miss must survive the fill.
     async fn fill(&self, account_id: i64, newest: &[HotEntry], complete: bool) -> Result<(), HotSetError>;
     /// The window's entries in walk order, if the home is warm and holds everything the store
     /// would answer; `None` means ask the store.
@@ -69,24 +70,39 @@ pub async fn connect(url: &str, capacity: usize) -> Result<Arc<dyn HotSet>, HotS
     }
 }
 
+/// One home in memory: entries ascending by id, packed (24 bytes each), so 20,000 homes of 800
+/// entries stay within a few hundred MiB at the very worst and usually far less.
 #[derive(Default)]
 struct MemoryTimeline {
     warm: bool,
     complete: bool,
-    entries: BTreeMap<i64, HotEntry>,
+    entries: Vec<HotEntry>,
 }
 
 impl MemoryTimeline {
+    fn add(&mut self, e: HotEntry) {
+        if self.entries.last().is_none_or(|last| last.status_id < e.status_id) {
+            // Fan-out mostly brings the newest id.
+            self.entries.push(e);
+            return;
+        }
+        match self.entries.binary_search_by_key(&e.status_id, |x| x.status_id) {
+            Ok(i) => self.entries[i] = e,
+            Err(i) => self.entries.insert(i, e),
+        }
+    }
+
     fn trim(&mut self, capacity: usize) {
-        while self.entries.len() > capacity {
-            self.entries.pop_first();
+        if self.entries.len() > capacity {
+            let excess = self.entries.len() - capacity;
+            self.entries.drain(..excess);
             self.complete = false;
         }
     }
 }
 
-/// Homes the memory adapter holds at most. Cold partial homes only matter while a fill races a
-/// fan-out, so they go first; past that the whole set is dropped (reads fall back to SQL).
+/// Homes the memory adapter holds at most. Cold homes (a fill announced, not done) go first;
+/// past that the whole set is dropped (reads fall back to SQL).
 const MEMORY_MAX_HOMES: usize = 20_000;
 
 fn make_room(all: &mut HashMap<i64, MemoryTimeline>, account_id: i64) {
@@ -98,7 +114,10 @@ fn make_room(all: &mut HashMap<i64, MemoryTimeline>, account_id: i64) {
     }
 }
 
-/// The hot set in this process (the embedded default).
+/// The hot set in this process (the embedded default). Unlike Redis, which keeps what a fan-out
+/// adds to a cold home for a while, it keeps entries only for homes that are warm or about to be
+/// filled: a newest-page miss announces the fill, so an insert racing the fill's store read is
+/// kept, and homes nobody reads cost nothing.
 pub struct MemoryHotSet {
     capacity: usize,
     timelines: Mutex<HashMap<i64, MemoryTimeline>>,
@@ -114,10 +133,9 @@ impl MemoryHotSet {
 impl HotSet for MemoryHotSet {
     async fn insert(&self, account_id: i64, entries: &[HotEntry]) -> Result<(), HotSetError> {
         let mut all = self.timelines.lock();
-        make_room(&mut all, account_id);
-        let t = all.entry(account_id).or_default();
+        let Some(t) = all.get_mut(&account_id) else { return Ok(()) };
         for e in entries {
-            t.entries.insert(e.status_id, *e);
+            t.add(*e);
         }
         t.trim(self.capacity);
         Ok(())
@@ -126,9 +144,7 @@ impl HotSet for MemoryHotSet {
     async fn remove(&self, account_id: i64, status_ids: &[i64]) -> Result<(), HotSetError> {
         let mut all = self.timelines.lock();
         if let Some(t) = all.get_mut(&account_id) {
-            for id in status_ids {
-                t.entries.remove(id);
-            }
+            t.entries.retain(|e| !status_ids.contains(&e.status_id));
         }
         Ok(())
     }
@@ -138,7 +154,7 @@ impl HotSet for MemoryHotSet {
         make_room(&mut all, account_id);
         let t = all.entry(account_id).or_default();
         for e in newest {
-            t.entries.insert(e.status_id, *e);
+            t.add(*e);
         }
         t.warm = true;
         t.complete = complete;
@@ -147,15 +163,22 @@ impl HotSet for MemoryHotSet {
     }
 
     async fn page(&self, account_id: i64, w: &Window) -> Result<Option<Vec<HotEntry>>, HotSetError> {
-        let all = self.timelines.lock();
-        let Some(t) = all.get(&account_id).filter(|t| t.warm) else { return Ok(None) };
-        let inside = t.entries.values().filter(|e| w.contains(e.status_id));
+        let mut all = self.timelines.lock();
+        let Some(t) = all.get(&account_id).filter(|t| t.warm) else {
+            if w.upper.is_none() && w.lower.is_none() {
+                // The caller reads the store next and fills: from now on inserts are kept.
+                make_room(&mut all, account_id);
+                all.entry(account_id).or_default();
+            }
+            return Ok(None);
+        };
+        let inside = t.entries.iter().filter(|e| w.contains(e.status_id));
         let got: Vec<HotEntry> = if w.ascending {
             inside.take(w.limit).copied().collect()
         } else {
             inside.rev().take(w.limit).copied().collect()
         };
-        let floor = t.entries.keys().next().copied();
+        let floor = t.entries.first().map(|e| e.status_id);
         Ok(covers(w, got.len(), floor, t.complete).then_some(got))
     }
 

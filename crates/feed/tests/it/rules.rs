@@ -384,6 +384,32 @@ async fn home_stays_right_through_the_hot_set() {
     assert!(w.home(BOB).await.is_empty());
 }
 
+/// A cold home is warmed with its newest few pages only: walking deeper reads the store, and
+/// statuses fanned out after the warming come first, each exactly once.
+#[tokio::test]
+async fn a_home_deeper_than_its_warm_part_walks_to_the_end() {
+    let w = World::start().await;
+    w.follow(BOB, ALICE).await;
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        ids.push(w.post(ALICE).await);
+    }
+    assert_eq!(w.home(BOB).await.len(), 40); // warms
+    for _ in 0..5 {
+        ids.push(w.post(ALICE).await);
+    }
+    let mut walked = Vec::new();
+    let mut max = 0;
+    loop {
+        let page = w.feed.home(BOB, &token(BOB), Window::from_page(max, 0, 0, 40).unwrap()).await.unwrap();
+        let Some(last) = page.last() else { break };
+        max = *last;
+        walked.extend(page);
+    }
+    ids.reverse();
+    assert_eq!(walked, ids);
+}
+
 #[tokio::test]
 async fn pages_follow_max_since_and_min_id() {
     let w = World::start().await;

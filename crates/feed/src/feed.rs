@@ -554,7 +554,9 @@ impl Feed {
         if self.recently_active.lock().get(&account_id).is_some_and(|t| t.elapsed() < ACTIVITY_REFRESH) {
             return Ok(());
         }
-        let rebuild = match self.store.activity(account_id).await? {
+        let now = agora_kit::time::now_ms();
+        let activity = self.store.activity(account_id).await?;
+        let rebuild = match activity {
             Some(a) => a.needs_rebuild,
             None => {
                 !self.store.has_entries(&TimelineKey::home(account_id)).await?
@@ -564,7 +566,13 @@ impl Feed {
         if rebuild {
             self.rebuild_home(account_id, Some(token)).await?;
         }
-        self.store.touch(account_id, agora_kit::time::now_ms()).await?;
+        // Recorded recently (by this process before a restart, or by another replica): no write.
+        let fresh = activity.is_some_and(|a| {
+            !a.needs_rebuild && now.saturating_sub(a.last_active_ms) < ACTIVITY_REFRESH.as_millis() as i64
+        });
+        if !fresh {
+            self.store.touch(account_id, now).await?;
+        }
         let mut seen = self.recently_active.lock();
         if seen.len() >= ACTIVITY_CACHE_MAX {
             seen.clear();

@@ -8,11 +8,11 @@ use std::sync::LazyLock;
 use agora_store::lite::id_list;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::Recorded;
 use super::sql::{
     DELETE_ENGAGEMENT, ENTRY_COLUMNS, EntryRow, INSERT_ENGAGEMENT, INSERT_ENTRY, INSERT_REBLOG, INSERT_TAG_USE,
     STATUS_COLUMNS, StatusRow, TOUCH, UPSERT_STATUS, join_ids,
 };
+use super::{Activity, Recorded};
 use crate::domain::{Entry, EntryFilter, StatusFacts, TimelineKey, Window};
 
 fn select(order: &str) -> String {
@@ -177,6 +177,16 @@ pub fn mark_needs_rebuild(c: &Connection, ids: &[i64]) -> rusqlite::Result<()> {
     c.prepare_cached("UPDATE activity SET needs_rebuild = TRUE WHERE account_id IN (SELECT value FROM json_each(?1))")?
         .execute([id_list(ids)])?;
     Ok(())
+}
+
+pub fn activity(c: &Connection, account_id: i64) -> rusqlite::Result<Option<Activity>> {
+    c.prepare_cached("SELECT last_active_ms, needs_rebuild FROM activity WHERE account_id = ?1")?
+        .query_row([account_id], |r| Ok(Activity { last_active_ms: r.get(0)?, needs_rebuild: r.get(1)? }))
+        .optional()
+}
+
+pub fn has_entries(c: &Connection, timeline: &str) -> rusqlite::Result<bool> {
+    c.prepare_cached("SELECT 1 FROM entries WHERE timeline = ?1 LIMIT 1")?.exists([timeline])
 }
 
 pub fn touch(c: &Connection, account_id: i64, now_ms: i64) -> rusqlite::Result<()> {

@@ -428,6 +428,9 @@ macro_rules! sql_timeline_store {
             }
 
             async fn has_entries(&self, timeline: &str) -> StoreResult<bool> {
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::has_entries(c, timeline))?);
+                }
                 let row: Option<(i64,)> = sqlx::query_as("SELECT status_id FROM entries WHERE timeline = $1 LIMIT 1")
                     .bind(timeline)
                     .fetch_optional(&self.pool)
@@ -467,6 +470,9 @@ macro_rules! sql_timeline_store {
             }
 
             async fn activity(&self, account_id: i64) -> StoreResult<Option<Activity>> {
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::activity(c, account_id))?);
+                }
                 let row: Option<(i64, bool)> =
                     sqlx::query_as("SELECT last_active_ms, needs_rebuild FROM activity WHERE account_id = $1")
                         .bind(account_id)

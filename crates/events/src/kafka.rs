@@ -164,9 +164,7 @@ impl EventBus for KafkaBus {
             .operation_timeout(Some(Duration::from_secs(5)))
             .request_timeout(Some(Duration::from_secs(10)));
         let results = tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&new, &opts)).await;
-        // Destroying a librdkafka client joins its threads and can wait on an unreachable broker:
-        // never do that on an async worker.
-        tokio::task::spawn_blocking(move || drop(admin));
+        close_detached(admin);
         let results =
             results.map_err(|_| BusError::Unavailable("creating topics timed out".into()))?.map_err(unavailable)?;
         for r in results {
@@ -216,8 +214,7 @@ impl ClientContext for LagReporter {
 impl ConsumerContext for LagReporter {}
 
 struct KafkaSubscription {
-    /// Always `Some` until drop, which hands the consumer to a blocking thread: closing a consumer
-    /// leaves its group and can wait on an unreachable broker.
+    /// Always `Some` until drop, which hands the consumer to [`close_detached`].
     consumer: Option<StreamConsumer<LagReporter>>,
     group: String,
     settings: KafkaSettings,
@@ -225,13 +222,24 @@ struct KafkaSubscription {
 
 impl Drop for KafkaSubscription {
     fn drop(&mut self) {
-        let Some(consumer) = self.consumer.take() else { return };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn_blocking(move || drop(consumer));
-            }
-            Err(_) => drop(consumer),
+        if let Some(consumer) = self.consumer.take() {
+            close_detached(consumer);
         }
+    }
+}
+
+/// Destroys a librdkafka client on a thread of its own. Destroying joins the client's threads and,
+/// for a consumer, leaves its group, which can wait without end on a broker that went away
+/// (fede1024/rust-rdkafka#509). Never on an async worker, and not on tokio's blocking pool either:
+/// a runtime shutting down waits for that pool, so one stuck close would stall the process's exit.
+fn close_detached<T: Send + 'static>(client: T) {
+    let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+        let started = std::time::Instant::now();
+        drop(client);
+        metrics::histogram!("agora_bus_client_close_seconds").record(started.elapsed().as_secs_f64());
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start a thread to close a kafka client; closing it here");
     }
 }
 

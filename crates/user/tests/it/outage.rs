@@ -147,6 +147,7 @@ async fn events_written_during_a_broker_outage_arrive_once_it_is_back() {
     let mut all = before.clone();
     all.extend(during.iter().copied());
     assert!(wait_for(&seen, &all, Duration::from_secs(90)).await, "every event arrives after the outage");
+    eprintln!("outage test: every event arrived");
     let seen = seen.lock().await;
     assert!(
         seen.iter().filter(|(id, _)| all.contains(id)).all(|(_, n)| *n == 1),
@@ -156,5 +157,8 @@ async fn events_written_during_a_broker_outage_arrive_once_it_is_back() {
     drop(seen);
     assert_eq!(a.store.outbox().backlog().await.unwrap(), 0);
     platform.stop().await.unwrap();
+    eprintln!("outage test: platform stopped");
+    // Killing the broker now leaves the consumers' closes waiting on it; they run on threads of
+    // their own, so this runtime still shuts down.
     broker.stop().await;
 }

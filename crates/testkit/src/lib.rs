@@ -525,6 +525,32 @@ pub fn stable_port() -> u16 {
     panic!("no free port in {LOW}..{HIGH} could be reserved under {}", dir.display());
 }
 
+/// A directory for a store that must outlive the function that opened it (a conformance
+/// backend hands out the store, not the directory). It is named after this process, and each
+/// call first removes the directories of test processes that have exited, so they do not pile up
+/// in the temp directory.
+pub fn scratch_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::temp_dir().join("agora-test-scratch");
+    std::fs::create_dir_all(&base)?;
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let pid = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+            let gone = pid.is_some_and(|pid| {
+                pid != std::process::id()
+                    && cfg!(target_os = "linux")
+                    && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if gone {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let p = base.join(format!("{}-{:016x}", std::process::id(), rand::random::<u64>()));
+    std::fs::create_dir_all(&p)?;
+    Ok(p)
+}
+
 pub fn tempdir() -> anyhow::Result<TempDir> {
     let p = std::env::temp_dir().join(format!("agora-test-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&p)?;

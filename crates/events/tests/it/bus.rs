@@ -126,11 +126,10 @@ async fn memory() -> Option<Arc<dyn EventBus>> {
     Some(agora_events::connect("memory://").await.unwrap())
 }
 
-/// The embedded default: a log file that outlives the process.
+/// The embedded default: a log file in a scratch directory (see `agora_testkit::scratch_dir`).
 async fn sqlite() -> Option<Arc<dyn EventBus>> {
-    let dir = agora_testkit::tempdir().unwrap();
-    let url = format!("sqlite://{}/bus.db", dir.0.display());
-    std::mem::forget(dir); // the test process exits soon; the file must outlive the bus
+    let dir = agora_testkit::scratch_dir().unwrap();
+    let url = format!("sqlite://{}/bus.db", dir.display());
     Some(agora_events::connect(&url).await.unwrap())
 }
 

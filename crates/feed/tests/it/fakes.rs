@@ -146,9 +146,8 @@ pub struct World {
 
 impl World {
     pub async fn new(settings: FeedSettings) -> Self {
-        let dir = agora_testkit::tempdir().unwrap();
-        let url = format!("sqlite://{}/feed.db", dir.0.display());
-        std::mem::forget(dir); // the file must outlive the store
+        let dir = agora_testkit::scratch_dir().unwrap();
+        let url = format!("sqlite://{}/feed.db", dir.display());
         let store = agora_feed::store::connect(&url, true).await.unwrap();
         let hot = agora_feed::hotset::connect("memory://", settings.hot_set_size).await.unwrap();
         let graph = Arc::new(FakeGraph::default());

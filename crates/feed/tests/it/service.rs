@@ -73,11 +73,10 @@ impl Running {
 }
 
 async fn start() -> Running {
-    let dir = agora_testkit::tempdir().unwrap();
+    let dir = agora_testkit::scratch_dir().unwrap();
     let env = MapEnv::new()
-        .with("AGORA_FEED_DATABASE_URL", format!("sqlite://{}/feed.db", dir.0.display()))
+        .with("AGORA_FEED_DATABASE_URL", format!("sqlite://{}/feed.db", dir.display()))
         .with("AGORA_PUBLIC_URL", ISSUER);
-    std::mem::forget(dir);
     let config = Config::from_env(&env).unwrap();
     let key = SigningKey::generate().unwrap();
     let verifier = Verifier::new(ISSUER, ISSUER, StaticKeys::new(vec![key.public_key()]));

@@ -237,9 +237,8 @@ async fn markers_bump_versions(s: Arc<dyn TimelineStore>) {
 }
 
 async fn sqlite() -> Option<Arc<dyn TimelineStore>> {
-    let dir = agora_testkit::tempdir().unwrap();
-    let url = format!("sqlite://{}/feed.db", dir.0.display());
-    std::mem::forget(dir); // the file must outlive the store; the OS temp dir is cleaned anyway
+    let dir = agora_testkit::scratch_dir().unwrap();
+    let url = format!("sqlite://{}/feed.db", dir.display());
     let s = store::connect(&url, false).await.unwrap();
     s.migrate().await.unwrap();
     Some(s)

@@ -36,11 +36,10 @@ async fn world() -> World {
     let key = SigningKey::generate().unwrap();
     let verifier = Verifier::new(ISSUER, ISSUER, StaticKeys::new(vec![key.public_key()]));
     verifier.prime().await.unwrap();
-    let dir = agora_testkit::tempdir().unwrap();
+    let dir = agora_testkit::scratch_dir().unwrap();
     let env = MapEnv::new()
-        .with("AGORA_GRAPH_DATABASE_URL", format!("sqlite://{}/graph.db", dir.0.display()))
+        .with("AGORA_GRAPH_DATABASE_URL", format!("sqlite://{}/graph.db", dir.display()))
         .with("AGORA_PUBLIC_URL", ISSUER);
-    std::mem::forget(dir); // the file must outlive the store; the OS temp dir is cleaned anyway
     let config = Config::from_env(&env).unwrap();
     assert_eq!(config.listen.port(), 50053);
     let bus = agora_events::connect("memory://").await.unwrap();

@@ -479,9 +479,8 @@ async fn a_failed_write_leaves_nothing_behind(s: Arc<dyn GraphStore>) {
 }
 
 async fn sqlite() -> Option<Arc<dyn GraphStore>> {
-    let dir = agora_testkit::tempdir().unwrap();
-    let url = format!("sqlite://{}/graph.db", dir.0.display());
-    std::mem::forget(dir); // the file must outlive the store; the OS temp dir is cleaned anyway
+    let dir = agora_testkit::scratch_dir().unwrap();
+    let url = format!("sqlite://{}/graph.db", dir.display());
     let s = store::connect(&url, false).await.unwrap();
     s.migrate().await.unwrap();
     Some(s)

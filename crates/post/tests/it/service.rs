@@ -20,9 +20,8 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        let dir = agora_testkit::tempdir().unwrap();
-        let url = format!("sqlite://{}/post.db", dir.0.display());
-        std::mem::forget(dir);
+        let dir = agora_testkit::scratch_dir().unwrap();
+        let url = format!("sqlite://{}/post.db", dir.display());
         let store = agora_post::store::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
         let key = SigningKey::generate().unwrap();

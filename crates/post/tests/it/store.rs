@@ -497,9 +497,8 @@ async fn the_relay_takes_events_in_order_and_removes_what_it_published(s: Arc<dy
 }
 
 async fn sqlite() -> Option<Arc<dyn PostStore>> {
-    let dir = agora_testkit::tempdir().unwrap();
-    let url = format!("sqlite://{}/post.db", dir.0.display());
-    std::mem::forget(dir); // the file must outlive the store; the OS temp dir is cleaned anyway
+    let dir = agora_testkit::scratch_dir().unwrap();
+    let url = format!("sqlite://{}/post.db", dir.display());
     let s = store::connect(&url).await.unwrap();
     s.migrate().await.unwrap();
     Some(s)

@@ -279,9 +279,8 @@ async fn login_failures_and_known_addresses(s: Arc<dyn UserStore>) {
 }
 
 async fn sqlite() -> Option<Arc<dyn UserStore>> {
-    let dir = agora_testkit::tempdir().unwrap();
-    let url = format!("sqlite://{}/user.db", dir.0.display());
-    std::mem::forget(dir); // the file must outlive the store; the OS temp dir is cleaned anyway
+    let dir = agora_testkit::scratch_dir().unwrap();
+    let url = format!("sqlite://{}/user.db", dir.display());
     let s = store::connect(&url).await.unwrap();
     s.migrate().await.unwrap();
     Some(s)

@@ -143,10 +143,7 @@ async fn dev(listen: &str, data_dir: PathBuf) -> anyhow::Result<()> {
     for (i, h) in health.into_iter().enumerate() {
         combined.add_check(&format!("component-{i}"), move || {
             let h = h.clone();
-            async move {
-                let f = h.failures().await;
-                if f.is_empty() { Ok(()) } else { Err(f.join("; ")) }
-            }
+            async move { h.ready().await }
         });
     }
     tokio::spawn(agora_kit::health::serve_admin(admin, combined, platform.shutdown.clone()));

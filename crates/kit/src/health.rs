@@ -60,6 +60,13 @@ impl Health {
         });
         futures::future::join_all(runs).await.into_iter().flatten().collect()
     }
+
+    /// `Ok` when every check passes, else the failures joined: a readiness check of its own, for
+    /// a component whose health is one check of another (or for a test waiting on it).
+    pub async fn ready(&self) -> Result<(), String> {
+        let failures = self.failures().await;
+        if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
+    }
 }
 
 pub async fn healthz() -> impl IntoResponse {

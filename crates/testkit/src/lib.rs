@@ -459,14 +459,7 @@ impl Platform {
         // before its store answers (a ScyllaDB store connects in the background).
         let health = f.health.clone();
         self.feed = Some(f);
-        wait_until_ready(|| {
-            let health = health.clone();
-            async move {
-                let failures = health.failures().await;
-                if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
-            }
-        })
-        .await
+        wait_until_ready(|| health.ready()).await
     }
 
     /// Signals shutdown and waits for every server to drain.

@@ -174,16 +174,7 @@ async fn a_feed_outage_mid_burst_loses_nothing_on_kafka_and_cassandra() {
     let p = builder(backend).start().await.unwrap();
     // The graph and feed stores connect to Cassandra in the background: wait for readiness.
     for h in &p.health {
-        let h = h.clone();
-        agora_testkit::wait_until_ready(|| {
-            let h = h.clone();
-            async move {
-                let f = h.failures().await;
-                if f.is_empty() { Ok(()) } else { Err(f.join("; ")) }
-            }
-        })
-        .await
-        .unwrap();
+        agora_testkit::wait_until_ready(|| h.ready()).await.unwrap();
     }
     feed_outage_mid_burst(p).await;
 }

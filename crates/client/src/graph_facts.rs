@@ -106,6 +106,12 @@ impl GraphFacts {
         }
     }
 
+    /// The graph service client the facts are read with, for the caller's other graph calls
+    /// (one channel to the graph service, not two).
+    pub fn client(&self) -> &GraphServiceClient<Channel> {
+        &self.client
+    }
+
     fn key(&self, viewer: i64, token: &str) -> (i64, u64) {
         (viewer, self.hasher.hash_one(token))
     }

@@ -3,8 +3,9 @@
 //! filled from the store, and a read is answered from it only when it provably holds the same
 //! entries the store would return; otherwise the caller falls back to SQL.
 //!
-//! Writers add to a timeline whether it is warm or not, so a fill racing a fan-out cannot lose
-//! the new status; cold partial timelines expire quickly in Redis.
+//! A fill racing a fan-out must not lose the new status: in Redis, writers add to a home whether
+//! it is warm or not, and cold partial homes expire quickly; in memory, a newest-page miss opens
+//! the home to writers before the caller reads the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -25,7 +25,6 @@ use agora_kit::config::{self, ConfigError, Env};
 use agora_kit::health::Health;
 use agora_kit::jwt::Verifier;
 use agora_proto::feed::v1::feed_service_server::FeedServiceServer;
-use agora_proto::graph::v1::graph_service_client::GraphServiceClient;
 use agora_proto::post::v1::post_service_client::PostServiceClient;
 use tokio::net::TcpListener;
 
@@ -126,8 +125,7 @@ pub fn grpc_dependencies_with(
     config: &Config,
     facts: Arc<agora_client::graph_facts::GraphFacts>,
 ) -> anyhow::Result<(Arc<dyn GraphView>, Arc<dyn PostSource>)> {
-    let client = GraphServiceClient::new(agora_kit::grpc::channel(&config.graph_url)?);
-    let graph = deps::GrpcGraph { client, facts };
+    let graph = deps::GrpcGraph { client: facts.client().clone(), facts };
     let posts = deps::GrpcPosts { client: PostServiceClient::new(agora_kit::grpc::channel(&config.post_url)?) };
     Ok((Arc::new(graph), Arc::new(posts)))
 }

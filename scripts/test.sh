@@ -267,6 +267,12 @@ step_e2e_services() {
         feed_db="$AGORA_TEST_SCYLLA_URL/agora_e2e_feed?replication_factor=1"
     fi
     local public=http://127.0.0.1:${ports[8]}
+    # A Redis database of the shape's own: the two shapes run minutes apart on one Redis, and the
+    # rate limiter's counters (5 sign-ups per address per 30 min) must not carry over from one to
+    # the other (the fake client addresses are drawn from one pool in each run), nor hot sets or
+    # epochs.
+    local redis=$AGORA_TEST_REDIS_URL/1
+    [[ $stores == cassandra ]] && redis=$AGORA_TEST_REDIS_URL/2
     # Everything the processes share; each then gets its own listen addresses.
     local common=(
         AGORA_BUS_URL="$AGORA_TEST_KAFKA_URL?session_timeout_ms=2000&namespace=e2e$stores"
@@ -275,9 +281,9 @@ step_e2e_services() {
         AGORA_POST_DATABASE_URL="$base/agora_e2e_${stores}_post"
         AGORA_GRAPH_DATABASE_URL="$graph_db"
         AGORA_FEED_DATABASE_URL="$feed_db"
-        AGORA_FEED_CACHE_URL="$AGORA_TEST_REDIS_URL"
-        AGORA_GATEWAY_RATE_LIMIT_URL="$AGORA_TEST_REDIS_URL"
-        AGORA_EPOCHS_URL="$AGORA_TEST_REDIS_URL"
+        AGORA_FEED_CACHE_URL="$redis"
+        AGORA_GATEWAY_RATE_LIMIT_URL="$redis"
+        AGORA_EPOCHS_URL="$redis"
         AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32
     )
     local i=0

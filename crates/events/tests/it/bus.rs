@@ -122,6 +122,48 @@ async fn batches_keep_their_order(bus: Arc<dyn EventBus>) {
     assert_eq!(got2, vec![700, 703, 706, 709]);
 }
 
+/// The consumer drops `next` whenever a handler finishes first, so a dropped `next` must lose,
+/// repeat and reorder nothing, wherever it was dropped: here two calls in three are dropped at
+/// their first wait, and every event still arrives once, in order.
+async fn a_dropped_next_loses_and_repeats_nothing(bus: Arc<dyn EventBus>) {
+    use futures::FutureExt as _;
+    let t = topic();
+    bus.ensure_topics(std::slice::from_ref(&t)).await.unwrap();
+    let batch: Vec<(String, Envelope)> = (0..300).map(|i| (t.clone(), event(900 + i, "k"))).collect();
+    assert_eq!(bus.publish_all(&batch).await.unwrap(), 300);
+    let mut sub = bus.subscribe(std::slice::from_ref(&t), "dropper").await.unwrap();
+    let mut got = Vec::new();
+    let mut calls = 0u64;
+    while got.len() < 300 {
+        calls += 1;
+        assert!(calls < 100_000, "only {} of 300 events arrived", got.len());
+        let d = if calls % 3 == 0 {
+            tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .unwrap_or_else(|_| panic!("only {} of 300 events arrived", got.len()))
+                .unwrap()
+        } else {
+            match sub.next().now_or_never() {
+                Some(d) => d.unwrap(),
+                None => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            }
+        };
+        sub.ack(&d).await.unwrap();
+        got.push(d.envelope.id);
+    }
+    assert_eq!(got, (900..1200).collect::<Vec<i64>>());
+    drop(sub);
+    // Everything was acked: the group's next member starts after it.
+    bus.publish(&t, &event(1200, "k")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut again = bus.subscribe(std::slice::from_ref(&t), "dropper").await.unwrap();
+    let ids: Vec<i64> = take(&mut again, 1).await.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![1200]);
+}
+
 async fn memory() -> Option<Arc<dyn EventBus>> {
     Some(agora_events::connect("memory://").await.unwrap())
 }
@@ -142,6 +184,7 @@ async fn kafka() -> Option<Arc<dyn EventBus>> {
 agora_testkit::conformance!(
     backends: [memory, sqlite, kafka],
     cases: [
+        a_dropped_next_loses_and_repeats_nothing,
         batches_keep_their_order,
         late_groups_see_history_in_key_order,
         every_group_gets_every_event,

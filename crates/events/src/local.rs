@@ -459,13 +459,15 @@ impl LocalSubscription {
         self.run_step(async move {
             let mut tx = shared.pool.begin().await.map_err(unavailable)?;
             for (topic, next) in &pending {
-                sqlx::query("UPDATE bus_cursors SET next_seq = MAX(next_seq, ?) WHERE consumer_group = ? AND topic = ?")
-                    .bind(next)
-                    .bind(&group)
-                    .bind(topic)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
+                sqlx::query(
+                    "UPDATE bus_cursors SET next_seq = MAX(next_seq, ?) WHERE consumer_group = ? AND topic = ?",
+                )
+                .bind(next)
+                .bind(&group)
+                .bind(topic)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
             }
             tx.commit().await.map_err(unavailable)?;
             Ok(Step::Committed(pending))

@@ -276,6 +276,9 @@ struct LocalSubscription {
     step: Option<tokio::task::JoinHandle<Result<Step, BusError>>>,
 }
 
+/// Log rows as read: (seq, envelope bytes).
+type Rows = Vec<(i64, Vec<u8>)>;
+
 /// What one database step of `next` found. The consumer selects on `next` and drops it whenever
 /// a handler finishes first, so `next` runs its reads and its cursor commit on tasks of their own
 /// and keeps the task across such a drop: the next call waits for the same step instead of
@@ -286,7 +289,7 @@ enum Step {
     /// Newly leased topics (by index) and the group's stored cursor of each.
     Acquired(Vec<(usize, i64)>),
     /// Rows read per topic index, each from the `read_from` it had when the read started.
-    Filled(Vec<(usize, Vec<(i64, Vec<u8>)>)>),
+    Filled(Vec<(usize, Rows)>),
     /// Cursors stored.
     Committed(Vec<(String, i64)>),
 }
@@ -391,7 +394,7 @@ impl LocalSubscription {
         self.run_step(async move {
             let mut found = Vec::with_capacity(dry.len());
             for (i, topic, from) in dry {
-                let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+                let rows: Rows = sqlx::query_as(
                     "SELECT seq, envelope FROM bus_log WHERE topic = ? AND seq >= ? ORDER BY seq LIMIT ?",
                 )
                 .bind(&topic)
@@ -408,7 +411,7 @@ impl LocalSubscription {
     }
 
     /// Queues the rows read for topic `i` (those past what it already read). True if any.
-    fn apply(&mut self, i: usize, rows: Vec<(i64, Vec<u8>)>) -> bool {
+    fn apply(&mut self, i: usize, rows: Rows) -> bool {
         let t = &mut self.topics[i];
         let mut any = false;
         for (seq, bytes) in rows {

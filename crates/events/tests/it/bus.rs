@@ -137,7 +137,7 @@ async fn a_dropped_next_loses_and_repeats_nothing(bus: Arc<dyn EventBus>) {
     while got.len() < 300 {
         calls += 1;
         assert!(calls < 100_000, "only {} of 300 events arrived", got.len());
-        let d = if calls % 3 == 0 {
+        let d = if calls.is_multiple_of(3) {
             tokio::time::timeout(Duration::from_secs(30), sub.next())
                 .await
                 .unwrap_or_else(|_| panic!("only {} of 300 events arrived", got.len()))

@@ -26,6 +26,9 @@ use crate::bus::{BusError, Delivery, EventBus, Subscription};
 
 /// How many events one read takes from the log.
 const FETCH: i64 = 256;
+/// Events per INSERT statement when publishing a batch (three parameters each, far below
+/// SQLite's limit on parameters).
+const PUBLISH_CHUNK: usize = 128;
 /// Acked progress is written at least this often while a group is busy, and at once when it is
 /// caught up; a crash loses at most this much progress (those events are delivered again).
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
@@ -201,14 +204,14 @@ impl EventBus for LocalBus {
         }
         let now = agora_kit::time::now_ms();
         let mut tx = self.shared.pool.begin().await.map_err(unavailable)?;
-        for (topic, envelope) in events {
-            sqlx::query("INSERT INTO bus_log (topic, envelope, appended_at_ms) VALUES (?, ?, ?)")
-                .bind(topic)
-                .bind(envelope.encode_to_vec())
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+        // One statement per chunk, not per event: each statement is a round trip to sqlx's
+        // connection thread. Rows of one INSERT take their sequence numbers in VALUES order.
+        for chunk in events.chunks(PUBLISH_CHUNK) {
+            let mut insert = sqlx::QueryBuilder::new("INSERT INTO bus_log (topic, envelope, appended_at_ms) ");
+            insert.push_values(chunk, |mut row, (topic, envelope)| {
+                row.push_bind(topic.as_str()).push_bind(envelope.encode_to_vec()).push_bind(now);
+            });
+            insert.build().execute(&mut *tx).await.map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)?;
         self.shared.notify.notify_waiters();

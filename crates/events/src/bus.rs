@@ -50,7 +50,10 @@ pub trait EventBus: Send + Sync + 'static {
 
 #[async_trait]
 pub trait Subscription: Send {
-    /// The next event; waits until one arrives.
+    /// The next event; waits until one arrives. Must be safe to drop at any await: the consumer
+    /// selects on it and drops it whenever a handler finishes first, so a dropped call may not
+    /// lose, repeat or reorder an event, nor leave a statement cut in half (I/O it starts runs to
+    /// its end, and the next call picks up its result).
     async fn next(&mut self) -> Result<Delivery, BusError>;
     /// Marks `delivery` (and everything before it on its partition) handled for this group.
     async fn ack(&mut self, delivery: &Delivery) -> Result<(), BusError>;

@@ -339,6 +339,7 @@ impl LocalSubscription {
         &mut self,
         step: impl std::future::Future<Output = Result<Step, BusError>> + Send + 'static,
     ) -> Result<bool, BusError> {
+        debug_assert!(self.step.is_none(), "a bus step was started while another one runs");
         self.step = Some(tokio::spawn(step));
         self.finish_step().await
     }
@@ -463,24 +464,28 @@ impl LocalSubscription {
         }
         let (shared, group) = (Arc::clone(&self.shared), self.group.clone());
         self.run_step(async move {
-            let mut tx = shared.pool.begin().await.map_err(unavailable)?;
-            for (topic, next) in &pending {
-                sqlx::query(
-                    "UPDATE bus_cursors SET next_seq = MAX(next_seq, ?) WHERE consumer_group = ? AND topic = ?",
-                )
-                .bind(next)
-                .bind(&group)
-                .bind(topic)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            }
-            tx.commit().await.map_err(unavailable)?;
+            store_cursors(&shared, &group, &pending).await?;
             Ok(Step::Committed(pending))
         })
         .await
         .map(|_| ())
     }
+}
+
+/// Moves the group's stored cursors forward to `pending` (topic, next seq), in one transaction;
+/// a cursor never moves back.
+async fn store_cursors(shared: &Shared, group: &str, pending: &[(String, i64)]) -> Result<(), BusError> {
+    let mut tx = shared.pool.begin().await.map_err(unavailable)?;
+    for (topic, next) in pending {
+        sqlx::query("UPDATE bus_cursors SET next_seq = MAX(next_seq, ?) WHERE consumer_group = ? AND topic = ?")
+            .bind(next)
+            .bind(group)
+            .bind(topic)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+    }
+    tx.commit().await.map_err(unavailable)
 }
 
 #[async_trait]
@@ -549,18 +554,8 @@ impl Drop for LocalSubscription {
             Ok(rt) if !pending.is_empty() => {
                 let group = self.group.clone();
                 rt.spawn(async move {
-                    for (topic, next) in pending {
-                        let stored = sqlx::query(
-                            "UPDATE bus_cursors SET next_seq = MAX(next_seq, ?) WHERE consumer_group = ? AND topic = ?",
-                        )
-                        .bind(next)
-                        .bind(&group)
-                        .bind(&topic)
-                        .execute(&shared.pool)
-                        .await;
-                        if let Err(e) = stored {
-                            tracing::warn!(error = %e, %topic, "bus cursor not stored on leave; events will be redelivered");
-                        }
+                    if let Err(e) = store_cursors(&shared, &group, &pending).await {
+                        tracing::warn!(error = %e, "bus cursors not stored on leave; events will be redelivered");
                     }
                     release(&shared);
                 });

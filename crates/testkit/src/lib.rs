@@ -519,29 +519,34 @@ pub fn stable_port() -> u16 {
 }
 
 /// A directory for a store that must outlive the function that opened it (a conformance
-/// backend hands out the store, not the directory). It is named after this process, and each
-/// call first removes the directories of test processes that have exited, so they do not pile up
-/// in the temp directory.
+/// backend hands out the store, not the directory). It is named after this process, and the
+/// first call in a process removes the directories of test processes that have exited, so they
+/// do not pile up in the temp directory.
 pub fn scratch_dir() -> anyhow::Result<PathBuf> {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
     let base = std::env::temp_dir().join("agora-test-scratch");
     std::fs::create_dir_all(&base)?;
-    if let Ok(entries) = std::fs::read_dir(&base) {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let pid = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok());
-            let gone = pid.is_some_and(|pid| {
-                pid != std::process::id()
-                    && cfg!(target_os = "linux")
-                    && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            });
-            if gone {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
+    SWEPT.call_once(|| sweep_exited(&base));
     let p = base.join(format!("{}-{:016x}", std::process::id(), rand::random::<u64>()));
     std::fs::create_dir_all(&p)?;
     Ok(p)
+}
+
+/// Removes the scratch directories under `base` whose process has exited.
+fn sweep_exited(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+        let gone = pid.is_some_and(|pid| {
+            pid != std::process::id()
+                && cfg!(target_os = "linux")
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if gone {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 pub fn tempdir() -> anyhow::Result<TempDir> {

@@ -28,9 +28,9 @@ const MAX_WALKS: usize = 4;
 /// Rebuilds follow at most this many accounts and copy this many statuses per account.
 const REBUILD_MAX_FOLLOWING: usize = 10_000;
 const REBUILD_MAX_STATUSES: usize = 1_000;
-/// Entries a cold home is warmed with: four pages of 40. Fan-out grows a warm home up to the hot
-/// set's size; reads below what it holds go to the store.
-const FILL_DEPTH: usize = 160;
+/// Entries a cold home is warmed with: two pages of 40 (most reads are of the newest page).
+/// Fan-out grows a warm home up to the hot set's size; reads below what it holds go to the store.
+const FILL_DEPTH: usize = 80;
 /// Hot-set writes in flight at once during a fan-out.
 const HOT_CONCURRENCY: usize = 32;
 

@@ -71,17 +71,25 @@ pub async fn connect(url: &str, capacity: usize) -> Result<Arc<dyn HotSet>, HotS
     }
 }
 
-/// One home in memory: entries ascending by id, packed (24 bytes each), so 20,000 homes of 800
-/// entries stay within a few hundred MiB at the very worst and usually far less.
+/// One home in memory: entries ascending by id, packed to 16 bytes each (authors as indexes
+/// into [`Homes::authors`]), so 10,000 homes of 200 entries hold about 32 MiB at most.
 #[derive(Default)]
 struct MemoryTimeline {
     warm: bool,
     complete: bool,
-    entries: Vec<HotEntry>,
+    entries: Vec<Packed>,
+}
+
+/// A [`HotEntry`] in memory: the status id, and its author and reblogged author as indexes.
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    status_id: i64,
+    author: u32,
+    reblog_of_author: u32,
 }
 
 impl MemoryTimeline {
-    fn add(&mut self, e: HotEntry) {
+    fn add(&mut self, e: Packed) {
         if self.entries.len() == self.entries.capacity() {
             // A quarter more at a time, not double: 10,000 homes warmed with 160 entries each
             // held 256 slots apiece when the vector doubled its way there.
@@ -111,11 +119,50 @@ impl MemoryTimeline {
 /// past that the whole set is dropped (reads fall back to SQL).
 const MEMORY_MAX_HOMES: usize = 20_000;
 
-fn make_room(all: &mut HashMap<i64, MemoryTimeline>, account_id: i64) {
-    if all.len() >= MEMORY_MAX_HOMES && !all.contains_key(&account_id) {
-        all.retain(|_, t| t.warm);
-        if all.len() >= MEMORY_MAX_HOMES {
-            all.clear();
+/// Everything the memory adapter holds, behind one lock: the homes, and the account ids their
+/// entries name (index 0 is "none", id 0). Authors are never forgotten while the process runs:
+/// one slot (12 bytes) per account that ever reached a home.
+struct Homes {
+    timelines: HashMap<i64, MemoryTimeline>,
+    authors: Vec<i64>,
+    author_index: HashMap<i64, u32>,
+}
+
+impl Homes {
+    fn new() -> Self {
+        Self { timelines: HashMap::new(), authors: vec![0], author_index: HashMap::from([(0, 0)]) }
+    }
+
+    fn index(&mut self, account_id: i64) -> u32 {
+        if let Some(&i) = self.author_index.get(&account_id) {
+            return i;
+        }
+        let i = u32::try_from(self.authors.len()).unwrap_or(u32::MAX);
+        self.authors.push(account_id);
+        self.author_index.insert(account_id, i);
+        i
+    }
+
+    fn pack(&mut self, e: &HotEntry) -> Packed {
+        Packed {
+            status_id: e.status_id,
+            author: self.index(e.author_id),
+            reblog_of_author: self.index(e.reblog_of_author_id),
+        }
+    }
+
+    fn unpack(&self, p: &Packed) -> HotEntry {
+        let id = |i: u32| self.authors.get(i as usize).copied().unwrap_or_default();
+        HotEntry { status_id: p.status_id, author_id: id(p.author), reblog_of_author_id: id(p.reblog_of_author) }
+    }
+
+    fn make_room(&mut self, account_id: i64) {
+        let all = &mut self.timelines;
+        if all.len() >= MEMORY_MAX_HOMES && !all.contains_key(&account_id) {
+            all.retain(|_, t| t.warm);
+            if all.len() >= MEMORY_MAX_HOMES {
+                all.clear();
+            }
         }
     }
 }
@@ -126,42 +173,48 @@ fn make_room(all: &mut HashMap<i64, MemoryTimeline>, account_id: i64) {
 /// kept, and homes nobody reads cost nothing.
 pub struct MemoryHotSet {
     capacity: usize,
-    timelines: Mutex<HashMap<i64, MemoryTimeline>>,
+    homes: Mutex<Homes>,
 }
 
 impl MemoryHotSet {
     pub fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), timelines: Mutex::new(HashMap::new()) }
+        Self { capacity: capacity.max(1), homes: Mutex::new(Homes::new()) }
     }
 }
 
 #[async_trait]
 impl HotSet for MemoryHotSet {
     async fn insert(&self, account_id: i64, entries: &[HotEntry]) -> Result<(), HotSetError> {
-        let mut all = self.timelines.lock();
-        let Some(t) = all.get_mut(&account_id) else { return Ok(()) };
-        for e in entries {
-            t.add(*e);
+        let mut homes = self.homes.lock();
+        if !homes.timelines.contains_key(&account_id) {
+            return Ok(());
         }
-        t.trim(self.capacity);
+        let packed: Vec<Packed> = entries.iter().map(|e| homes.pack(e)).collect();
+        if let Some(t) = homes.timelines.get_mut(&account_id) {
+            for p in packed {
+                t.add(p);
+            }
+            t.trim(self.capacity);
+        }
         Ok(())
     }
 
     async fn remove(&self, account_id: i64, status_ids: &[i64]) -> Result<(), HotSetError> {
-        let mut all = self.timelines.lock();
-        if let Some(t) = all.get_mut(&account_id) {
+        let mut homes = self.homes.lock();
+        if let Some(t) = homes.timelines.get_mut(&account_id) {
             t.entries.retain(|e| !status_ids.contains(&e.status_id));
         }
         Ok(())
     }
 
     async fn fill(&self, account_id: i64, newest: &[HotEntry], complete: bool) -> Result<(), HotSetError> {
-        let mut all = self.timelines.lock();
-        make_room(&mut all, account_id);
-        let t = all.entry(account_id).or_default();
-        t.entries.reserve_exact(newest.len());
-        for e in newest {
-            t.add(*e);
+        let mut homes = self.homes.lock();
+        homes.make_room(account_id);
+        let packed: Vec<Packed> = newest.iter().map(|e| homes.pack(e)).collect();
+        let t = homes.timelines.entry(account_id).or_default();
+        t.entries.reserve_exact(packed.len());
+        for p in packed {
+            t.add(p);
         }
         t.warm = true;
         t.complete = complete;
@@ -170,27 +223,27 @@ impl HotSet for MemoryHotSet {
     }
 
     async fn page(&self, account_id: i64, w: &Window) -> Result<Option<Vec<HotEntry>>, HotSetError> {
-        let mut all = self.timelines.lock();
-        let Some(t) = all.get(&account_id).filter(|t| t.warm) else {
+        let mut homes = self.homes.lock();
+        let Some(t) = homes.timelines.get(&account_id).filter(|t| t.warm) else {
             if w.upper.is_none() && w.lower.is_none() {
                 // The caller reads the store next and fills: from now on inserts are kept.
-                make_room(&mut all, account_id);
-                all.entry(account_id).or_default();
+                homes.make_room(account_id);
+                homes.timelines.entry(account_id).or_default();
             }
             return Ok(None);
         };
         let inside = t.entries.iter().filter(|e| w.contains(e.status_id));
         let got: Vec<HotEntry> = if w.ascending {
-            inside.take(w.limit).copied().collect()
+            inside.take(w.limit).map(|p| homes.unpack(p)).collect()
         } else {
-            inside.rev().take(w.limit).copied().collect()
+            inside.rev().take(w.limit).map(|p| homes.unpack(p)).collect()
         };
         let floor = t.entries.first().map(|e| e.status_id);
         Ok(covers(w, got.len(), floor, t.complete).then_some(got))
     }
 
     async fn forget(&self, account_id: i64) -> Result<(), HotSetError> {
-        self.timelines.lock().remove(&account_id);
+        self.homes.lock().timelines.remove(&account_id);
         Ok(())
     }
 

@@ -94,6 +94,24 @@ async fn large_ids_keep_their_order(h: Arc<dyn HotSet>) {
     assert_eq!(ids(h.page(a, &below).await.unwrap()), Some(vec![i64::MAX - 2, 1 << 60]));
 }
 
+async fn authors_come_back_exactly(h: Arc<dyn HotSet>) {
+    // Filters drop entries by author: an author id that came back wrong would show a blocked
+    // account's status. Ids use all 63 bits; two homes share authors; 0 means "not a reblog".
+    let (a, b) = (account(), account());
+    let author = |n: i64| (1 << 62) + n;
+    let entry =
+        |id: i64, by: i64, reblogged: i64| HotEntry { status_id: id, author_id: by, reblog_of_author_id: reblogged };
+    let home_a = [entry(1, author(1), 0), entry(2, author(2), author(1)), entry(3, i64::MAX, 0)];
+    let home_b = [entry(4, author(2), 0), entry(5, author(3), author(2))];
+    h.fill(a, &home_a, true).await.unwrap();
+    h.fill(b, &home_b, true).await.unwrap();
+    h.insert(a, &[entry(6, author(3), author(2))]).await.unwrap();
+    let got_a = h.page(a, &desc(10)).await.unwrap().unwrap();
+    assert_eq!(got_a, vec![entry(6, author(3), author(2)), home_a[2], home_a[1], home_a[0]]);
+    let got_b = h.page(b, &desc(10)).await.unwrap().unwrap();
+    assert_eq!(got_b, vec![home_b[1], home_b[0]]);
+}
+
 async fn memory() -> Option<Arc<dyn HotSet>> {
     Some(hotset::connect("memory://", CAPACITY).await.unwrap())
 }
@@ -112,5 +130,6 @@ agora_testkit::conformance!(
         a_fill_keeps_only_the_newest,
         removals_and_forgetting,
         large_ids_keep_their_order,
+        authors_come_back_exactly,
     ]
 );

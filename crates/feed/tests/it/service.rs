@@ -249,7 +249,11 @@ fn config_defaults_and_validation() {
     assert_eq!(config.graph_url, "http://127.0.0.1:50053");
     assert_eq!(config.post_url, "http://127.0.0.1:50052");
     assert_eq!(config.user_url, "http://127.0.0.1:50051");
-    assert_eq!(config.hot_set_size, 800);
+    assert_eq!(config.hot_set_size, 200, "a home in memory keeps 200 entries");
+    let on_redis = Config::from_env(&MapEnv::new().with("AGORA_FEED_CACHE_URL", "redis://cache:6379")).unwrap();
+    assert_eq!(on_redis.hot_set_size, 800, "a home in Redis keeps Mastodon's 800");
+    let set = MapEnv::new().with("AGORA_FEED_HOT_SET_SIZE", "50");
+    assert_eq!(Config::from_env(&set).unwrap().hot_set_size, 50);
     assert_eq!(config.large_account_followers, 10_000);
     assert_eq!(config.inactive_after, Duration::from_secs(14 * 24 * 3600));
     assert_eq!(config.backfill, 40);

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use crate::domain::text::{self, ResolvedMention};
 use crate::domain::{MentionRecord, StatusRecord, Visibility, may_see};
 use crate::peers::{Directory, Relations};
-use crate::store::{Bounds, Inserted, NewStatus, PostStore, StatusEdit, ViewerMarks};
+use crate::store::{Bounds, Inserted, NewStatus, PageRead, PostStore, StatusEdit, ViewerMarks};
 
 /// Mentions beyond this many in one status are left as text.
 pub const MAX_MENTIONS: usize = 10;
@@ -184,30 +184,36 @@ impl Posts {
 
     /// Statuses the viewer may see among `records`, rendered, in order. A reblog shows only when
     /// both it and its original may be seen.
+    /// Renders `records` for `viewer`: loads the originals of reblogs and the viewer's marks, then
+    /// [`Self::present_read`].
     async fn present(&self, viewer: Option<&Caller>, records: Vec<StatusRecord>) -> Result<Vec<pb::Status>, Error> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let mut original_ids: Vec<i64> = records.iter().filter_map(|r| r.reblog_of_id).collect();
-        original_ids.sort_unstable();
-        original_ids.dedup();
-        let originals: HashMap<i64, StatusRecord> =
-            self.store.statuses(&original_ids).await?.into_iter().map(|s| (s.id, s)).collect();
+        let originals = self.store.statuses(&PageRead::original_ids(&records)).await?;
+        let marks = match viewer.and_then(|c| c.claims.account_id()) {
+            Some(me) => self.store.viewer_marks(me, &PageRead::mark_targets(&records)).await?,
+            None => ViewerMarks::default(),
+        };
+        self.present_read(viewer, PageRead { records, originals, marks }).await
+    }
+
+    /// Renders a page read from the store: drops what `viewer` may not see (a reblog goes with its
+    /// original), and marks the rest with the viewer's favourites, reblogs, bookmarks and pins.
+    async fn present_read(&self, viewer: Option<&Caller>, page: PageRead) -> Result<Vec<pb::Status>, Error> {
+        let PageRead { records, originals, marks } = page;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let originals: HashMap<i64, StatusRecord> = originals.into_iter().map(|s| (s.id, s)).collect();
         let all: Vec<&StatusRecord> = records.iter().chain(originals.values()).collect();
         let mask = self.visible_mask(viewer, &all).await?;
         let visible: HashSet<i64> = all.iter().zip(mask).filter(|(_, ok)| *ok).map(|(r, _)| r.id).collect();
-        let kept: Vec<&StatusRecord> = records
+        Ok(records
             .iter()
             .filter(|r| visible.contains(&r.id) && r.reblog_of_id.is_none_or(|o| visible.contains(&o)))
-            .collect();
-        let marks = match viewer.and_then(|c| c.claims.account_id()) {
-            Some(me) if !kept.is_empty() => {
-                let ids: Vec<i64> = kept.iter().map(|r| r.reblog_of_id.unwrap_or(r.id)).collect();
-                self.store.viewer_marks(me, &ids).await?
-            }
-            _ => ViewerMarks::default(),
-        };
-        Ok(kept.into_iter().map(|r| self.to_pb(r, r.reblog_of_id.and_then(|o| originals.get(&o)), &marks)).collect())
+            .map(|r| self.to_pb(r, r.reblog_of_id.and_then(|o| originals.get(&o)), &marks))
+            .collect())
     }
 
     async fn present_one(&self, viewer: Option<&Caller>, record: StatusRecord) -> Result<pb::Status, Error> {
@@ -382,11 +388,12 @@ impl Posts {
     pub async fn get_statuses(&self, token: Option<&str>, ids: &[i64]) -> Result<Vec<pb::Status>, Error> {
         let viewer = self.viewer(token).await?;
         let ids: Vec<i64> = ids.iter().copied().take(200).collect();
-        let records = self.store.statuses(&ids).await?;
-        if records.is_empty() && !ids.is_empty() {
+        let me = viewer.as_ref().and_then(|c| c.claims.account_id());
+        let page = self.store.page_for(me, &ids).await?;
+        if page.records.is_empty() && !ids.is_empty() {
             self.equalise_missing(viewer.as_ref(), ids[0]).await;
         }
-        self.present(viewer.as_ref(), records).await
+        self.present_read(viewer.as_ref(), page).await
     }
 
     pub async fn delete_status(&self, token: Option<&str>, id: i64) -> Result<pb::Status, Error> {

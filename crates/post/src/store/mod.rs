@@ -153,6 +153,32 @@ pub struct ViewerMarks {
     pub pinned: std::collections::HashSet<i64>,
 }
 
+/// A page of statuses as one viewer reads it (see [`PostStore::page_for`]).
+#[derive(Debug, Clone, Default)]
+pub struct PageRead {
+    /// The statuses asked for, in request order, deleted ones included.
+    pub records: Vec<StatusRecord>,
+    /// The originals of the reblogs among them.
+    pub originals: Vec<StatusRecord>,
+    /// The viewer's marks on every status and original named (none without a viewer).
+    pub marks: ViewerMarks,
+}
+
+impl PageRead {
+    /// The originals `records` reblog, each once.
+    pub fn original_ids(records: &[StatusRecord]) -> Vec<i64> {
+        let mut ids: Vec<i64> = records.iter().filter_map(|r| r.reblog_of_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The statuses a viewer's marks on `records` are about: a reblog's marks are its original's.
+    pub fn mark_targets(records: &[StatusRecord]) -> Vec<i64> {
+        records.iter().map(|r| r.reblog_of_id.unwrap_or(r.id)).collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReactionCount {
     pub emoji: String,
@@ -210,6 +236,18 @@ pub trait PostStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<StatusRecord>>;
     async fn account_stats(&self, account_ids: &[i64]) -> StoreResult<Vec<AccountStats>>;
     async fn viewer_marks(&self, viewer: i64, status_ids: &[i64]) -> StoreResult<ViewerMarks>;
+    /// What rendering `ids` for `viewer` needs from the store: the statuses, the originals of
+    /// their reblogs and the viewer's marks, in one unit of work where the store allows (SQLite:
+    /// one read on the calling thread).
+    async fn page_for(&self, viewer: Option<i64>, ids: &[i64]) -> StoreResult<PageRead> {
+        let records = self.statuses(ids).await?;
+        let originals = self.statuses(&PageRead::original_ids(&records)).await?;
+        let marks = match viewer {
+            Some(v) if !records.is_empty() => self.viewer_marks(v, &PageRead::mark_targets(&records)).await?,
+            _ => ViewerMarks::default(),
+        };
+        Ok(PageRead { records, originals, marks })
+    }
 
     /// Adds a favourite and bumps the count; false (and no event) if it was already there.
     /// NotFound if the status is missing or deleted.

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use sqlx::{PgPool, SqlitePool};
 
 use super::{
-    AccountStats, Bounds, Deleted, Entry, IDEMPOTENCY_WINDOW_MS, Inserted, MAX_PINS, NewStatus, PostStore,
+    AccountStats, Bounds, Deleted, Entry, IDEMPOTENCY_WINDOW_MS, Inserted, MAX_PINS, NewStatus, PageRead, PostStore,
     ReactionCount, StatusEdit, StatusEvent, StoreError, StoreResult, ViewerMarks,
 };
 use crate::domain::{EditRecord, MentionRecord, StatusRecord, Visibility};
@@ -614,6 +614,37 @@ macro_rules! sql_post_store {
                     return Ok(ViewerMarks::default());
                 }
                 Ok(marks_from(self.hot_marks(viewer, ids).await?))
+            }
+
+            async fn page_for(&self, viewer: Option<i64>, ids: &[i64]) -> StoreResult<PageRead> {
+                if ids.is_empty() {
+                    return Ok(PageRead::default());
+                }
+                let Some(r) = self.reader() else {
+                    let records = self.hot_statuses(ids).await?;
+                    let original_ids = PageRead::original_ids(&records);
+                    let originals =
+                        if original_ids.is_empty() { Vec::new() } else { self.hot_statuses(&original_ids).await? };
+                    let marks = match viewer {
+                        Some(v) if !records.is_empty() => {
+                            marks_from(self.hot_marks(v, &PageRead::mark_targets(&records)).await?)
+                        }
+                        _ => ViewerMarks::default(),
+                    };
+                    return Ok(PageRead { records, originals, marks });
+                };
+                // One connection, one hop-free read: the three statements share its page cache.
+                let (records, originals, marks) = r.read(|c| {
+                    let records = lite::statuses(c, ids)?;
+                    let original_ids = PageRead::original_ids(&records);
+                    let originals = if original_ids.is_empty() { Vec::new() } else { lite::statuses(c, &original_ids)? };
+                    let marks = match viewer {
+                        Some(v) if !records.is_empty() => lite::viewer_marks(c, v, &PageRead::mark_targets(&records))?,
+                        _ => Vec::new(),
+                    };
+                    Ok((records, originals, marks))
+                })?;
+                Ok(PageRead { records, originals, marks: marks_from(marks) })
             }
 
             async fn favourite(&self, fav_id: i64, account_id: i64, status_id: i64, event: &Envelope) -> StoreResult<bool> {

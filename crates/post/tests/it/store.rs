@@ -513,10 +513,42 @@ async fn postgres() -> Option<Arc<dyn PostStore>> {
     Some(s)
 }
 
+async fn a_page_comes_with_originals_and_the_viewers_marks(s: Arc<dyn PostStore>) {
+    let author = account();
+    let (plain, boosted) = (post(&s, status(author, "plain")).await, post(&s, status(author, "boosted")).await);
+    let booster = account();
+    let Inserted::New(reblog) = s.reblog(&reblog_of(booster, boosted.id), &ev("post.created")).await.unwrap() else {
+        panic!("a first reblog is new");
+    };
+    let viewer = account();
+    assert!(s.favourite(id(), viewer, boosted.id, &fav_event(boosted.id, "post.favourited")).await.unwrap());
+    assert!(s.bookmark(id(), viewer, plain.id).await.unwrap());
+    let unknown = id();
+
+    let page = s.page_for(Some(viewer), &[reblog.id, unknown, plain.id]).await.unwrap();
+    let ids: Vec<i64> = page.records.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![reblog.id, plain.id], "request order, unknown ids skipped");
+    assert_eq!(page.originals.iter().map(|r| r.id).collect::<Vec<_>>(), vec![boosted.id]);
+    // A reblog's marks are its original's.
+    assert!(page.marks.favourited.contains(&boosted.id));
+    assert!(page.marks.bookmarked.contains(&plain.id));
+    assert!(!page.marks.favourited.contains(&plain.id) && page.marks.reblogged.is_empty());
+
+    let booster_view = s.page_for(Some(booster), &[plain.id, boosted.id]).await.unwrap();
+    assert!(booster_view.originals.is_empty(), "no reblogs on the page, no originals");
+    assert!(booster_view.marks.reblogged.contains(&boosted.id) && booster_view.marks.favourited.is_empty());
+
+    let anonymous = s.page_for(None, &[reblog.id]).await.unwrap();
+    assert_eq!(anonymous.originals.len(), 1);
+    assert!(anonymous.marks.favourited.is_empty() && anonymous.marks.bookmarked.is_empty());
+    assert!(s.page_for(Some(viewer), &[]).await.unwrap().records.is_empty());
+}
+
 agora_testkit::conformance!(
     backends: [sqlite, postgres],
     cases: [
         creating_writes_the_status_and_its_event,
+        a_page_comes_with_originals_and_the_viewers_marks,
         an_idempotency_key_returns_the_first_status,
         favourite_counts_stay_exact_under_concurrency,
         an_account_reblogs_a_status_once,

@@ -182,24 +182,20 @@ impl Posts {
             .collect())
     }
 
-    /// Statuses the viewer may see among `records`, rendered, in order. A reblog shows only when
-    /// both it and its original may be seen.
-    /// Renders `records` for `viewer`: loads the originals of reblogs and the viewer's marks, then
-    /// [`Self::present_read`].
+    /// Statuses the viewer may see among `records`, rendered, in order (see [`Self::present_read`]),
+    /// after reading the originals of their reblogs and the viewer's marks.
     async fn present(&self, viewer: Option<&Caller>, records: Vec<StatusRecord>) -> Result<Vec<pb::Status>, Error> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let originals = self.store.statuses(&PageRead::original_ids(&records)).await?;
-        let marks = match viewer.and_then(|c| c.claims.account_id()) {
-            Some(me) => self.store.viewer_marks(me, &PageRead::mark_targets(&records)).await?,
-            None => ViewerMarks::default(),
-        };
-        self.present_read(viewer, PageRead { records, originals, marks }).await
+        let me = viewer.and_then(|c| c.claims.account_id());
+        let page = PageRead::load(&*self.store, me, records).await?;
+        self.present_read(viewer, page).await
     }
 
-    /// Renders a page read from the store: drops what `viewer` may not see (a reblog goes with its
-    /// original), and marks the rest with the viewer's favourites, reblogs, bookmarks and pins.
+    /// Renders a page read from the store: drops what `viewer` may not see (a reblog shows only
+    /// when both it and its original may be seen) and marks the rest with the viewer's
+    /// favourites, reblogs, bookmarks and pins.
     async fn present_read(&self, viewer: Option<&Caller>, page: PageRead) -> Result<Vec<pb::Status>, Error> {
         let PageRead { records, originals, marks } = page;
         if records.is_empty() {

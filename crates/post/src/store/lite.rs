@@ -14,7 +14,7 @@ use super::sql::{
     BY_IDEMPOTENCY_KEY, COUNT_REPLY, INSERT_MENTION, INSERT_STATUS, INSERT_TAG, RELEASE_EXPIRED_KEY, STATUS_COLUMNS,
     StatusRow,
 };
-use super::{IDEMPOTENCY_WINDOW_MS, NewStatus};
+use super::{IDEMPOTENCY_WINDOW_MS, NewStatus, PageRead};
 use crate::domain::{MentionRecord, StatusRecord};
 
 /// A status row with its mentions (`id:username`, by username) and tags (by name) aggregated.
@@ -76,6 +76,24 @@ pub fn statuses(c: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<StatusRecor
     let mut by_id: HashMap<i64, StatusRecord> =
         st.query_map([id_list(ids)], record)?.map(|r| r.map(|s| (s.id, s))).collect::<Result<_, _>>()?;
     Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+}
+
+/// What rendering `ids` for `viewer` needs (see `PostStore::page_for`), in one read on one
+/// connection: the statuses, the originals of their reblogs, and the viewer's marks as
+/// `viewer_marks` rows (none without a viewer).
+pub fn page(
+    c: &Connection,
+    viewer: Option<i64>,
+    ids: &[i64],
+) -> rusqlite::Result<(Vec<StatusRecord>, Vec<StatusRecord>, Vec<(i64, i64)>)> {
+    let records = statuses(c, ids)?;
+    let original_ids = PageRead::original_ids(&records);
+    let originals = if original_ids.is_empty() { Vec::new() } else { statuses(c, &original_ids)? };
+    let marks = match viewer {
+        Some(v) if !records.is_empty() => viewer_marks(c, v, &PageRead::mark_targets(&records))?,
+        _ => Vec::new(),
+    };
+    Ok((records, originals, marks))
 }
 
 /// An account's statuses below `max_id`, newest first.

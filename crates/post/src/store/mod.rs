@@ -177,6 +177,21 @@ impl PageRead {
     pub fn mark_targets(records: &[StatusRecord]) -> Vec<i64> {
         records.iter().map(|r| r.reblog_of_id.unwrap_or(r.id)).collect()
     }
+
+    /// Completes `records` into a page with two more reads through `store`: the originals of
+    /// their reblogs, then the viewer's marks.
+    pub async fn load<S: PostStore + ?Sized>(
+        store: &S,
+        viewer: Option<i64>,
+        records: Vec<StatusRecord>,
+    ) -> StoreResult<Self> {
+        let originals = store.statuses(&Self::original_ids(&records)).await?;
+        let marks = match viewer {
+            Some(v) if !records.is_empty() => store.viewer_marks(v, &Self::mark_targets(&records)).await?,
+            _ => ViewerMarks::default(),
+        };
+        Ok(Self { records, originals, marks })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,13 +255,7 @@ pub trait PostStore: Send + Sync + 'static {
     /// their reblogs and the viewer's marks, in one unit of work where the store allows (SQLite:
     /// one read on the calling thread).
     async fn page_for(&self, viewer: Option<i64>, ids: &[i64]) -> StoreResult<PageRead> {
-        let records = self.statuses(ids).await?;
-        let originals = self.statuses(&PageRead::original_ids(&records)).await?;
-        let marks = match viewer {
-            Some(v) if !records.is_empty() => self.viewer_marks(v, &PageRead::mark_targets(&records)).await?,
-            _ => ViewerMarks::default(),
-        };
-        Ok(PageRead { records, originals, marks })
+        PageRead::load(self, viewer, self.statuses(ids).await?).await
     }
 
     /// Adds a favourite and bumps the count; false (and no event) if it was already there.

@@ -621,29 +621,9 @@ macro_rules! sql_post_store {
                     return Ok(PageRead::default());
                 }
                 let Some(r) = self.reader() else {
-                    let records = self.hot_statuses(ids).await?;
-                    let original_ids = PageRead::original_ids(&records);
-                    let originals =
-                        if original_ids.is_empty() { Vec::new() } else { self.hot_statuses(&original_ids).await? };
-                    let marks = match viewer {
-                        Some(v) if !records.is_empty() => {
-                            marks_from(self.hot_marks(v, &PageRead::mark_targets(&records)).await?)
-                        }
-                        _ => ViewerMarks::default(),
-                    };
-                    return Ok(PageRead { records, originals, marks });
+                    return PageRead::load(self, viewer, self.statuses(ids).await?).await;
                 };
-                // One connection, one hop-free read: the three statements share its page cache.
-                let (records, originals, marks) = r.read(|c| {
-                    let records = lite::statuses(c, ids)?;
-                    let original_ids = PageRead::original_ids(&records);
-                    let originals = if original_ids.is_empty() { Vec::new() } else { lite::statuses(c, &original_ids)? };
-                    let marks = match viewer {
-                        Some(v) if !records.is_empty() => lite::viewer_marks(c, v, &PageRead::mark_targets(&records))?,
-                        _ => Vec::new(),
-                    };
-                    Ok((records, originals, marks))
-                })?;
+                let (records, originals, marks) = r.read(|c| lite::page(c, viewer, ids))?;
                 Ok(PageRead { records, originals, marks: marks_from(marks) })
             }
 

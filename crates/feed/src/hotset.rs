@@ -59,9 +59,20 @@ fn covers(window: &Window, got: usize, floor: Option<i64>, complete: bool) -> bo
     !window.ascending && got >= window.limit
 }
 
+/// Entries a home keeps when `AGORA_FEED_HOT_SET_SIZE` is not set: Redis keeps Mastodon's 800;
+/// the process's own memory (`agora dev`), where every active home costs 16 bytes an entry,
+/// keeps 200 and reads deeper pages from the store.
+pub fn default_capacity(url: &str) -> usize {
+    if scheme(url) == Some("memory") { 200 } else { 800 }
+}
+
+fn scheme(url: &str) -> Option<&str> {
+    url.split_once("://").map(|(s, _)| s)
+}
+
 /// Picks the adapter by URL: `memory://` or `redis://host:port`.
 pub async fn connect(url: &str, capacity: usize) -> Result<Arc<dyn HotSet>, HotSetError> {
-    match url.split_once("://").map(|(s, _)| s) {
+    match scheme(url) {
         Some("memory") => Ok(Arc::new(MemoryHotSet::new(capacity))),
         Some("redis") | Some("rediss") => Ok(Arc::new(RedisHotSet::connect(url, capacity).await?)),
         _ => Err(HotSetError(format!(
@@ -72,7 +83,7 @@ pub async fn connect(url: &str, capacity: usize) -> Result<Arc<dyn HotSet>, HotS
 }
 
 /// One home in memory: entries ascending by id, packed to 16 bytes each (authors as indexes
-/// into [`Homes::authors`]), so 10,000 homes of 200 entries hold about 32 MiB at most.
+/// into [`Authors`]), so 10,000 homes of 200 entries hold about 32 MiB at most.
 #[derive(Default)]
 struct MemoryTimeline {
     warm: bool,
@@ -119,27 +130,28 @@ impl MemoryTimeline {
 /// past that the whole set is dropped (reads fall back to SQL).
 const MEMORY_MAX_HOMES: usize = 20_000;
 
-/// Everything the memory adapter holds, behind one lock: the homes, and the account ids their
-/// entries name (index 0 is "none", id 0). Authors are never forgotten while the process runs:
-/// one slot (12 bytes) per account that ever reached a home.
+/// Everything the memory adapter holds, behind one lock: the homes, and the authors their
+/// entries name (separate fields, so a home and the authors can be borrowed at once).
 struct Homes {
     timelines: HashMap<i64, MemoryTimeline>,
-    authors: Vec<i64>,
-    author_index: HashMap<i64, u32>,
+    authors: Authors,
 }
 
-impl Homes {
-    fn new() -> Self {
-        Self { timelines: HashMap::new(), authors: vec![0], author_index: HashMap::from([(0, 0)]) }
-    }
+/// The account ids entries name, by index (index 0 is "none", id 0). Authors are never forgotten
+/// while the process runs: one slot (12 bytes) per account that ever reached a home.
+struct Authors {
+    ids: Vec<i64>,
+    index: HashMap<i64, u32>,
+}
 
+impl Authors {
     fn index(&mut self, account_id: i64) -> u32 {
-        if let Some(&i) = self.author_index.get(&account_id) {
+        if let Some(&i) = self.index.get(&account_id) {
             return i;
         }
-        let i = u32::try_from(self.authors.len()).unwrap_or(u32::MAX);
-        self.authors.push(account_id);
-        self.author_index.insert(account_id, i);
+        let i = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        self.ids.push(account_id);
+        self.index.insert(account_id, i);
         i
     }
 
@@ -152,8 +164,14 @@ impl Homes {
     }
 
     fn unpack(&self, p: &Packed) -> HotEntry {
-        let id = |i: u32| self.authors.get(i as usize).copied().unwrap_or_default();
+        let id = |i: u32| self.ids.get(i as usize).copied().unwrap_or_default();
         HotEntry { status_id: p.status_id, author_id: id(p.author), reblog_of_author_id: id(p.reblog_of_author) }
+    }
+}
+
+impl Homes {
+    fn new() -> Self {
+        Self { timelines: HashMap::new(), authors: Authors { ids: vec![0], index: HashMap::from([(0, 0)]) } }
     }
 
     fn make_room(&mut self, account_id: i64) {
@@ -186,16 +204,12 @@ impl MemoryHotSet {
 impl HotSet for MemoryHotSet {
     async fn insert(&self, account_id: i64, entries: &[HotEntry]) -> Result<(), HotSetError> {
         let mut homes = self.homes.lock();
-        if !homes.timelines.contains_key(&account_id) {
-            return Ok(());
+        let Homes { timelines, authors } = &mut *homes;
+        let Some(t) = timelines.get_mut(&account_id) else { return Ok(()) };
+        for e in entries {
+            t.add(authors.pack(e));
         }
-        let packed: Vec<Packed> = entries.iter().map(|e| homes.pack(e)).collect();
-        if let Some(t) = homes.timelines.get_mut(&account_id) {
-            for p in packed {
-                t.add(p);
-            }
-            t.trim(self.capacity);
-        }
+        t.trim(self.capacity);
         Ok(())
     }
 
@@ -210,11 +224,11 @@ impl HotSet for MemoryHotSet {
     async fn fill(&self, account_id: i64, newest: &[HotEntry], complete: bool) -> Result<(), HotSetError> {
         let mut homes = self.homes.lock();
         homes.make_room(account_id);
-        let packed: Vec<Packed> = newest.iter().map(|e| homes.pack(e)).collect();
-        let t = homes.timelines.entry(account_id).or_default();
-        t.entries.reserve_exact(packed.len());
-        for p in packed {
-            t.add(p);
+        let Homes { timelines, authors } = &mut *homes;
+        let t = timelines.entry(account_id).or_default();
+        t.entries.reserve_exact(newest.len());
+        for e in newest {
+            t.add(authors.pack(e));
         }
         t.warm = true;
         t.complete = complete;
@@ -234,9 +248,9 @@ impl HotSet for MemoryHotSet {
         };
         let inside = t.entries.iter().filter(|e| w.contains(e.status_id));
         let got: Vec<HotEntry> = if w.ascending {
-            inside.take(w.limit).map(|p| homes.unpack(p)).collect()
+            inside.take(w.limit).map(|p| homes.authors.unpack(p)).collect()
         } else {
-            inside.rev().take(w.limit).map(|p| homes.unpack(p)).collect()
+            inside.rev().take(w.limit).map(|p| homes.authors.unpack(p)).collect()
         };
         let floor = t.entries.first().map(|e| e.status_id);
         Ok(covers(w, got.len(), floor, t.complete).then_some(got))

@@ -70,10 +70,7 @@ impl Config {
     pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
         let data_dir = config::string(env, "AGORA_DATA_DIR", ".agora");
         let cache_url = config::url(env, "AGORA_FEED_CACHE_URL", "memory://", &["memory", "redis", "rediss"])?;
-        // Redis keeps Mastodon's 800 entries per home; in the process's own memory (agora dev)
-        // every active home costs 16 bytes an entry, so it keeps 200 and reads deeper from SQL.
-        let default_size = if cache_url.starts_with("memory:") { 200 } else { 800 };
-        let hot_set_size: usize = config::parse(env, "AGORA_FEED_HOT_SET_SIZE", default_size)?;
+        let hot_set_size: usize = config::parse(env, "AGORA_FEED_HOT_SET_SIZE", hotset::default_capacity(&cache_url))?;
         if hot_set_size == 0 {
             return Err(ConfigError::new("AGORA_FEED_HOT_SET_SIZE", "0", "must be at least 1"));
         }

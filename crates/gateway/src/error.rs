@@ -33,6 +33,11 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "This action is outside the authorized scopes")
     }
 
+    /// 500 with a message that tells the client nothing about the cause (log that separately).
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+    }
+
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "Record not found")
     }

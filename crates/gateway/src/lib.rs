@@ -191,10 +191,7 @@ fn cors(config: &Config) -> CorsLayer {
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<axum::body::Body> {
     metrics::counter!("agora_gateway_panics_total").increment(1);
     tracing::error!("handler panicked");
-    axum::response::IntoResponse::into_response(ApiError::new(
-        http::StatusCode::INTERNAL_SERVER_ERROR,
-        "Internal server error",
-    ))
+    axum::response::IntoResponse::into_response(ApiError::internal())
 }
 
 /// The public API router (without trailing-slash normalisation, which wraps it in [`serve`]).

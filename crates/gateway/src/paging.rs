@@ -79,7 +79,7 @@ fn json_list<T: serde::Serialize>(body: &[T]) -> Response {
         Ok(()) => ([(http::header::CONTENT_TYPE, "application/json")], buf).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "could not render a JSON list");
-            ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").into_response()
+            ApiError::internal().into_response()
         }
     }
 }

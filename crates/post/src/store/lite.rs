@@ -78,14 +78,13 @@ pub fn statuses(c: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<StatusRecor
     Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
 }
 
+/// A page as [`page`] reads it: statuses, originals, the viewer's marks as (kind, status id).
+pub type PageRows = (Vec<StatusRecord>, Vec<StatusRecord>, Vec<(i64, i64)>);
+
 /// What rendering `ids` for `viewer` needs (see `PostStore::page_for`), in one read on one
 /// connection: the statuses, the originals of their reblogs, and the viewer's marks as
 /// `viewer_marks` rows (none without a viewer).
-pub fn page(
-    c: &Connection,
-    viewer: Option<i64>,
-    ids: &[i64],
-) -> rusqlite::Result<(Vec<StatusRecord>, Vec<StatusRecord>, Vec<(i64, i64)>)> {
+pub fn page(c: &Connection, viewer: Option<i64>, ids: &[i64]) -> rusqlite::Result<PageRows> {
     let records = statuses(c, ids)?;
     let original_ids = PageRead::original_ids(&records);
     let originals = if original_ids.is_empty() { Vec::new() } else { statuses(c, &original_ids)? };

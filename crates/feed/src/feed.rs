@@ -130,16 +130,20 @@ pub struct Feed {
     graph: Arc<dyn GraphView>,
     posts: Arc<dyn PostSource>,
     settings: FeedSettings,
-    /// When this process last recorded each reader as active. A home read within
-    /// [`ACTIVITY_REFRESH`] of the last one skips the activity check and its write: the store
-    /// only needs activity to the nearest few minutes, against an inactivity threshold of days.
+    /// When this process last saw each reader. A home read within [`ACTIVITY_REFRESH`] of the
+    /// last one skips the activity check; the stored activity is rewritten only once it is
+    /// [`Feed::activity_write_interval`] old, since fan-out compares it with a threshold of days.
     recently_active: parking_lot::Mutex<std::collections::HashMap<i64, Instant>>,
     /// The large-account list for home reads, refreshed every [`LARGE_ACCOUNTS_TTL`].
     large_accounts: parking_lot::Mutex<Option<(Instant, Arc<Vec<i64>>)>>,
 }
 
-/// How often a reader's activity is written while they keep reading.
+/// How often a reader's stored activity is checked while they keep reading.
 const ACTIVITY_REFRESH: Duration = Duration::from_secs(600);
+/// The stored activity is rewritten when it is this fraction of `inactive_after` old (a day
+/// against the default 14): precise enough for the idleness rule, and a reader costs one write
+/// a day instead of one every [`ACTIVITY_REFRESH`].
+const ACTIVITY_WRITES_PER_IDLE_PERIOD: u32 = 14;
 /// How stale the large-account list may be on the read path (a newly large author's statuses
 /// are still fanned out until the list catches up, so nothing is missed meanwhile).
 const LARGE_ACCOUNTS_TTL: Duration = Duration::from_secs(5);
@@ -550,6 +554,11 @@ impl Feed {
         Ok(Self::ids(entries, &window))
     }
 
+    /// How old a reader's stored activity may grow before a read rewrites it.
+    fn activity_write_interval(&self) -> Duration {
+        (self.settings.inactive_after / ACTIVITY_WRITES_PER_IDLE_PERIOD).max(ACTIVITY_REFRESH)
+    }
+
     async fn prepare_home(&self, account_id: i64, token: &str) -> FeedResult<()> {
         if self.recently_active.lock().get(&account_id).is_some_and(|t| t.elapsed() < ACTIVITY_REFRESH) {
             return Ok(());
@@ -567,9 +576,8 @@ impl Feed {
             self.rebuild_home(account_id, Some(token)).await?;
         }
         // Recorded recently (by this process before a restart, or by another replica): no write.
-        let fresh = activity.is_some_and(|a| {
-            !a.needs_rebuild && now.saturating_sub(a.last_active_ms) < ACTIVITY_REFRESH.as_millis() as i64
-        });
+        let write_after = self.activity_write_interval().as_millis() as i64;
+        let fresh = activity.is_some_and(|a| !a.needs_rebuild && now.saturating_sub(a.last_active_ms) < write_after);
         if !fresh {
             self.store.touch(account_id, now).await?;
         }

@@ -297,6 +297,21 @@ async fn an_inactive_follower_is_skipped_by_fan_out_and_rebuilt_on_return() {
 }
 
 #[tokio::test]
+async fn reading_rewrites_activity_only_once_it_is_a_day_old() {
+    let w = World::new(FeedSettings::default()).await;
+    let now = agora_kit::time::now_ms();
+    let hours = |h: i64| now - h * 3600 * 1000;
+    w.feed.store().touch(BOB, hours(2)).await.unwrap();
+    w.feed.store().touch(CAROL, hours(30)).await.unwrap();
+    w.home(BOB).await;
+    w.home(CAROL).await;
+    let bob = w.feed.store().activity(BOB).await.unwrap().unwrap();
+    assert_eq!(bob.last_active_ms, hours(2), "two hours old is precise enough against 14 days: no write");
+    let carol = w.feed.store().activity(CAROL).await.unwrap().unwrap();
+    assert!(carol.last_active_ms >= now, "a day old: the read records her as active now");
+}
+
+#[tokio::test]
 async fn a_new_follow_backfills_recent_statuses() {
     let w = World::new(FeedSettings { backfill: 3, ..Default::default() }).await;
     let mut posted = Vec::new();

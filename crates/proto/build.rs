@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "agora/post/v1/post.proto",
         "agora/graph/v1/graph.proto",
         "agora/feed/v1/feed.proto",
+        "agora/notification/v1/notification.proto",
         "agora/events/v1/envelope.proto",
         "agora/events/v1/user.proto",
         "agora/events/v1/post.proto",

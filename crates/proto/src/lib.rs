@@ -25,6 +25,12 @@ pub mod feed {
     }
 }
 
+pub mod notification {
+    pub mod v1 {
+        tonic::include_proto!("agora.notification.v1");
+    }
+}
+
 pub mod events {
     pub mod v1 {
         tonic::include_proto!("agora.events.v1");

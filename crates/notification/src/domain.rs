@@ -1,0 +1,207 @@
+//! Notifications as values: their types, Mastodon's grouping, and what a read asks for. No I/O.
+
+/// Mastodon's notification types that Agora writes, plus the extension `agora.reaction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Mention,
+    Status,
+    Reblog,
+    Follow,
+    FollowRequest,
+    Favourite,
+    Update,
+    Reaction,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::Mention,
+        Kind::Status,
+        Kind::Reblog,
+        Kind::Follow,
+        Kind::FollowRequest,
+        Kind::Favourite,
+        Kind::Update,
+        Kind::Reaction,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Mention => "mention",
+            Kind::Status => "status",
+            Kind::Reblog => "reblog",
+            Kind::Follow => "follow",
+            Kind::FollowRequest => "follow_request",
+            Kind::Favourite => "favourite",
+            Kind::Update => "update",
+            Kind::Reaction => "agora.reaction",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub id: i64,
+    pub recipient_id: i64,
+    pub kind: Kind,
+    /// Who acted.
+    pub account_id: i64,
+    /// The status it is about; 0 for follows and follow requests.
+    pub status_id: i64,
+    pub created_at_ms: i64,
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+impl Notification {
+    /// Mastodon 4.3's group key: favourites and reblogs of one status group together, follows
+    /// group per day, everything else stands alone.
+    pub fn group_key(&self) -> String {
+        match self.kind {
+            Kind::Favourite | Kind::Reblog => format!("{}-{}", self.kind.as_str(), self.status_id),
+            Kind::Follow => format!("follow-{}", self.created_at_ms.div_euclid(DAY_MS)),
+            _ => format!("ungrouped-{}", self.id),
+        }
+    }
+}
+
+/// Why one account's actions do not notify another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The recipient blocks the actor.
+    Blocking,
+    /// The actor blocks the recipient.
+    BlockedBy,
+    /// The recipient mutes the actor, notifications included.
+    Muting,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Blocking => "blocking",
+            Reason::BlockedBy => "blocked_by",
+            Reason::Muting => "muting",
+        }
+    }
+}
+
+/// One change an event makes. A store applies all the changes of one event in one transaction,
+/// together with the record that the event was handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Writes the notification unless its cause is already there or the recipient does not hear
+    /// from the actor (a block either way, a mute covering notifications).
+    Add(Notification),
+    /// Removes the notification of one cause; any recipient when `recipient_id` is `None`.
+    Remove {
+        recipient_id: Option<i64>,
+        kind: Kind,
+        account_id: i64,
+        status_id: i64,
+    },
+    /// Removes every notification about a status (it was deleted).
+    RemoveAboutStatus {
+        status_id: i64,
+    },
+    /// An accepted follow: the follow request's notification goes, and a `follow` one is
+    /// written only when there was no request (the recipient accepted it themselves).
+    Followed(Notification),
+    /// From now on `account_id` does not notify `recipient_id` (until `expires_at_ms`, 0 never),
+    /// and what it notified before goes.
+    Suppress {
+        recipient_id: i64,
+        account_id: i64,
+        reason: Reason,
+        expires_at_ms: i64,
+    },
+    Unsuppress {
+        recipient_id: i64,
+        account_id: i64,
+        reason: Reason,
+    },
+}
+
+/// What a read of notifications asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Only these types; empty means every type.
+    pub types: Vec<Kind>,
+    pub exclude_types: Vec<Kind>,
+    /// Only from this account.
+    pub account_id: Option<i64>,
+    pub max_id: Option<i64>,
+    pub since_id: Option<i64>,
+    pub min_id: Option<i64>,
+    pub limit: usize,
+}
+
+impl Query {
+    /// The types the query admits, in [`Kind::ALL`] order.
+    pub fn kinds(&self) -> Vec<Kind> {
+        Kind::ALL
+            .into_iter()
+            .filter(|k| (self.types.is_empty() || self.types.contains(k)) && !self.exclude_types.contains(k))
+            .collect()
+    }
+}
+
+/// A name in `types[]` or `exclude_types[]` that is not a notification type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown notification type {0:?}")]
+pub struct UnknownKind(pub String);
+
+pub fn parse_kinds(names: &[String]) -> Result<Vec<Kind>, UnknownKind> {
+    names.iter().map(|n| Kind::parse(n).ok_or_else(|| UnknownKind(n.clone()))).collect()
+}
+
+pub const DEFAULT_LIMIT: usize = 40;
+pub const MAX_LIMIT: usize = 80;
+
+/// Mastodon's page size: 0 (unset) is the default, more than the maximum is the maximum.
+pub fn page_limit(requested: i32) -> usize {
+    match requested {
+        n if n <= 0 => DEFAULT_LIMIT,
+        n => (n as usize).min(MAX_LIMIT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(kind: Kind, status_id: i64, created_at_ms: i64) -> Notification {
+        Notification { id: 99, recipient_id: 1, kind, account_id: 2, status_id, created_at_ms }
+    }
+
+    #[test]
+    fn kinds_round_trip_by_name() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(Kind::parse("poll"), None);
+        assert_eq!(parse_kinds(&["mention".into(), "bogus".into()]), Err(UnknownKind("bogus".into())));
+    }
+
+    #[test]
+    fn groups_follow_mastodon() {
+        assert_eq!(n(Kind::Favourite, 7, 0).group_key(), "favourite-7");
+        assert_eq!(n(Kind::Reblog, 7, 0).group_key(), "reblog-7");
+        assert_eq!(n(Kind::Follow, 0, DAY_MS + 5).group_key(), n(Kind::Follow, 0, 2 * DAY_MS - 1).group_key());
+        assert_ne!(n(Kind::Follow, 0, DAY_MS - 1).group_key(), n(Kind::Follow, 0, DAY_MS).group_key());
+        assert_eq!(n(Kind::Mention, 7, 0).group_key(), "ungrouped-99");
+    }
+
+    #[test]
+    fn queries_admit_types_minus_exclusions() {
+        let q =
+            Query { types: vec![Kind::Mention, Kind::Follow], exclude_types: vec![Kind::Follow], ..Default::default() };
+        assert_eq!(q.kinds(), vec![Kind::Mention]);
+        assert_eq!(Query::default().kinds().len(), Kind::ALL.len());
+        assert_eq!((page_limit(0), page_limit(5), page_limit(500)), (40, 5, 80));
+    }
+}

@@ -1,0 +1,206 @@
+//! agora-notification: what happened to an account. Mentions, reblogs, favourites, follows and
+//! follow requests are written from post and graph events, exactly once per event, and read,
+//! dismissed and counted by their recipient.
+//!
+//! It must never notify an account of its own actions or of the actions of an account it does
+//! not hear from (a block either way, a mute that covers notifications), never show one account
+//! another's notification (not even that it exists), and never read another service's tables:
+//! what it knows of blocks and mutes it keeps from graph events.
+
+pub mod domain;
+pub mod grpc;
+pub mod notifications;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_events::consumer::{Handler, HandlerError};
+use agora_events::{Envelope, EventBus};
+use agora_kit::config::{self, ConfigError, Env};
+use agora_kit::health::Health;
+use agora_kit::jwt::Verifier;
+use agora_kit::{IdGenerator, Shutdown};
+use agora_proto::notification::v1::notification_service_server::NotificationServiceServer;
+use async_trait::async_trait;
+use tokio::net::TcpListener;
+
+pub use notifications::{NotificationError, Notifications};
+
+pub const POST_TOPIC: &str = "agora.post.v1";
+pub const GRAPH_TOPIC: &str = "agora.graph.v1";
+pub const GROUP: &str = "notification";
+
+/// Settings of the notification service (`AGORA_NOTIFICATION_*`, plus shared `AGORA_*`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// gRPC address (`AGORA_NOTIFICATION_LISTEN`).
+    pub listen: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz` (`AGORA_NOTIFICATION_ADMIN_LISTEN`).
+    pub admin_listen: SocketAddr,
+    /// `postgres://…` or `sqlite://…` (`AGORA_NOTIFICATION_DATABASE_URL`).
+    pub database_url: String,
+    /// `memory://` or `kafka://…` (`AGORA_BUS_URL`).
+    pub bus_url: String,
+    /// The public base URL; the token issuer (`AGORA_PUBLIC_URL`).
+    pub public_url: String,
+    /// The user service, for token keys and revocations (`AGORA_NOTIFICATION_USER_URL`).
+    pub user_url: String,
+    /// Apply migrations at start (`AGORA_MIGRATE_ON_START`, default true).
+    pub migrate_on_start: bool,
+    pub worker_id: u16,
+}
+
+impl Config {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let data_dir = config::string(env, "AGORA_DATA_DIR", ".agora");
+        Ok(Self {
+            listen: config::socket_addr(env, "AGORA_NOTIFICATION_LISTEN", "127.0.0.1:50055")?,
+            admin_listen: config::socket_addr(env, "AGORA_NOTIFICATION_ADMIN_LISTEN", "127.0.0.1:9105")?,
+            database_url: agora_store::database_url(
+                env,
+                "AGORA_NOTIFICATION_DATABASE_URL",
+                &format!("sqlite://{data_dir}/notification.db"),
+                false,
+            )?,
+            bus_url: agora_events::bus_url(env)?,
+            public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080")
+                .trim_end_matches('/')
+                .to_owned(),
+            user_url: config::service_url(env, "AGORA_NOTIFICATION_USER_URL", "http://127.0.0.1:50051")?,
+            migrate_on_start: config::boolean(env, "AGORA_MIGRATE_ON_START", true)?,
+            worker_id: config::parse(env, "AGORA_WORKER_ID", rand::random::<u16>() % 1024)?,
+        })
+    }
+}
+
+/// Applies events from one topic through [`Notifications::handle`].
+struct EventHandler {
+    notifications: Arc<Notifications>,
+}
+
+#[async_trait]
+impl Handler for EventHandler {
+    async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        self.notifications.handle(envelope).await
+    }
+}
+
+/// Handled-event records are kept this long: longer than a topic's retention, so a redelivery
+/// is always recognised.
+const KEEP_PROCESSED: Duration = Duration::from_secs(8 * 24 * 3600);
+
+/// Prunes old handled-event records and expired mutes every hour until `shutdown`.
+async fn prune_periodically(store: Arc<dyn store::NotificationStore>, shutdown: Shutdown) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let before = agora_kit::time::now_ms() - KEEP_PROCESSED.as_millis() as i64;
+        match store.prune(before).await {
+            Ok(n) => tracing::debug!(removed = n, "pruned notification bookkeeping"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed; will retry"),
+        }
+    }
+}
+
+/// A notification service ready to serve: store open, consumers running.
+pub struct NotificationService {
+    pub notifications: Arc<Notifications>,
+    pub health: Health,
+    verifier: Arc<Verifier>,
+}
+
+impl NotificationService {
+    /// Opens the store (migrating if configured) and starts the consumers of `agora.post.v1` and
+    /// `agora.graph.v1` (groups `notification.post` and `notification.graph`), both stopping on
+    /// `shutdown`.
+    pub async fn build(
+        config: &Config,
+        bus: Arc<dyn EventBus>,
+        verifier: Arc<Verifier>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Self> {
+        agora_kit::metrics::install();
+        let store = store::connect(&config.database_url, config.migrate_on_start).await?;
+        let ids = Arc::new(IdGenerator::new(config.worker_id));
+        let notifications = Arc::new(Notifications::new(Arc::clone(&store), ids));
+        let topics = vec![POST_TOPIC.to_owned(), GRAPH_TOPIC.to_owned()];
+        bus.ensure_topics(&topics).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not ensure the notification service's topics; consumers will retry");
+        });
+        for topic in topics {
+            let handler = Arc::new(EventHandler { notifications: Arc::clone(&notifications) });
+            let domain = topic.split('.').nth(1).unwrap_or("events").to_owned();
+            tokio::spawn(agora_events::consumer::run(
+                Arc::clone(&bus),
+                vec![topic],
+                format!("{GROUP}.{domain}"),
+                handler,
+                shutdown.clone(),
+            ));
+        }
+        tokio::spawn(prune_periodically(Arc::clone(&store), shutdown.clone()));
+
+        let health = Health::new();
+        let s = Arc::clone(&store);
+        health.add_check("notification-store", move || {
+            let s = Arc::clone(&s);
+            async move { s.ping().await.map_err(|e| e.to_string()) }
+        });
+        Ok(Self { notifications, health, verifier })
+    }
+
+    /// Serves gRPC on `listener` until `shutdown`, then drains in-flight calls.
+    pub async fn serve(
+        self,
+        listener: impl Into<agora_kit::grpc::GrpcListener>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
+        agora_kit::grpc::serve(
+            listener,
+            shutdown,
+            NotificationServiceServer::new(grpc::NotificationGrpc {
+                notifications: self.notifications,
+                verifier: self.verifier,
+            }),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Runs the notification service alone: its own bus connection, token verifier and admin
+/// endpoint.
+pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let bus = agora_events::connect(&config.bus_url).await?;
+    let verifier = agora_client::user_service_verifier_at(&config.user_url, &config.public_url, shutdown.clone())?;
+    let service = NotificationService::build(&config, Arc::clone(&bus), verifier, shutdown.clone()).await?;
+    let health = service.health.clone();
+    agora_events::add_health_check(&health, &bus);
+    let admin_task = agora_kit::health::spawn_admin(config.admin_listen, health.clone(), shutdown.clone()).await?;
+    service.serve(listener, shutdown).await?;
+    let _ = admin_task.await;
+    Ok(())
+}
+
+/// Applies the notification store's migrations (`agora migrate`).
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = store::connect(&config.database_url, false).await?;
+    store.migrate().await?;
+    Ok(())
+}
+
+/// The process entry point shared by the `agora-notification` binary and `agora serve --target
+/// notification`: telemetry, settings from `env`, bind, run until SIGTERM/SIGINT, drain.
+pub async fn serve_from_env(env: &dyn Env) -> anyhow::Result<()> {
+    let _telemetry = agora_kit::telemetry::init("notification", env);
+    let config = Config::from_env(env)?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let shutdown = Shutdown::new();
+    tokio::spawn(agora_kit::shutdown::on_signal(shutdown.clone()));
+    run(config, listener, shutdown).await
+}

@@ -1,0 +1,226 @@
+//! The notification rules: which events notify whom, and what a recipient may read.
+
+use std::sync::Arc;
+
+use agora_events::Envelope;
+use agora_events::consumer::HandlerError;
+use agora_kit::IdGenerator;
+use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, StatusPosted};
+
+use crate::domain::{Change, Kind, Notification, Query, Reason};
+use crate::store::{NotificationStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotificationError {
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("notification not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<NotificationError> for agora_kit::Error {
+    fn from(e: NotificationError) -> Self {
+        match e {
+            NotificationError::Invalid { field, message } => agora_kit::Error::invalid(field, "ERR_INVALID", message),
+            NotificationError::NotFound => agora_kit::Error::not_found("notification"),
+            NotificationError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<NotificationError> for tonic::Status {
+    fn from(e: NotificationError) -> Self {
+        agora_kit::Error::from(e).into()
+    }
+}
+
+pub type NotificationResult<T> = Result<T, NotificationError>;
+
+fn decode<M: prost::Message + Default>(env: &Envelope) -> Result<M, HandlerError> {
+    M::decode(env.payload.as_slice()).map_err(|e| HandlerError::Permanent(format!("{}: {e}", env.r#type)))
+}
+
+pub struct Notifications {
+    store: Arc<dyn NotificationStore>,
+    ids: Arc<IdGenerator>,
+}
+
+impl Notifications {
+    pub fn new(store: Arc<dyn NotificationStore>, ids: Arc<IdGenerator>) -> Self {
+        Self { store, ids }
+    }
+
+    pub fn store(&self) -> &Arc<dyn NotificationStore> {
+        &self.store
+    }
+
+    fn notification(&self, kind: Kind, recipient_id: i64, account_id: i64, status_id: i64, at: i64) -> Notification {
+        Notification { id: self.ids.next_id(), recipient_id, kind, account_id, status_id, created_at_ms: at }
+    }
+
+    /// What one event changes. Nobody is notified of their own actions.
+    pub fn changes(&self, env: &Envelope) -> Result<Vec<Change>, HandlerError> {
+        let at = env.occurred_at_ms;
+        let mut out = Vec::new();
+        match env.r#type.as_str() {
+            "post.created" => {
+                let s: StatusPosted = decode(env)?;
+                if s.reblog_of_id != 0 {
+                    if s.reblog_of_account_id != s.account_id {
+                        let n =
+                            self.notification(Kind::Reblog, s.reblog_of_account_id, s.account_id, s.reblog_of_id, at);
+                        out.push(Change::Add(n));
+                    }
+                } else {
+                    // Every mentioned account hears of it, whatever the visibility: a private
+                    // or direct status is addressed to them.
+                    let mut mentioned = s.mention_ids.clone();
+                    mentioned.sort_unstable();
+                    mentioned.dedup();
+                    for m in mentioned.into_iter().filter(|m| *m != s.account_id) {
+                        out.push(Change::Add(self.notification(Kind::Mention, m, s.account_id, s.id, at)));
+                    }
+                }
+            }
+            "post.deleted" => {
+                let d: StatusDeleted = decode(env)?;
+                out.push(Change::RemoveAboutStatus { status_id: d.id });
+                if d.reblog_of_id != 0 {
+                    out.push(Change::Remove {
+                        recipient_id: None,
+                        kind: Kind::Reblog,
+                        account_id: d.account_id,
+                        status_id: d.reblog_of_id,
+                    });
+                }
+            }
+            "post.favourited" => {
+                let f: StatusFavourited = decode(env)?;
+                if f.status_account_id != f.account_id {
+                    let n = self.notification(Kind::Favourite, f.status_account_id, f.account_id, f.status_id, at);
+                    out.push(Change::Add(n));
+                }
+            }
+            "post.unfavourited" => {
+                let f: StatusFavourited = decode(env)?;
+                out.push(Change::Remove {
+                    recipient_id: Some(f.status_account_id),
+                    kind: Kind::Favourite,
+                    account_id: f.account_id,
+                    status_id: f.status_id,
+                });
+            }
+            "graph.followed" => {
+                let g: GraphChanged = decode(env)?;
+                out.push(Change::Followed(self.notification(Kind::Follow, g.target_id, g.account_id, 0, at)));
+            }
+            "graph.follow_requested" => {
+                let g: GraphChanged = decode(env)?;
+                out.push(Change::Add(self.notification(Kind::FollowRequest, g.target_id, g.account_id, 0, at)));
+            }
+            "graph.unfollowed" => {
+                let g: GraphChanged = decode(env)?;
+                for kind in [Kind::Follow, Kind::FollowRequest] {
+                    out.push(Change::Remove {
+                        recipient_id: Some(g.target_id),
+                        kind,
+                        account_id: g.account_id,
+                        status_id: 0,
+                    });
+                }
+            }
+            "graph.blocked" => {
+                let g: GraphChanged = decode(env)?;
+                let (a, t) = (g.account_id, g.target_id);
+                out.push(Change::Suppress {
+                    recipient_id: a,
+                    account_id: t,
+                    reason: Reason::Blocking,
+                    expires_at_ms: 0,
+                });
+                out.push(Change::Suppress {
+                    recipient_id: t,
+                    account_id: a,
+                    reason: Reason::BlockedBy,
+                    expires_at_ms: 0,
+                });
+            }
+            "graph.unblocked" => {
+                let g: GraphChanged = decode(env)?;
+                let (a, t) = (g.account_id, g.target_id);
+                out.push(Change::Unsuppress { recipient_id: a, account_id: t, reason: Reason::Blocking });
+                out.push(Change::Unsuppress { recipient_id: t, account_id: a, reason: Reason::BlockedBy });
+            }
+            "graph.muted" => {
+                let g: GraphChanged = decode(env)?;
+                let (a, t) = (g.account_id, g.target_id);
+                // A mute that leaves notifications on (or a re-mute that turns them back on)
+                // lifts an earlier notification mute.
+                out.push(if g.mute_notifications {
+                    Change::Suppress {
+                        recipient_id: a,
+                        account_id: t,
+                        reason: Reason::Muting,
+                        expires_at_ms: g.mute_expires_at_ms,
+                    }
+                } else {
+                    Change::Unsuppress { recipient_id: a, account_id: t, reason: Reason::Muting }
+                });
+            }
+            "graph.unmuted" => {
+                let g: GraphChanged = decode(env)?;
+                out.push(Change::Unsuppress {
+                    recipient_id: g.account_id,
+                    account_id: g.target_id,
+                    reason: Reason::Muting,
+                });
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// Applies one post or graph event, exactly once: its changes and the record that it was
+    /// handled commit together, and a redelivery finds the record.
+    pub async fn handle(&self, env: &Envelope) -> Result<(), HandlerError> {
+        let changes = self.changes(env)?;
+        let applied = self
+            .store
+            .apply(env.id, agora_kit::time::now_ms(), &changes)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        if applied {
+            for c in &changes {
+                if let Change::Add(n) | Change::Followed(n) = c {
+                    metrics::counter!("agora_notification_written_total", "type" => n.kind.as_str()).increment(1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The recipient's notifications that `query` admits, newest first.
+    pub async fn list(&self, recipient_id: i64, query: &Query) -> NotificationResult<Vec<Notification>> {
+        Ok(self.store.page(recipient_id, query, agora_kit::time::now_ms()).await?)
+    }
+
+    /// One of the recipient's notifications; another account's is not found, like a missing one.
+    pub async fn get(&self, recipient_id: i64, id: i64) -> NotificationResult<Notification> {
+        self.store.get(recipient_id, id, agora_kit::time::now_ms()).await?.ok_or(NotificationError::NotFound)
+    }
+
+    /// Dismisses one of the recipient's notifications; another account's is not found.
+    pub async fn dismiss(&self, recipient_id: i64, id: i64) -> NotificationResult<()> {
+        if self.store.dismiss(recipient_id, id).await? { Ok(()) } else { Err(NotificationError::NotFound) }
+    }
+
+    pub async fn clear(&self, recipient_id: i64) -> NotificationResult<u64> {
+        Ok(self.store.clear(recipient_id).await?)
+    }
+
+    pub async fn unread_count(&self, recipient_id: i64, after_id: i64, query: &Query) -> NotificationResult<i64> {
+        Ok(self.store.unread_count(recipient_id, after_id, query, agora_kit::time::now_ms()).await?)
+    }
+}

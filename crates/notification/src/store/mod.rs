@@ -1,0 +1,86 @@
+//! The notification store port and the choice of backend by URL scheme (`postgres://`,
+//! `sqlite://`). Every backend passes the conformance suite in `tests/it/store.rs`.
+
+mod sql;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::{Change, Notification, Query};
+
+pub use sql::{PgNotificationStore, SqliteNotificationStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl From<StoreError> for agora_kit::Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(detail) => agora_kit::Error::internal(detail),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait NotificationStore: Send + Sync + 'static {
+    async fn migrate(&self) -> StoreResult<()>;
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Applies the changes of event `event_id` in one transaction with the record that it was
+    /// handled. Returns false, changing nothing, when it was handled before.
+    async fn apply(&self, event_id: i64, now_ms: i64, changes: &[Change]) -> StoreResult<bool>;
+
+    /// The recipient's notifications that `query` admits, newest first, leaving out those from
+    /// accounts the recipient does not hear from at `now_ms`.
+    async fn page(&self, recipient_id: i64, query: &Query, now_ms: i64) -> StoreResult<Vec<Notification>>;
+    /// One of the recipient's notifications (none when it is someone else's).
+    async fn get(&self, recipient_id: i64, id: i64, now_ms: i64) -> StoreResult<Option<Notification>>;
+    /// Removes one of the recipient's notifications; false when there was none.
+    async fn dismiss(&self, recipient_id: i64, id: i64) -> StoreResult<bool>;
+    /// Removes all of the recipient's notifications; returns how many.
+    async fn clear(&self, recipient_id: i64) -> StoreResult<u64>;
+    /// How many of the notifications `query` admits are newer than `after_id`, counting up to
+    /// `query.limit`.
+    async fn unread_count(&self, recipient_id: i64, after_id: i64, query: &Query, now_ms: i64) -> StoreResult<i64>;
+
+    /// Forgets handled-event records older than `before_ms` and expired mutes. Returns the rows
+    /// removed.
+    async fn prune(&self, before_ms: i64) -> StoreResult<u64>;
+}
+
+/// Opens the store named by `url`, migrating it first when `migrate_on_start`. SQLite files and
+/// their directory are created if missing.
+pub async fn connect(url: &str, migrate_on_start: bool) -> StoreResult<Arc<dyn NotificationStore>> {
+    let store: Arc<dyn NotificationStore> = match url.split_once("://").map(|(s, _)| s) {
+        Some("postgres") | Some("postgresql") => Arc::new(PgNotificationStore::connect(url).await?),
+        Some("sqlite") => Arc::new(SqliteNotificationStore::connect(url).await?),
+        _ => {
+            return Err(StoreError::Unavailable(format!(
+                "unsupported notification store url scheme in {} (postgres://, sqlite://)",
+                agora_kit::config::redact_url(url)
+            )));
+        }
+    };
+    if migrate_on_start {
+        store.migrate().await?;
+    }
+    Ok(store)
+}

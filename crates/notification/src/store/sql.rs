@@ -1,0 +1,311 @@
+//! The PostgreSQL and SQLite notification stores. Both speak the same SQL (numbered `$N`
+//! parameters work on both engines), so one body is instantiated per engine by
+//! `sql_notification_store!`; only connection set-up and migrations differ.
+
+use async_trait::async_trait;
+use sqlx::{PgPool, SqlitePool};
+
+use super::{NotificationStore, StoreResult};
+use crate::domain::{Change, Kind, Notification, Query};
+
+const COLUMNS: &str = "id, recipient_id, kind, account_id, status_id, created_at_ms";
+/// A notification is written only while the recipient hears from the actor.
+const ADD: &str = "INSERT INTO notifications (id, recipient_id, kind, account_id, status_id, created_at_ms) \
+     SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM suppressions \
+       WHERE recipient_id = $2 AND account_id = $4 AND (expires_at_ms = 0 OR expires_at_ms > $7)) \
+     ON CONFLICT DO NOTHING";
+/// `$4 = 0`: any recipient.
+const REMOVE: &str = "DELETE FROM notifications WHERE kind = $1 AND account_id = $2 AND status_id = $3 \
+     AND ($4 = 0 OR recipient_id = $4)";
+const SUPPRESS: &str = "INSERT INTO suppressions (recipient_id, account_id, reason, expires_at_ms) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (recipient_id, account_id, reason) DO UPDATE SET expires_at_ms = excluded.expires_at_ms";
+/// Appended to a `WHERE` on `notifications n`: the recipient still hears from the actor at `now`.
+const HEARD: &str = " AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.recipient_id = n.recipient_id \
+     AND s.account_id = n.account_id AND (s.expires_at_ms = 0 OR s.expires_at_ms > ";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    recipient_id: i64,
+    kind: String,
+    account_id: i64,
+    status_id: i64,
+    created_at_ms: i64,
+}
+
+impl Row {
+    /// A row of a type this build does not know (written by a newer one) is left out.
+    fn notification(self) -> Option<Notification> {
+        Some(Notification {
+            id: self.id,
+            recipient_id: self.recipient_id,
+            kind: Kind::parse(&self.kind)?,
+            account_id: self.account_id,
+            status_id: self.status_id,
+            created_at_ms: self.created_at_ms,
+        })
+    }
+}
+
+macro_rules! sql_notification_store {
+    ($store:ty, $db:ty, $begin:expr) => {
+        /// `WHERE` conditions of `query` on `notifications n` after the recipient's, or `None`
+        /// when it admits no type at all.
+        fn push_filters(qb: &mut sqlx::QueryBuilder<$db>, query: &Query, now_ms: i64) -> Option<()> {
+            let kinds = query.kinds();
+            if kinds.is_empty() {
+                return None;
+            }
+            if kinds.len() < Kind::ALL.len() {
+                qb.push(" AND n.kind IN (");
+                let mut list = qb.separated(", ");
+                for k in kinds {
+                    list.push_bind(k.as_str());
+                }
+                qb.push(")");
+            }
+            if let Some(a) = query.account_id {
+                qb.push(" AND n.account_id = ").push_bind(a);
+            }
+            qb.push(HEARD).push_bind(now_ms).push("))");
+            Some(())
+        }
+
+        async fn add(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            n: &Notification,
+            now_ms: i64,
+        ) -> Result<u64, sqlx::Error> {
+            Ok(sqlx::query(ADD)
+                .bind(n.id)
+                .bind(n.recipient_id)
+                .bind(n.kind.as_str())
+                .bind(n.account_id)
+                .bind(n.status_id)
+                .bind(n.created_at_ms)
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected())
+        }
+
+        #[async_trait]
+        impl NotificationStore for $store {
+            async fn migrate(&self) -> StoreResult<()> {
+                self.migrator().run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn apply(&self, event_id: i64, now_ms: i64, changes: &[Change]) -> StoreResult<bool> {
+                let mut tx = agora_store::begin(&self.pool, $begin).await?;
+                let first = sqlx::query(
+                    "INSERT INTO processed_events (event_id, processed_at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(event_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !first {
+                    agora_store::commit(tx).await?;
+                    return Ok(false);
+                }
+                for change in changes {
+                    match change {
+                        Change::Add(n) => {
+                            add(&mut tx, n, now_ms).await?;
+                        }
+                        Change::Remove { recipient_id, kind, account_id, status_id } => {
+                            sqlx::query(REMOVE)
+                                .bind(kind.as_str())
+                                .bind(*account_id)
+                                .bind(*status_id)
+                                .bind(recipient_id.unwrap_or(0))
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Change::RemoveAboutStatus { status_id } => {
+                            sqlx::query("DELETE FROM notifications WHERE status_id = $1 AND status_id <> 0")
+                                .bind(*status_id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Change::Followed(n) => {
+                            let requested = sqlx::query(
+                                "DELETE FROM notifications WHERE recipient_id = $1 AND account_id = $2 AND kind = $3",
+                            )
+                            .bind(n.recipient_id)
+                            .bind(n.account_id)
+                            .bind(Kind::FollowRequest.as_str())
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                            if requested == 0 {
+                                add(&mut tx, n, now_ms).await?;
+                            }
+                        }
+                        Change::Suppress { recipient_id, account_id, reason, expires_at_ms } => {
+                            sqlx::query(SUPPRESS)
+                                .bind(*recipient_id)
+                                .bind(*account_id)
+                                .bind(reason.as_str())
+                                .bind(*expires_at_ms)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query("DELETE FROM notifications WHERE account_id = $1 AND recipient_id = $2")
+                                .bind(*account_id)
+                                .bind(*recipient_id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Change::Unsuppress { recipient_id, account_id, reason } => {
+                            sqlx::query(
+                                "DELETE FROM suppressions WHERE recipient_id = $1 AND account_id = $2 AND reason = $3",
+                            )
+                            .bind(*recipient_id)
+                            .bind(*account_id)
+                            .bind(reason.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                }
+                agora_store::commit(tx).await?;
+                Ok(true)
+            }
+
+            async fn page(&self, recipient_id: i64, query: &Query, now_ms: i64) -> StoreResult<Vec<Notification>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {COLUMNS} FROM notifications n WHERE n.recipient_id = "
+                ));
+                qb.push_bind(recipient_id);
+                if push_filters(&mut qb, query, now_ms).is_none() {
+                    return Ok(Vec::new());
+                }
+                if let Some(max) = query.max_id {
+                    qb.push(" AND n.id < ").push_bind(max);
+                }
+                // min_id pages walk up from it; since_id pages are the newest above it.
+                let ascending = query.min_id.is_some();
+                if let Some(lower) = query.min_id.or(query.since_id) {
+                    qb.push(" AND n.id > ").push_bind(lower);
+                }
+                qb.push(if ascending { " ORDER BY n.id ASC LIMIT " } else { " ORDER BY n.id DESC LIMIT " });
+                qb.push_bind(query.limit as i64);
+                let rows: Vec<Row> = qb.build_query_as().fetch_all(&self.pool).await?;
+                let mut out: Vec<Notification> = rows.into_iter().filter_map(Row::notification).collect();
+                if ascending {
+                    out.reverse();
+                }
+                Ok(out)
+            }
+
+            async fn get(&self, recipient_id: i64, id: i64, now_ms: i64) -> StoreResult<Option<Notification>> {
+                let mut qb =
+                    sqlx::QueryBuilder::<$db>::new(format!("SELECT {COLUMNS} FROM notifications n WHERE n.id = "));
+                qb.push_bind(id).push(" AND n.recipient_id = ").push_bind(recipient_id);
+                qb.push(HEARD).push_bind(now_ms).push("))");
+                let row: Option<Row> = qb.build_query_as().fetch_optional(&self.pool).await?;
+                Ok(row.and_then(Row::notification))
+            }
+
+            async fn dismiss(&self, recipient_id: i64, id: i64) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM notifications WHERE id = $1 AND recipient_id = $2")
+                    .bind(id)
+                    .bind(recipient_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn clear(&self, recipient_id: i64) -> StoreResult<u64> {
+                let done = sqlx::query("DELETE FROM notifications WHERE recipient_id = $1")
+                    .bind(recipient_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn unread_count(
+                &self,
+                recipient_id: i64,
+                after_id: i64,
+                query: &Query,
+                now_ms: i64,
+            ) -> StoreResult<i64> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM notifications n WHERE n.recipient_id = ",
+                );
+                qb.push_bind(recipient_id).push(" AND n.id > ").push_bind(after_id);
+                if push_filters(&mut qb, query, now_ms).is_none() {
+                    return Ok(0);
+                }
+                qb.push(" LIMIT ").push_bind(query.limit as i64).push(") AS unread");
+                let (count,): (i64,) = qb.build_query_as().fetch_one(&self.pool).await?;
+                Ok(count)
+            }
+
+            async fn prune(&self, before_ms: i64) -> StoreResult<u64> {
+                let events = sqlx::query("DELETE FROM processed_events WHERE processed_at_ms < $1")
+                    .bind(before_ms)
+                    .execute(&self.pool)
+                    .await?;
+                let mutes = sqlx::query("DELETE FROM suppressions WHERE expires_at_ms <> 0 AND expires_at_ms < $1")
+                    .bind(before_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(events.rows_affected() + mutes.rows_affected())
+            }
+        }
+    };
+}
+
+/// Notification store on PostgreSQL.
+pub struct PgNotificationStore {
+    pool: PgPool,
+}
+
+impl PgNotificationStore {
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Ok(Self { pool: agora_store::postgres(url).await? })
+    }
+
+    fn migrator(&self) -> sqlx::migrate::Migrator {
+        sqlx::migrate!("./migrations/postgres")
+    }
+}
+
+mod pg_impl {
+    use super::*;
+    // Every write of an event is keyed by its processed_events row, whose insert serializes two
+    // deliveries of the same event; causes are unique, so concurrent events cannot duplicate.
+    sql_notification_store!(PgNotificationStore, sqlx::Postgres, "BEGIN");
+}
+
+/// Notification store on SQLite (the embedded default).
+pub struct SqliteNotificationStore {
+    pool: SqlitePool,
+}
+
+impl SqliteNotificationStore {
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Ok(Self { pool: agora_store::sqlite(url).await? })
+    }
+
+    fn migrator(&self) -> sqlx::migrate::Migrator {
+        sqlx::migrate!("./migrations/sqlite")
+    }
+}
+
+mod sqlite_impl {
+    use super::*;
+    // IMMEDIATE takes the write lock up front, so the handled-event check and the writes it
+    // guards are one atomic step.
+    sql_notification_store!(SqliteNotificationStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
+}

@@ -1,0 +1,199 @@
+//! The notification rules, driven by post and graph events as the bus delivers them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use agora_events::Envelope;
+use agora_kit::IdGenerator;
+use agora_notification::Notifications;
+use agora_notification::domain::{Kind, Query};
+use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, StatusPosted};
+use prost::Message;
+
+const ALICE: i64 = 1;
+const BOB: i64 = 2;
+const CAROL: i64 = 3;
+
+struct World {
+    notifications: Notifications,
+    events: AtomicI64,
+}
+
+impl World {
+    async fn new() -> Self {
+        let dir = agora_testkit::scratch_dir().unwrap();
+        let store =
+            agora_notification::store::connect(&format!("sqlite://{}/n.db", dir.display()), true).await.unwrap();
+        Self { notifications: Notifications::new(store, Arc::new(IdGenerator::new(1))), events: AtomicI64::new(1) }
+    }
+
+    fn envelope(&self, kind: &str, payload: Vec<u8>) -> Envelope {
+        Envelope {
+            id: self.events.fetch_add(1, Ordering::Relaxed),
+            r#type: kind.into(),
+            occurred_at_ms: agora_kit::time::now_ms(),
+            payload,
+            ..Default::default()
+        }
+    }
+
+    async fn send(&self, kind: &str, payload: Vec<u8>) -> Envelope {
+        let env = self.envelope(kind, payload);
+        self.notifications.handle(&env).await.unwrap();
+        env
+    }
+
+    async fn post(&self, s: StatusPosted) -> Envelope {
+        self.send("post.created", s.encode_to_vec()).await
+    }
+
+    async fn graph(&self, kind: &str, account_id: i64, target_id: i64) {
+        self.send(kind, GraphChanged { account_id, target_id, ..Default::default() }.encode_to_vec()).await;
+    }
+
+    async fn favourite(&self, kind: &str, by: i64, status_id: i64, author: i64) {
+        let f = StatusFavourited { status_id, status_account_id: author, account_id: by, occurred_at_ms: 0 };
+        self.send(kind, f.encode_to_vec()).await;
+    }
+
+    /// (type, actor, status) of the account's notifications, newest first.
+    async fn of(&self, account: i64) -> Vec<(Kind, i64, i64)> {
+        let q = Query { limit: 40, ..Default::default() };
+        self.notifications
+            .list(account, &q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.kind, n.account_id, n.status_id))
+            .collect()
+    }
+}
+
+fn status(id: i64, author: i64, visibility: &str, mentions: &[i64]) -> StatusPosted {
+    StatusPosted {
+        id,
+        account_id: author,
+        visibility: visibility.into(),
+        mention_ids: mentions.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn mentions_notify_each_account_once_and_never_the_author() {
+    let w = World::new().await;
+    w.post(status(100, ALICE, "public", &[BOB, BOB, ALICE])).await;
+    // A private mention of someone who does not follow the author still reaches them.
+    w.post(status(101, ALICE, "private", &[CAROL])).await;
+    w.post(status(102, ALICE, "direct", &[CAROL])).await;
+    assert_eq!(w.of(BOB).await, vec![(Kind::Mention, ALICE, 100)]);
+    assert_eq!(w.of(CAROL).await, vec![(Kind::Mention, ALICE, 102), (Kind::Mention, ALICE, 101)]);
+    assert!(w.of(ALICE).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_redelivered_event_notifies_once() {
+    let w = World::new().await;
+    let env = w.post(status(100, ALICE, "public", &[BOB])).await;
+    w.notifications.handle(&env).await.unwrap();
+    w.notifications.handle(&env).await.unwrap();
+    assert_eq!(w.of(BOB).await.len(), 1);
+}
+
+#[tokio::test]
+async fn reblogs_and_favourites_notify_the_author_until_undone() {
+    let w = World::new().await;
+    let reblog = StatusPosted {
+        id: 200,
+        account_id: BOB,
+        visibility: "public".into(),
+        reblog_of_id: 100,
+        reblog_of_account_id: ALICE,
+        ..Default::default()
+    };
+    w.post(reblog).await;
+    w.favourite("post.favourited", CAROL, 100, ALICE).await;
+    w.favourite("post.favourited", ALICE, 100, ALICE).await; // one's own: nothing
+    assert_eq!(w.of(ALICE).await, vec![(Kind::Favourite, CAROL, 100), (Kind::Reblog, BOB, 100)]);
+    w.favourite("post.unfavourited", CAROL, 100, ALICE).await;
+    let unreblog = StatusDeleted { id: 200, account_id: BOB, reblog_of_id: 100, deleted_at_ms: 0 };
+    w.send("post.deleted", unreblog.encode_to_vec()).await;
+    assert!(w.of(ALICE).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_status_takes_its_notifications_along() {
+    let w = World::new().await;
+    w.post(status(100, ALICE, "public", &[BOB])).await;
+    w.favourite("post.favourited", CAROL, 100, ALICE).await;
+    w.send("post.deleted", StatusDeleted { id: 100, account_id: ALICE, ..Default::default() }.encode_to_vec()).await;
+    assert!(w.of(BOB).await.is_empty());
+    assert!(w.of(ALICE).await.is_empty());
+}
+
+#[tokio::test]
+async fn follows_and_requests_notify_the_followed_until_undone() {
+    let w = World::new().await;
+    w.graph("graph.followed", BOB, ALICE).await;
+    w.graph("graph.follow_requested", CAROL, ALICE).await;
+    assert_eq!(w.of(ALICE).await, vec![(Kind::FollowRequest, CAROL, 0), (Kind::Follow, BOB, 0)]);
+    // Alice accepts Carol: the request's notification goes, and no follow one replaces it.
+    w.graph("graph.followed", CAROL, ALICE).await;
+    assert_eq!(w.of(ALICE).await, vec![(Kind::Follow, BOB, 0)]);
+    w.graph("graph.unfollowed", BOB, ALICE).await;
+    assert!(w.of(ALICE).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_blocked_account_notifies_nobody_either_way_until_unblocked() {
+    let w = World::new().await;
+    w.post(status(100, BOB, "public", &[ALICE])).await;
+    w.graph("graph.blocked", ALICE, BOB).await;
+    assert!(w.of(ALICE).await.is_empty(), "the block removes what Bob notified");
+    w.post(status(101, BOB, "public", &[ALICE])).await;
+    w.favourite("post.favourited", BOB, 50, ALICE).await;
+    w.post(status(102, ALICE, "public", &[BOB])).await;
+    assert!(w.of(ALICE).await.is_empty());
+    assert!(w.of(BOB).await.is_empty(), "the blocked side hears nothing from the blocker either");
+    w.graph("graph.unblocked", ALICE, BOB).await;
+    w.post(status(103, BOB, "public", &[ALICE])).await;
+    assert_eq!(w.of(ALICE).await, vec![(Kind::Mention, BOB, 103)]);
+}
+
+#[tokio::test]
+async fn only_a_mute_that_covers_notifications_silences() {
+    let w = World::new().await;
+    let mute = |notifications: bool, expires: i64| GraphChanged {
+        account_id: ALICE,
+        target_id: BOB,
+        mute_notifications: notifications,
+        mute_expires_at_ms: expires,
+        ..Default::default()
+    };
+    w.send("graph.muted", mute(false, 0).encode_to_vec()).await;
+    w.post(status(100, BOB, "public", &[ALICE])).await;
+    assert_eq!(w.of(ALICE).await.len(), 1, "a mute of posts only");
+    w.send("graph.muted", mute(true, 0).encode_to_vec()).await;
+    w.post(status(101, BOB, "public", &[ALICE])).await;
+    assert!(w.of(ALICE).await.is_empty());
+    w.graph("graph.unmuted", ALICE, BOB).await;
+    w.post(status(102, BOB, "public", &[ALICE])).await;
+    assert_eq!(w.of(ALICE).await, vec![(Kind::Mention, BOB, 102)]);
+    // A timed mute that has already run out silences nothing.
+    w.send("graph.muted", mute(true, agora_kit::time::now_ms() - 1).encode_to_vec()).await;
+    w.post(status(103, BOB, "public", &[ALICE])).await;
+    assert_eq!(w.of(ALICE).await, vec![(Kind::Mention, BOB, 103)]);
+}
+
+#[tokio::test]
+async fn another_accounts_notification_is_not_found() {
+    let w = World::new().await;
+    w.post(status(100, ALICE, "public", &[BOB])).await;
+    let q = Query { limit: 40, ..Default::default() };
+    let id = w.notifications.list(BOB, &q).await.unwrap()[0].id;
+    assert!(matches!(w.notifications.get(CAROL, id).await, Err(agora_notification::NotificationError::NotFound)));
+    assert!(matches!(w.notifications.dismiss(CAROL, id).await, Err(agora_notification::NotificationError::NotFound)));
+    assert_eq!(w.notifications.get(BOB, id).await.unwrap().id, id);
+    w.notifications.dismiss(BOB, id).await.unwrap();
+    assert!(w.of(BOB).await.is_empty());
+}

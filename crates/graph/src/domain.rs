@@ -61,6 +61,8 @@ pub struct GraphChange {
     pub account_id: i64,
     pub target_id: i64,
     pub show_reblogs: bool,
+    /// For a follow: notify the follower of the target's new statuses.
+    pub notify: bool,
     pub mute_notifications: bool,
     /// 0 = no expiry.
     pub mute_expires_at_ms: i64,
@@ -68,7 +70,15 @@ pub struct GraphChange {
 
 impl GraphChange {
     pub fn new(kind: ChangeKind, account_id: i64, target_id: i64) -> Self {
-        Self { kind, account_id, target_id, show_reblogs: false, mute_notifications: false, mute_expires_at_ms: 0 }
+        Self {
+            kind,
+            account_id,
+            target_id,
+            show_reblogs: false,
+            notify: false,
+            mute_notifications: false,
+            mute_expires_at_ms: 0,
+        }
     }
 }
 

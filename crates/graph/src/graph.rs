@@ -364,6 +364,7 @@ impl Graph {
             target_id: c.target_id,
             occurred_at_ms: agora_kit::time::now_ms(),
             show_reblogs: c.show_reblogs,
+            notify: c.notify,
             mute_notifications: c.mute_notifications,
             mute_expires_at_ms: c.mute_expires_at_ms,
         };

@@ -728,10 +728,12 @@ impl GraphStore for ScyllaGraphStore {
                     plan.put.push((me, Kind::Follow, new));
                     // Keeps the write conditional even without a view change.
                 }
-                // Home timelines depend on show_reblogs, so a change of it is news.
-                if old.show_reblogs != f.show_reblogs {
+                // Home timelines depend on show_reblogs and notifications on notify, so a
+                // change of either is news.
+                if (old.show_reblogs, old.notify) != (f.show_reblogs, f.notify) {
                     plan.changes.push(GraphChange {
                         show_reblogs: f.show_reblogs,
+                        notify: f.notify,
                         ..GraphChange::new(ChangeKind::Followed, me, them)
                     });
                 }
@@ -754,7 +756,11 @@ impl GraphStore for ScyllaGraphStore {
                 Kind::Follow => ViewOp::PutFollow { from: me, to: them, id: f.id },
                 _ => ViewOp::PutRequest { from: me, to: them, id: f.id },
             });
-            plan.changes.push(GraphChange { show_reblogs: f.show_reblogs, ..GraphChange::new(change, me, them) });
+            plan.changes.push(GraphChange {
+                show_reblogs: f.show_reblogs,
+                notify: f.notify,
+                ..GraphChange::new(change, me, them)
+            });
             Ok(plan)
         })
         .await
@@ -810,6 +816,7 @@ impl GraphStore for ScyllaGraphStore {
                 plan.ops.push(ViewOp::PutFollow { from: requester_id, to: account_id, id: follow_id });
                 plan.changes.push(GraphChange {
                     show_reblogs: request.show_reblogs,
+                    notify: request.notify,
                     ..GraphChange::new(ChangeKind::Followed, requester_id, account_id)
                 });
             }

@@ -196,13 +196,14 @@ macro_rules! sql_graph_store {
                 }
                 let languages = languages_text(&f.languages);
                 let mut changes = Vec::new();
-                let following: Option<bool> =
-                    sqlx::query_scalar("SELECT show_reblogs FROM follows WHERE account_id = $1 AND target_id = $2")
-                        .bind(f.account_id)
-                        .bind(f.target_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if let Some(showed_reblogs) = following {
+                let following: Option<(bool, bool)> = sqlx::query_as(
+                    "SELECT show_reblogs, notify FROM follows WHERE account_id = $1 AND target_id = $2",
+                )
+                .bind(f.account_id)
+                .bind(f.target_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((showed_reblogs, notified)) = following {
                     sqlx::query(
                         "UPDATE follows SET show_reblogs = $3, notify = $4, languages = $5 \
                          WHERE account_id = $1 AND target_id = $2",
@@ -214,10 +215,12 @@ macro_rules! sql_graph_store {
                     .bind(&languages)
                     .execute(&mut *tx)
                     .await?;
-                    // Home timelines depend on show_reblogs, so a change of it is news.
-                    if showed_reblogs != f.show_reblogs {
+                    // Home timelines depend on show_reblogs and notifications on notify, so a
+                    // change of either is news.
+                    if (showed_reblogs, notified) != (f.show_reblogs, f.notify) {
                         let change = GraphChange {
                             show_reblogs: f.show_reblogs,
+                            notify: f.notify,
                             ..GraphChange::new(ChangeKind::Followed, f.account_id, f.target_id)
                         };
                         Self::record(&mut tx, &mut changes, change, event).await?;
@@ -263,6 +266,7 @@ macro_rules! sql_graph_store {
                     if inserted.rows_affected() > 0 {
                         let change = GraphChange {
                             show_reblogs: f.show_reblogs,
+                            notify: f.notify,
                             ..GraphChange::new(kind, f.account_id, f.target_id)
                         };
                         Self::record(&mut tx, &mut changes, change, event).await?;
@@ -334,8 +338,11 @@ macro_rules! sql_graph_store {
                 .await?;
                 let mut changes = Vec::new();
                 if inserted.rows_affected() > 0 {
-                    let change =
-                        GraphChange { show_reblogs, ..GraphChange::new(ChangeKind::Followed, requester_id, account_id) };
+                    let change = GraphChange {
+                        show_reblogs,
+                        notify,
+                        ..GraphChange::new(ChangeKind::Followed, requester_id, account_id)
+                    };
                     Self::record(&mut tx, &mut changes, change, event).await?;
                 }
                 agora_store::commit(tx).await?;

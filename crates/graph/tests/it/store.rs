@@ -29,6 +29,7 @@ fn ev(c: &GraphChange) -> Envelope {
         target_id: c.target_id,
         occurred_at_ms: now(),
         show_reblogs: c.show_reblogs,
+        notify: c.notify,
         mute_notifications: c.mute_notifications,
         mute_expires_at_ms: c.mute_expires_at_ms,
     };
@@ -119,6 +120,13 @@ async fn following_twice_writes_one_row_and_one_event(s: Arc<dyn GraphStore>) {
     assert!(rel.following && !rel.showing_reblogs && rel.notifying);
     assert_eq!(rel.languages, vec!["en".to_owned()]);
     assert_eq!(s.followers(b, &page(40)).await.unwrap().len(), 1, "still one follow");
+    assert!(changed[0].notify, "the announcement carries notify");
+    // Turning notifications off is announced too: the notification service depends on it.
+    let silent = NewFollow { notify: false, ..quieter.clone() };
+    let changed = s.follow(&silent, false, &ev).await.unwrap();
+    assert_eq!(kinds(&changed), vec![change(ChangeKind::Followed, a, b)]);
+    assert!(!changed[0].notify && !changed[0].show_reblogs);
+    assert!(!s.relationships(a, &[b], now()).await.unwrap()[0].notifying);
 
     let gone = s.unfollow(a, b, &ev).await.unwrap();
     assert_eq!(kinds(&gone), vec![change(ChangeKind::Unfollowed, a, b)]);

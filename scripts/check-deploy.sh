@@ -369,7 +369,7 @@ FULL = {
 # HPA off for user.
 EXTRA = {
     "services": {
-        "messaging": {"port": 50055, "adminPort": 9105, "upstreams": ["user", "graph"],
+        "messaging": {"port": 50056, "adminPort": 9106, "upstreams": ["user", "graph"],
                       "secretEnv": {"AGORA_MESSAGING_DATABASE_URL": "messaging-database-url"}},
         "user": {"autoscaling": {"enabled": False}, "replicas": 3},
     },
@@ -385,7 +385,7 @@ lint(EXTRA, "extra service 'messaging'")
 def helm_default():
     objs, notes = render(None)
     k = kinds(objs)
-    want = {"Deployment": 5, "Service": 5, "HorizontalPodAutoscaler": 5, "PodDisruptionBudget": 5,
+    want = {"Deployment": 6, "Service": 6, "HorizontalPodAutoscaler": 6, "PodDisruptionBudget": 6,
             "Job": 1, "ServiceAccount": 1}
     probs = [f"kinds: got {k}, want {want}"] if k != want else []
     probs += object_problems(objs, expect_hook=True)
@@ -396,6 +396,7 @@ def helm_default():
                          ("AGORA_GATEWAY_POST_URL", "http://agora-post:50052"),
                          ("AGORA_GATEWAY_GRAPH_URL", "http://agora-graph:50053"),
                          ("AGORA_GATEWAY_FEED_URL", "http://agora-feed:50054"),
+                         ("AGORA_GATEWAY_NOTIFICATION_URL", "http://agora-notification:50055"),
                          ("AGORA_GATEWAY_LISTEN", "0.0.0.0:8080"),
                          ("AGORA_GATEWAY_ADMIN_LISTEN", "0.0.0.0:9100"),
                          ("AGORA_PUBLIC_URL", "https://social.example")):
@@ -408,7 +409,8 @@ def helm_default():
             probs.append(f"user {name} = {us.get(name)}, want {want_v}")
     if "OTEL_EXPORTER_OTLP_ENDPOINT" in us:
         probs.append("an empty OTEL_EXPORTER_OTLP_ENDPOINT is rendered (should be omitted)")
-    # post, graph and feed: ports, upstream URLs (from `upstreams`), settings, secrets.
+    # post, graph, feed and notification: ports, upstream URLs (from `upstreams`),
+    # settings, secrets.
     want_env = {
         "post": {"AGORA_POST_LISTEN": "0.0.0.0:50052", "AGORA_POST_ADMIN_LISTEN": "0.0.0.0:9102",
                  "AGORA_POST_USER_URL": "http://agora-user:50051",
@@ -421,11 +423,15 @@ def helm_default():
                  "AGORA_FEED_POST_URL": "http://agora-post:50052",
                  "AGORA_FEED_HOT_SET_SIZE": "800", "AGORA_FEED_LARGE_ACCOUNT_FOLLOWERS": "10000",
                  "AGORA_FEED_INACTIVE_AFTER": "1209600", "AGORA_FEED_BACKFILL": "40"},
+        "notification": {"AGORA_NOTIFICATION_LISTEN": "0.0.0.0:50055",
+                         "AGORA_NOTIFICATION_ADMIN_LISTEN": "0.0.0.0:9105",
+                         "AGORA_NOTIFICATION_USER_URL": "http://agora-user:50051"},
     }
     want_secret = {"post": {"AGORA_POST_DATABASE_URL": "post-database-url"},
                    "graph": {"AGORA_GRAPH_DATABASE_URL": "graph-database-url"},
                    "feed": {"AGORA_FEED_DATABASE_URL": "feed-database-url",
-                            "AGORA_FEED_CACHE_URL": "feed-cache-url"}}
+                            "AGORA_FEED_CACHE_URL": "feed-cache-url"},
+                   "notification": {"AGORA_NOTIFICATION_DATABASE_URL": "notification-database-url"}}
     job = env_of(objs, "Job", "agora-migrate")
     for svc, envs in want_env.items():
         got = env_of(objs, "Deployment", f"agora-{svc}")
@@ -447,8 +453,8 @@ def helm_full():
     objs, notes = render(FULL)
     k = kinds(objs)
     probs = []
-    if k.get("ServiceMonitor") != 5 or k.get("Ingress") != 1:
-        probs.append(f"want 5 ServiceMonitor and 1 Ingress, got {k}")
+    if k.get("ServiceMonitor") != 6 or k.get("Ingress") != 1:
+        probs.append(f"want 6 ServiceMonitor and 1 Ingress, got {k}")
     probs += object_problems(objs, expect_hook=True)
     sm = [o for o in objs if o["kind"] == "ServiceMonitor"]
     if any(o["metadata"]["labels"].get("release") != "kube-prometheus-stack" for o in sm):
@@ -465,7 +471,7 @@ def helm_extra():
     names = {kn(o) for o in objs}
     for want in ("Deployment/social-agora-messaging", "Service/social-agora-messaging",
                  "HorizontalPodAutoscaler/social-agora-messaging", "PodDisruptionBudget/social-agora-messaging",
-                 "Deployment/social-agora-feed"):
+                 "Deployment/social-agora-feed", "Deployment/social-agora-notification"):
         if want not in names:
             probs.append(f"missing {want}")
     if "HorizontalPodAutoscaler/social-agora-user" in names:
@@ -474,12 +480,12 @@ def helm_extra():
     if user["spec"].get("replicas") != 3:
         probs.append("user replicas not 3 with autoscaling off")
     gw = env_of(objs, "Deployment", "social-agora-gateway")
-    for up, port in (("MESSAGING", 50055), ("FEED", 50054)):
+    for up, port in (("MESSAGING", 50056), ("FEED", 50054), ("NOTIFICATION", 50055)):
         got = gw.get(f"AGORA_GATEWAY_{up}_URL", {}).get("value")
         if got != f"http://social-agora-{up.lower()}:{port}":
             probs.append(f"gateway AGORA_GATEWAY_{up}_URL = {got}")
     msg = env_of(objs, "Deployment", "social-agora-messaging")
-    if msg.get("AGORA_MESSAGING_LISTEN", {}).get("value") != "0.0.0.0:50055":
+    if msg.get("AGORA_MESSAGING_LISTEN", {}).get("value") != "0.0.0.0:50056":
         probs.append("messaging AGORA_MESSAGING_LISTEN not derived from its port")
     for name, want_v in (("AGORA_MESSAGING_USER_URL", "http://social-agora-user:50051"),
                          ("AGORA_MESSAGING_GRAPH_URL", "http://social-agora-graph:50053")):
@@ -492,7 +498,7 @@ def helm_extra():
     if ref != {"name": "social-urls", "key": "messaging-database-url"}:
         probs.append(f"messaging database URL secretKeyRef = {ref}")
     job = env_of(objs, "Job", "social-agora-migrate")
-    for store in ("USER", "POST", "GRAPH", "FEED", "MESSAGING"):
+    for store in ("USER", "POST", "GRAPH", "FEED", "NOTIFICATION", "MESSAGING"):
         if f"AGORA_{store}_DATABASE_URL" not in job:
             probs.append(f"migration Job lacks AGORA_{store}_DATABASE_URL")
     if gw.get("OTEL_EXPORTER_OTLP_ENDPOINT", {}).get("value") != "http://otel-collector.observability:4317":
@@ -560,7 +566,7 @@ def kustomize(rel):
     return docs_of(r.stdout)
 
 
-SERVICES = ("user", "post", "graph", "feed", "gateway")
+SERVICES = ("user", "post", "graph", "feed", "notification", "gateway")
 
 
 def k_base():
@@ -718,9 +724,9 @@ tests:
       - series: 'agora_outbox_backlog{job="agora-user",instance="u2",service="user"}'
         values: '2000+100x60 8000x20'
       # consumer lag: two partitions, 6000 each, flat
-      - series: 'agora_consumer_lag{job="agora-feed",instance="f1",group="feed",topic="agora.post.v1",partition="0"}'
+      - series: 'agora_consumer_lag{job="agora-feed",instance="f1",group="feed.post",topic="agora.post.v1",partition="0"}'
         values: '6000x80'
-      - series: 'agora_consumer_lag{job="agora-feed",instance="f2",group="feed",topic="agora.post.v1",partition="1"}'
+      - series: 'agora_consumer_lag{job="agora-feed",instance="f2",group="feed.post",topic="agora.post.v1",partition="1"}'
         values: '6000x80'
       # another group 6000 behind: above the feed threshold, but not the feed group
       - series: 'agora_consumer_lag{job="agora-search",instance="s1",group="search",topic="agora.post.v1",partition="0"}'
@@ -765,7 +771,7 @@ tests:
       - expr: job:agora_consumer_lag:sum
         eval_time: 10m
         exp_samples:
-          - labels: 'job:agora_consumer_lag:sum{job="agora-feed",group="feed",topic="agora.post.v1"}'
+          - labels: 'job:agora_consumer_lag:sum{job="agora-feed",group="feed.post",topic="agora.post.v1"}'
             value: 12000
           - labels: 'job:agora_consumer_lag:sum{job="agora-search",group="search",topic="agora.post.v1"}'
             value: 6000
@@ -829,7 +835,7 @@ tests:
       - eval_time: 20m
         alertname: AgoraConsumerLagHigh
         exp_alerts:
-          - exp_labels: {severity: warning, job: agora-feed, group: feed, topic: agora.post.v1}
+          - exp_labels: {severity: warning, job: agora-feed, group: feed.post, topic: agora.post.v1}
             exp_annotations:
               summary: "agora-feed: consumer lag 12000"
               description: A consumer of agora-feed is more than 10000 messages behind on agora.post.v1 for 10 minutes.
@@ -850,10 +856,10 @@ tests:
       - eval_time: 10m
         alertname: AgoraFeedConsumerLagHigh
         exp_alerts:
-          - exp_labels: {severity: warning, job: agora-feed, group: feed, topic: agora.post.v1}
+          - exp_labels: {severity: warning, job: agora-feed, group: feed.post, topic: agora.post.v1}
             exp_annotations:
               summary: "agora-feed: feed consumer 12000 messages behind on agora.post.v1"
-              description: The feed consumer group is more than 5000 messages behind on agora.post.v1 for 5 minutes, so new statuses and follows reach home timelines late. Check fan-out latency, the feed replicas' CPU, and the hot-set Redis.
+              description: A feed consumer group (feed.post, feed.graph) is more than 5000 messages behind on agora.post.v1 for 5 minutes, so new statuses and follows reach home timelines late. Check fan-out latency, the feed replicas' CPU, and the hot-set Redis.
       # fan-out p99 4s (max over replicas): pending at 8m, firing at 20m
       - eval_time: 8m
         alertname: AgoraFeedFanoutLatencyP99High
@@ -973,7 +979,7 @@ def grafana():
                                   "agora_outbox_backlog", "agora_consumer_lag"):
         if metric not in joined:
             probs.append(f"no panel queries {metric}")
-    if not re.search(r'agora_consumer_lag\{[^}]*group="feed"', joined):
+    if not re.search(r'agora_consumer_lag\{[^}]*group=~"feed', joined):
         probs.append("no panel shows the feed consumer group's lag")
     # Parse every expression with promtool: substitute Grafana's variables and
     # check them as recording rules.
@@ -1004,7 +1010,7 @@ def compose():
     probs = []
     services = c.get("services", {})
     for want in ("postgres", "redis", "kafka", "minio", "opensearch", "agora-migrate", "agora-user",
-                 "agora-post", "agora-graph", "agora-feed", "agora-gateway"):
+                 "agora-post", "agora-graph", "agora-feed", "agora-notification", "agora-gateway"):
         if want not in services:
             probs.append(f"missing service {want}")
     vols = set((c.get("volumes") or {}).keys())
@@ -1055,7 +1061,8 @@ def compose():
             if k.endswith("_DATABASE_URL") and k not in mig_env:
                 probs.append(f"agora-migrate lacks {k} (used by {name})")
     gw = services.get("agora-gateway", {}).get("environment", {})
-    for svc, port in (("user", 50051), ("post", 50052), ("graph", 50053), ("feed", 50054)):
+    for svc, port in (("user", 50051), ("post", 50052), ("graph", 50053), ("feed", 50054),
+                      ("notification", 50055)):
         k = f"AGORA_GATEWAY_{svc.upper()}_URL"
         if str(gw.get(k, "")) != f"http://agora-{svc}:{port}":
             probs.append(f"agora-gateway {k}={gw.get(k)!r}")
@@ -1138,7 +1145,8 @@ def dockerfile():
     if not any(l.upper().startswith("ENTRYPOINT [") for l in instrs):
         probs.append("no exec-form ENTRYPOINT")
     # Every binary the deployment files run must be a workspace package with that binary.
-    binaries = {"agora", "agora-user", "agora-post", "agora-graph", "agora-feed", "agora-gateway"}
+    binaries = {"agora", "agora-user", "agora-post", "agora-graph", "agora-feed", "agora-notification",
+                "agora-gateway"}
     cargo = os.path.join(ROOT, "Cargo.toml")
     detail = f"{len(froms)} stages, SERVICE in {sorted(binaries)}"
     if os.path.exists(cargo):

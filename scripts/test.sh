@@ -248,15 +248,16 @@ AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=off AGORA_GATEWAY_RATE_LIMIT_SIGN_IN=off" 
 # cassandra, the graph and feed stores are on the Cassandra node (ScyllaDB's protocol).
 step_e2e_services() {
     local stores=${1:-postgres} b
-    for b in agora agora-user agora-post agora-graph agora-feed agora-gateway; do
+    for b in agora agora-user agora-post agora-graph agora-feed agora-notification agora-gateway; do
         [[ -x $BIN/$b ]] || { warn "$BIN/$b was not built"; return 1; }
     done
     local dir=$WORK/e2e-services-$stores rc=0 svc base ports pids=() logs=() pid db
     mkdir -p "$dir" || return 1
-    # gRPC + admin port for each of user, post, graph, feed; HTTP + admin for the gateway.
-    read -r -a ports < <(free_ports 10) || return 1
+    # gRPC + admin port for each of user, post, graph, feed, notification; HTTP + admin for the
+    # gateway.
+    read -r -a ports < <(free_ports 12) || return 1
     base=${AGORA_TEST_POSTGRES_URL%/*}
-    for svc in user post graph feed; do
+    for svc in user post graph feed notification; do
         db=agora_e2e_${stores}_$svc
         log "creating database $db"
         psql "$AGORA_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -q -c "CREATE DATABASE $db" || return 1
@@ -266,7 +267,7 @@ step_e2e_services() {
         graph_db="$AGORA_TEST_SCYLLA_URL/agora_e2e_graph?replication_factor=1"
         feed_db="$AGORA_TEST_SCYLLA_URL/agora_e2e_feed?replication_factor=1"
     fi
-    local public=http://127.0.0.1:${ports[8]}
+    local public=http://127.0.0.1:${ports[10]}
     # A Redis database of the shape's own: the two shapes run minutes apart on one Redis, and the
     # rate limiter's counters (5 sign-ups per address per 30 min) must not carry over from one to
     # the other (the fake client addresses are drawn from one pool in each run), nor hot sets or
@@ -281,25 +282,29 @@ step_e2e_services() {
         AGORA_POST_DATABASE_URL="$base/agora_e2e_${stores}_post"
         AGORA_GRAPH_DATABASE_URL="$graph_db"
         AGORA_FEED_DATABASE_URL="$feed_db"
+        AGORA_NOTIFICATION_DATABASE_URL="$base/agora_e2e_${stores}_notification"
         AGORA_FEED_CACHE_URL="$redis"
         AGORA_GATEWAY_RATE_LIMIT_URL="$redis"
         AGORA_EPOCHS_URL="$redis"
         AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32
     )
     local i=0
-    for svc in USER POST GRAPH FEED; do
+    for svc in USER POST GRAPH FEED NOTIFICATION; do
         common+=("AGORA_${svc}_LISTEN=127.0.0.1:${ports[$i]}" "AGORA_${svc}_ADMIN_LISTEN=127.0.0.1:${ports[$((i + 1))]}")
         i=$((i + 2))
     done
     local user_url=http://127.0.0.1:${ports[0]} post_url=http://127.0.0.1:${ports[2]}
     local graph_url=http://127.0.0.1:${ports[4]} feed_url=http://127.0.0.1:${ports[6]}
+    local notification_url=http://127.0.0.1:${ports[8]}
     common+=(
         AGORA_POST_USER_URL="$user_url" AGORA_POST_GRAPH_URL="$graph_url"
         AGORA_GRAPH_USER_URL="$user_url"
         AGORA_FEED_USER_URL="$user_url" AGORA_FEED_GRAPH_URL="$graph_url" AGORA_FEED_POST_URL="$post_url"
         AGORA_GATEWAY_USER_URL="$user_url" AGORA_GATEWAY_POST_URL="$post_url"
+        AGORA_NOTIFICATION_USER_URL="$user_url"
         AGORA_GATEWAY_GRAPH_URL="$graph_url" AGORA_GATEWAY_FEED_URL="$feed_url"
-        AGORA_GATEWAY_LISTEN=127.0.0.1:${ports[8]} AGORA_GATEWAY_ADMIN_LISTEN=127.0.0.1:${ports[9]}
+        AGORA_GATEWAY_NOTIFICATION_URL="$notification_url"
+        AGORA_GATEWAY_LISTEN=127.0.0.1:${ports[10]} AGORA_GATEWAY_ADMIN_LISTEN=127.0.0.1:${ports[11]}
     )
     log "agora migrate (every store)"
     if ! env "${common[@]}" "$BIN/agora" migrate </dev/null >"$dir/migrate.log" 2>&1; then
@@ -307,7 +312,7 @@ step_e2e_services() {
         show_logs "$dir/migrate.log"
         return 1
     fi
-    for svc in user graph post feed gateway; do
+    for svc in user graph post feed notification gateway; do
         log "starting agora-$svc"
         env "${common[@]}" "$BIN/agora-$svc" </dev/null >"$dir/agora-$svc.log" 2>&1 &
         pid=$!
@@ -316,8 +321,9 @@ step_e2e_services() {
         logs+=("$dir/agora-$svc.log")
     done
     local ready=1
-    for url in "http://127.0.0.1:${ports[9]}/readyz" "http://127.0.0.1:${ports[1]}/readyz" \
-        "http://127.0.0.1:${ports[3]}/readyz" "http://127.0.0.1:${ports[5]}/readyz" "http://127.0.0.1:${ports[7]}/readyz"; do
+    for url in "http://127.0.0.1:${ports[11]}/readyz" "http://127.0.0.1:${ports[1]}/readyz" \
+        "http://127.0.0.1:${ports[3]}/readyz" "http://127.0.0.1:${ports[5]}/readyz" "http://127.0.0.1:${ports[7]}/readyz" \
+        "http://127.0.0.1:${ports[9]}/readyz"; do
         wait_ready "$url" "$(IFS=,; echo "${pids[*]}")" || { ready=0; break; }
     done
     if ((ready)); then

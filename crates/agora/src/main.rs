@@ -57,6 +57,7 @@ enum Target {
     Post,
     Graph,
     Feed,
+    Notification,
 }
 
 // glibc's allocator kept hundreds of MiB of freed argon2 blocks resident; mimalloc returns them.
@@ -95,6 +96,9 @@ async fn main() -> anyhow::Result<()> {
             let feed = agora_feed::Config::from_env(&ProcessEnv)?;
             agora_feed::migrate(&feed).await?;
             println!("feed store migrated ({})", redact(&feed.database_url));
+            let notification = agora_notification::Config::from_env(&ProcessEnv)?;
+            agora_notification::migrate(&notification).await?;
+            println!("notification store migrated ({})", redact(&notification.database_url));
             Ok(())
         }
         Command::RebuildTimelines { accounts } => {
@@ -115,6 +119,7 @@ async fn serve(target: Target) -> anyhow::Result<()> {
         Target::Post => agora_post::serve_from_env(&ProcessEnv).await,
         Target::Graph => agora_graph::serve_from_env(&ProcessEnv).await,
         Target::Feed => agora_feed::serve_from_env(&ProcessEnv).await,
+        Target::Notification => agora_notification::serve_from_env(&ProcessEnv).await,
     }
 }
 

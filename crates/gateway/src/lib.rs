@@ -28,6 +28,7 @@ use agora_kit::health::Health;
 use agora_kit::jwt::Verifier;
 use agora_proto::feed::v1::feed_service_client::FeedServiceClient;
 use agora_proto::graph::v1::graph_service_client::GraphServiceClient;
+use agora_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use agora_proto::post::v1::post_service_client::PostServiceClient;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 use axum::Router;
@@ -53,10 +54,12 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// The user service's gRPC URL (`AGORA_GATEWAY_USER_URL`).
     pub user_url: String,
-    /// `AGORA_GATEWAY_POST_URL`, `AGORA_GATEWAY_GRAPH_URL`, `AGORA_GATEWAY_FEED_URL`.
+    /// `AGORA_GATEWAY_POST_URL`, `AGORA_GATEWAY_GRAPH_URL`, `AGORA_GATEWAY_FEED_URL`,
+    /// `AGORA_GATEWAY_NOTIFICATION_URL`.
     pub post_url: String,
     pub graph_url: String,
     pub feed_url: String,
+    pub notification_url: String,
     /// `memory://` or `redis://…` (`AGORA_GATEWAY_RATE_LIMIT_URL`).
     pub rate_limit_url: String,
     /// Public base URL, e.g. `https://social.example` (`AGORA_PUBLIC_URL`).
@@ -125,6 +128,7 @@ impl Config {
             post_url: config::service_url(env, "AGORA_GATEWAY_POST_URL", "http://127.0.0.1:50052")?,
             graph_url: config::service_url(env, "AGORA_GATEWAY_GRAPH_URL", "http://127.0.0.1:50053")?,
             feed_url: config::service_url(env, "AGORA_GATEWAY_FEED_URL", "http://127.0.0.1:50054")?,
+            notification_url: config::service_url(env, "AGORA_GATEWAY_NOTIFICATION_URL", "http://127.0.0.1:50055")?,
             rate_limit_url: config::url(
                 env,
                 "AGORA_GATEWAY_RATE_LIMIT_URL",
@@ -197,7 +201,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<
 /// The public API router (without trailing-slash normalisation, which wraps it in [`serve`]).
 pub fn router(state: AppState, health: Health) -> Router {
     use axum::routing::{delete, put};
-    use routes::{accounts, graph, instance, oauth, statuses, timelines};
+    use routes::{accounts, graph, instance, notifications, oauth, statuses, timelines};
     let api = Router::new()
         .route("/api/v1/apps", post(oauth::create_app))
         .route("/api/v1/apps/verify_credentials", get(oauth::verify_app))
@@ -255,6 +259,11 @@ pub fn router(state: AppState, health: Health) -> Router {
         .route("/api/v1/trends/tags", get(timelines::trending_tags))
         .route("/api/v1/trends/statuses", get(timelines::trending_statuses))
         .route("/api/v1/markers", get(timelines::get_markers).post(timelines::save_markers))
+        .route("/api/v1/notifications", get(notifications::list))
+        .route("/api/v1/notifications/clear", post(notifications::clear))
+        .route("/api/v1/notifications/unread_count", get(notifications::unread_count))
+        .route("/api/v1/notifications/{id}", get(notifications::get))
+        .route("/api/v1/notifications/{id}/dismiss", post(notifications::dismiss))
         .route("/api/v1/agora/accounts/password", post(accounts::change_password))
         .route("/api/v1/instance", get(instance::v1))
         .route("/api/v2/instance", get(instance::v2))
@@ -320,9 +329,11 @@ impl Gateway {
         let post = PostServiceClient::new(agora_kit::grpc::channel(&config.post_url)?);
         let graph = GraphServiceClient::new(agora_kit::grpc::channel(&config.graph_url)?);
         let feed = FeedServiceClient::new(agora_kit::grpc::channel(&config.feed_url)?);
+        let notification = NotificationServiceClient::new(agora_kit::grpc::channel(&config.notification_url)?);
         let epochs = agora_client::epoch::connect(&config.epochs_url).await?;
         let accounts = Arc::new(cache::AccountCache::new(epochs));
-        let state = AppState { config: Arc::new(config), user, post, graph, feed, verifier, limiter, accounts };
+        let state =
+            AppState { config: Arc::new(config), user, post, graph, feed, notification, verifier, limiter, accounts };
         Ok(Self { state, health })
     }
 

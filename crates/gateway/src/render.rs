@@ -200,6 +200,12 @@ fn opt_id(id: i64) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct SharedAccount(Arc<entities::Account>);
 
+impl From<&Arc<entities::Account>> for SharedAccount {
+    fn from(a: &Arc<entities::Account>) -> Self {
+        Self(Arc::clone(a))
+    }
+}
+
 impl Serialize for SharedAccount {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(s)

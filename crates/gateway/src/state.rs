@@ -6,6 +6,7 @@ use agora_kit::grpc::Channel;
 use agora_kit::jwt::Verifier;
 use agora_proto::feed::v1::feed_service_client::FeedServiceClient;
 use agora_proto::graph::v1::graph_service_client::GraphServiceClient;
+use agora_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use agora_proto::post::v1::post_service_client::PostServiceClient;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
 
@@ -19,6 +20,7 @@ pub struct AppState {
     pub post: PostServiceClient<Channel>,
     pub graph: GraphServiceClient<Channel>,
     pub feed: FeedServiceClient<Channel>,
+    pub notification: NotificationServiceClient<Channel>,
     pub verifier: Arc<Verifier>,
     pub limiter: Arc<dyn RateLimiter>,
     /// Account entities with follower counts, under the accounts' epochs.

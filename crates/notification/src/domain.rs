@@ -90,6 +90,24 @@ impl Reason {
     }
 }
 
+/// How an account took part in a status, which makes it hear of the status's edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interaction {
+    Reblog,
+    Favourite,
+    Reply,
+}
+
+impl Interaction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interaction::Reblog => "reblog",
+            Interaction::Favourite => "favourite",
+            Interaction::Reply => "reply",
+        }
+    }
+}
+
 /// One change an event makes. A store applies all the changes of one event in one transaction,
 /// together with the record that the event was handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +122,10 @@ pub enum Change {
         account_id: i64,
         status_id: i64,
     },
-    /// Removes every notification about a status (it was deleted).
+    /// Replaces the notification of the same cause with this newer one (a second edit of a
+    /// status notifies again, at the top).
+    Renew(Notification),
+    /// Removes every notification about a status, and who took part in it (it was deleted).
     RemoveAboutStatus {
         status_id: i64,
     },
@@ -123,6 +144,26 @@ pub enum Change {
         recipient_id: i64,
         account_id: i64,
         reason: Reason,
+    },
+    /// `follower_id` hears of `target_id`'s new statuses (or, unsubscribed, no longer does).
+    Subscribe {
+        target_id: i64,
+        follower_id: i64,
+    },
+    Unsubscribe {
+        target_id: i64,
+        follower_id: i64,
+    },
+    /// `account_id` took part in a status (or no longer does), so hears of its edits.
+    Interacted {
+        status_id: i64,
+        account_id: i64,
+        how: Interaction,
+    },
+    Uninteracted {
+        status_id: i64,
+        account_id: i64,
+        how: Interaction,
     },
 }
 

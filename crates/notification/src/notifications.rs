@@ -7,7 +7,7 @@ use agora_events::consumer::HandlerError;
 use agora_kit::IdGenerator;
 use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, StatusPosted};
 
-use crate::domain::{Change, Kind, Notification, Query, Reason};
+use crate::domain::{Change, Interaction, Kind, Notification, Query, Reason};
 use crate::store::{NotificationStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,10 @@ impl From<NotificationError> for tonic::Status {
 
 pub type NotificationResult<T> = Result<T, NotificationError>;
 
+fn transient(e: StoreError) -> HandlerError {
+    HandlerError::Transient(e.to_string())
+}
+
 fn decode<M: prost::Message + Default>(env: &Envelope) -> Result<M, HandlerError> {
     M::decode(env.payload.as_slice()).map_err(|e| HandlerError::Permanent(format!("{}: {e}", env.r#type)))
 }
@@ -61,7 +65,7 @@ impl Notifications {
     }
 
     /// What one event changes. Nobody is notified of their own actions.
-    pub fn changes(&self, env: &Envelope) -> Result<Vec<Change>, HandlerError> {
+    pub async fn changes(&self, env: &Envelope) -> Result<Vec<Change>, HandlerError> {
         let at = env.occurred_at_ms;
         let mut out = Vec::new();
         match env.r#type.as_str() {
@@ -73,14 +77,49 @@ impl Notifications {
                             self.notification(Kind::Reblog, s.reblog_of_account_id, s.account_id, s.reblog_of_id, at);
                         out.push(Change::Add(n));
                     }
+                    out.push(Change::Interacted {
+                        status_id: s.reblog_of_id,
+                        account_id: s.account_id,
+                        how: Interaction::Reblog,
+                    });
                 } else {
                     // Every mentioned account hears of it, whatever the visibility: a private
                     // or direct status is addressed to them.
                     let mut mentioned = s.mention_ids.clone();
                     mentioned.sort_unstable();
                     mentioned.dedup();
-                    for m in mentioned.into_iter().filter(|m| *m != s.account_id) {
-                        out.push(Change::Add(self.notification(Kind::Mention, m, s.account_id, s.id, at)));
+                    mentioned.retain(|m| *m != s.account_id);
+                    for m in &mentioned {
+                        out.push(Change::Add(self.notification(Kind::Mention, *m, s.account_id, s.id, at)));
+                    }
+                    if s.in_reply_to_id != 0 {
+                        out.push(Change::Interacted {
+                            status_id: s.in_reply_to_id,
+                            account_id: s.account_id,
+                            how: Interaction::Reply,
+                        });
+                    }
+                    // Followers who asked to hear of new statuses (Mastodon's `notify`), for
+                    // what reaches them: not direct messages, not replies to someone else;
+                    // a mention already told them.
+                    let reaches_followers = s.visibility != "direct"
+                        && (s.in_reply_to_account_id == 0 || s.in_reply_to_account_id == s.account_id);
+                    if reaches_followers {
+                        for f in self.store.subscribers(s.account_id).await.map_err(transient)? {
+                            if f != s.account_id && mentioned.binary_search(&f).is_err() {
+                                out.push(Change::Add(self.notification(Kind::Status, f, s.account_id, s.id, at)));
+                            }
+                        }
+                    }
+                }
+            }
+            "post.updated" => {
+                let s: StatusPosted = decode(env)?;
+                // Those who reblogged, favourited or replied to it hear of the edit, the latest
+                // edit replacing an earlier one's notification.
+                for a in self.store.interested(s.id).await.map_err(transient)? {
+                    if a != s.account_id {
+                        out.push(Change::Renew(self.notification(Kind::Update, a, s.account_id, s.id, at)));
                     }
                 }
             }
@@ -88,6 +127,11 @@ impl Notifications {
                 let d: StatusDeleted = decode(env)?;
                 out.push(Change::RemoveAboutStatus { status_id: d.id });
                 if d.reblog_of_id != 0 {
+                    out.push(Change::Uninteracted {
+                        status_id: d.reblog_of_id,
+                        account_id: d.account_id,
+                        how: Interaction::Reblog,
+                    });
                     out.push(Change::Remove {
                         recipient_id: None,
                         kind: Kind::Reblog,
@@ -102,6 +146,11 @@ impl Notifications {
                     let n = self.notification(Kind::Favourite, f.status_account_id, f.account_id, f.status_id, at);
                     out.push(Change::Add(n));
                 }
+                out.push(Change::Interacted {
+                    status_id: f.status_id,
+                    account_id: f.account_id,
+                    how: Interaction::Favourite,
+                });
             }
             "post.unfavourited" => {
                 let f: StatusFavourited = decode(env)?;
@@ -111,10 +160,21 @@ impl Notifications {
                     account_id: f.account_id,
                     status_id: f.status_id,
                 });
+                out.push(Change::Uninteracted {
+                    status_id: f.status_id,
+                    account_id: f.account_id,
+                    how: Interaction::Favourite,
+                });
             }
             "graph.followed" => {
                 let g: GraphChanged = decode(env)?;
                 out.push(Change::Followed(self.notification(Kind::Follow, g.target_id, g.account_id, 0, at)));
+                let (target_id, follower_id) = (g.target_id, g.account_id);
+                out.push(if g.notify {
+                    Change::Subscribe { target_id, follower_id }
+                } else {
+                    Change::Unsubscribe { target_id, follower_id }
+                });
             }
             "graph.follow_requested" => {
                 let g: GraphChanged = decode(env)?;
@@ -130,10 +190,13 @@ impl Notifications {
                         status_id: 0,
                     });
                 }
+                out.push(Change::Unsubscribe { target_id: g.target_id, follower_id: g.account_id });
             }
             "graph.blocked" => {
                 let g: GraphChanged = decode(env)?;
                 let (a, t) = (g.account_id, g.target_id);
+                out.push(Change::Unsubscribe { target_id: a, follower_id: t });
+                out.push(Change::Unsubscribe { target_id: t, follower_id: a });
                 out.push(Change::Suppress {
                     recipient_id: a,
                     account_id: t,
@@ -185,15 +248,11 @@ impl Notifications {
     /// Applies one post or graph event, exactly once: its changes and the record that it was
     /// handled commit together, and a redelivery finds the record.
     pub async fn handle(&self, env: &Envelope) -> Result<(), HandlerError> {
-        let changes = self.changes(env)?;
-        let applied = self
-            .store
-            .apply(env.id, agora_kit::time::now_ms(), &changes)
-            .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        let changes = self.changes(env).await?;
+        let applied = self.store.apply(env.id, agora_kit::time::now_ms(), &changes).await.map_err(transient)?;
         if applied {
             for c in &changes {
-                if let Change::Add(n) | Change::Followed(n) = c {
+                if let Change::Add(n) | Change::Followed(n) | Change::Renew(n) = c {
                     metrics::counter!("agora_notification_written_total", "type" => n.kind.as_str()).increment(1);
                 }
             }

@@ -182,11 +182,11 @@ impl PlatformBuilder {
                 let db = |name: &str| format!("sqlite://{}/{name}.db", dir.display());
                 // The bus is a durable log beside the stores, so a crash loses no committed event.
                 let bus = format!("sqlite://{}/bus.db", dir.display());
-                ([db("user"), db("post"), db("graph"), db("feed")], bus, "memory://".to_owned())
+                ([db("user"), db("post"), db("graph"), db("feed"), db("notification")], bus, "memory://".to_owned())
             }
             Backend::Real { postgres_url, redis_url, kafka_url, scylla_url } => {
                 let mut dbs = Vec::new();
-                for service in ["user", "post", "graph", "feed"] {
+                for service in ["user", "post", "graph", "feed", "notification"] {
                     dbs.push(match scylla_url {
                         Some(base) if service == "graph" || service == "feed" => fresh_scylla_keyspace(base),
                         _ => fresh_postgres_database(postgres_url).await?,
@@ -196,7 +196,7 @@ impl PlatformBuilder {
                 let sep = if kafka_url.contains('?') { '&' } else { '?' };
                 let bus =
                     format!("{kafka_url}{sep}namespace=t{:012x}&session_timeout_ms=2000", rand::random::<u64>() >> 16);
-                let dbs: [String; 4] = dbs.try_into().map_err(|_| anyhow::anyhow!("four databases"))?;
+                let dbs: [String; 5] = dbs.try_into().map_err(|_| anyhow::anyhow!("five databases"))?;
                 (dbs, bus, redis_url.clone())
             }
         };
@@ -206,12 +206,13 @@ impl PlatformBuilder {
         };
         let gateway_addr = gateway_listener.local_addr()?;
         let public_url = self.public_url.clone().unwrap_or_else(|| format!("http://{gateway_addr}"));
-        let [user_db, post_db, graph_db, feed_db] = databases;
+        let [user_db, post_db, graph_db, feed_db, notification_db] = databases;
         for (k, v) in [
             ("AGORA_USER_DATABASE_URL", user_db.as_str()),
             ("AGORA_POST_DATABASE_URL", post_db.as_str()),
             ("AGORA_GRAPH_DATABASE_URL", graph_db.as_str()),
             ("AGORA_FEED_DATABASE_URL", feed_db.as_str()),
+            ("AGORA_NOTIFICATION_DATABASE_URL", notification_db.as_str()),
             ("AGORA_FEED_CACHE_URL", cache_url.as_str()),
             ("AGORA_BUS_URL", bus_url.as_str()),
             ("AGORA_PUBLIC_URL", public_url.as_str()),
@@ -224,8 +225,8 @@ impl PlatformBuilder {
         // The services call each other in-process, with no socket and no port. Names are unique
         // per platform, so platforms in one test binary never reach each other's services.
         let tag = format!("{:012x}", rand::random::<u64>() >> 16);
-        let names = ["user", "post", "graph", "feed"].map(|s| format!("{s}-{tag}"));
-        let [user_url, post_url, graph_url, feed_url] =
+        let names = ["user", "post", "graph", "feed", "notification"].map(|s| format!("{s}-{tag}"));
+        let [user_url, post_url, graph_url, feed_url, notification_url] =
             names.clone().map(|n| format!("{}{n}", agora_kit::grpc::IN_PROCESS_SCHEME));
         let service_names = names.clone();
         // The epochs the services' caches are guarded by: in-process (one map per platform) for
@@ -237,12 +238,14 @@ impl PlatformBuilder {
         if env.get("AGORA_EPOCHS_URL").is_none() {
             env = env.with("AGORA_EPOCHS_URL", &epochs_url);
         }
-        let [user_name, post_name, graph_name, feed_name] = names;
+        let [user_name, post_name, graph_name, feed_name, notification_name] = names;
         for (k, v) in [
             ("AGORA_GATEWAY_USER_URL", &user_url),
             ("AGORA_GATEWAY_POST_URL", &post_url),
             ("AGORA_GATEWAY_GRAPH_URL", &graph_url),
             ("AGORA_GATEWAY_FEED_URL", &feed_url),
+            ("AGORA_GATEWAY_NOTIFICATION_URL", &notification_url),
+            ("AGORA_NOTIFICATION_USER_URL", &user_url),
             ("AGORA_POST_USER_URL", &user_url),
             ("AGORA_POST_GRAPH_URL", &graph_url),
             ("AGORA_GRAPH_USER_URL", &user_url),
@@ -307,6 +310,18 @@ impl PlatformBuilder {
         .await?;
         health.push(feed.health.clone());
 
+        let notification_config = agora_notification::Config::from_env(&env)?;
+        let notification = agora_notification::NotificationService::build(
+            &notification_config,
+            Arc::clone(&bus),
+            Arc::clone(&verifier),
+            shutdown.clone(),
+        )
+        .await?;
+        health.push(notification.health.clone());
+        let notifications = Arc::clone(&notification.notifications);
+        tasks.push(tokio::spawn(notification.serve(GrpcListener::in_process(&notification_name), shutdown.clone())));
+
         let mut gateway_url = None;
         if self.with_gateway {
             let gw_config = agora_gateway::Config::from_env(&env)?;
@@ -327,13 +342,20 @@ impl PlatformBuilder {
             graph: graph_domain,
             feed: Some(feed),
             feed_config,
+            notifications,
             graph_facts,
             verifier,
             bus,
             backend: self.backend.clone(),
-            databases: [("user", user_db), ("post", post_db), ("graph", graph_db), ("feed", feed_db)]
-                .into_iter()
-                .collect(),
+            databases: [
+                ("user", user_db),
+                ("post", post_db),
+                ("graph", graph_db),
+                ("feed", feed_db),
+                ("notification", notification_db),
+            ]
+            .into_iter()
+            .collect(),
             health,
             shutdown,
             tasks,
@@ -379,8 +401,8 @@ impl FeedHandle {
 
 /// A running platform. Dropping it stops everything; [`Platform::stop`] waits for the drain.
 pub struct Platform {
-    /// The in-process names of the user, post, graph and feed services.
-    service_names: [String; 4],
+    /// The in-process names of the user, post, graph, feed and notification services.
+    service_names: [String; 5],
     pub gateway_url: Option<String>,
     pub gateway_addr: SocketAddr,
     pub public_url: String,
@@ -394,6 +416,7 @@ pub struct Platform {
     /// `None` while stopped by [`Platform::stop_feed`].
     pub feed: Option<FeedHandle>,
     feed_config: agora_feed::Config,
+    pub notifications: Arc<agora_notification::Notifications>,
     graph_facts: Arc<agora_client::graph_facts::GraphFacts>,
     pub verifier: Arc<agora_kit::jwt::Verifier>,
     pub bus: Arc<dyn agora_events::EventBus>,

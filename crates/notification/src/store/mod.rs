@@ -48,6 +48,11 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// handled. Returns false, changing nothing, when it was handled before.
     async fn apply(&self, event_id: i64, now_ms: i64, changes: &[Change]) -> StoreResult<bool>;
 
+    /// The followers who asked to hear of `target_id`'s new statuses.
+    async fn subscribers(&self, target_id: i64) -> StoreResult<Vec<i64>>;
+    /// The accounts that reblogged, favourited or replied to a status.
+    async fn interested(&self, status_id: i64) -> StoreResult<Vec<i64>>;
+
     /// The recipient's notifications that `query` admits, newest first, leaving out those from
     /// accounts the recipient does not hear from at `now_ms`.
     async fn page(&self, recipient_id: i64, query: &Query, now_ms: i64) -> StoreResult<Vec<Notification>>;

@@ -130,11 +130,62 @@ macro_rules! sql_notification_store {
                                 .execute(&mut *tx)
                                 .await?;
                         }
+                        Change::Renew(n) => {
+                            sqlx::query(REMOVE)
+                                .bind(n.kind.as_str())
+                                .bind(n.account_id)
+                                .bind(n.status_id)
+                                .bind(n.recipient_id)
+                                .execute(&mut *tx)
+                                .await?;
+                            add(&mut tx, n, now_ms).await?;
+                        }
                         Change::RemoveAboutStatus { status_id } => {
                             sqlx::query("DELETE FROM notifications WHERE status_id = $1 AND status_id <> 0")
                                 .bind(*status_id)
                                 .execute(&mut *tx)
                                 .await?;
+                            sqlx::query("DELETE FROM interactions WHERE status_id = $1")
+                                .bind(*status_id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Change::Subscribe { target_id, follower_id } => {
+                            sqlx::query(
+                                "INSERT INTO subscriptions (target_id, follower_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                            )
+                            .bind(*target_id)
+                            .bind(*follower_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Change::Unsubscribe { target_id, follower_id } => {
+                            sqlx::query("DELETE FROM subscriptions WHERE target_id = $1 AND follower_id = $2")
+                                .bind(*target_id)
+                                .bind(*follower_id)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Change::Interacted { status_id, account_id, how } => {
+                            sqlx::query(
+                                "INSERT INTO interactions (status_id, account_id, kind) VALUES ($1, $2, $3) \
+                                 ON CONFLICT DO NOTHING",
+                            )
+                            .bind(*status_id)
+                            .bind(*account_id)
+                            .bind(how.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Change::Uninteracted { status_id, account_id, how } => {
+                            sqlx::query(
+                                "DELETE FROM interactions WHERE status_id = $1 AND account_id = $2 AND kind = $3",
+                            )
+                            .bind(*status_id)
+                            .bind(*account_id)
+                            .bind(how.as_str())
+                            .execute(&mut *tx)
+                            .await?;
                         }
                         Change::Followed(n) => {
                             let requested = sqlx::query(
@@ -178,6 +229,22 @@ macro_rules! sql_notification_store {
                 }
                 agora_store::commit(tx).await?;
                 Ok(true)
+            }
+
+            async fn subscribers(&self, target_id: i64) -> StoreResult<Vec<i64>> {
+                Ok(sqlx::query_scalar("SELECT follower_id FROM subscriptions WHERE target_id = $1 ORDER BY follower_id")
+                    .bind(target_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn interested(&self, status_id: i64) -> StoreResult<Vec<i64>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT DISTINCT account_id FROM interactions WHERE status_id = $1 ORDER BY account_id",
+                )
+                .bind(status_id)
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             async fn page(&self, recipient_id: i64, query: &Query, now_ms: i64) -> StoreResult<Vec<Notification>> {

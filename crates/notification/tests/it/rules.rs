@@ -197,3 +197,57 @@ async fn another_accounts_notification_is_not_found() {
     w.notifications.dismiss(BOB, id).await.unwrap();
     assert!(w.of(BOB).await.is_empty());
 }
+
+async fn follow(w: &World, follower: i64, target: i64, notify: bool) {
+    let g = GraphChanged { account_id: follower, target_id: target, notify, show_reblogs: true, ..Default::default() };
+    w.send("graph.followed", g.encode_to_vec()).await;
+}
+
+#[tokio::test]
+async fn followers_who_asked_hear_of_new_statuses_that_reach_them() {
+    let w = World::new().await;
+    follow(&w, BOB, ALICE, true).await;
+    follow(&w, CAROL, ALICE, false).await;
+    w.post(status(100, ALICE, "public", &[])).await;
+    w.post(status(101, ALICE, "private", &[])).await;
+    w.post(status(102, ALICE, "direct", &[])).await; // a direct message is not news to followers
+    let reply = StatusPosted { in_reply_to_id: 50, in_reply_to_account_id: CAROL, ..status(103, ALICE, "public", &[]) };
+    w.post(reply).await; // nor is a reply to someone else
+    w.post(status(104, ALICE, "public", &[BOB])).await; // the mention already tells him
+    let statuses: Vec<_> = w.of(BOB).await.into_iter().filter(|(k, _, _)| *k != Kind::Follow).collect();
+    assert_eq!(statuses, vec![(Kind::Mention, ALICE, 104), (Kind::Status, ALICE, 101), (Kind::Status, ALICE, 100)]);
+    assert!(w.of(CAROL).await.iter().all(|(k, _, _)| *k != Kind::Status), "Carol did not ask");
+    // Turning it off (a follow re-announced with notify off), then unfollowing, stop it.
+    follow(&w, BOB, ALICE, false).await;
+    w.post(status(105, ALICE, "public", &[])).await;
+    follow(&w, CAROL, ALICE, true).await;
+    w.graph("graph.unfollowed", CAROL, ALICE).await;
+    w.post(status(106, ALICE, "public", &[])).await;
+    assert!(!w.of(BOB).await.iter().any(|(_, _, s)| *s == 105 || *s == 106));
+    assert!(!w.of(CAROL).await.iter().any(|(_, _, s)| *s == 106));
+}
+
+#[tokio::test]
+async fn an_edit_notifies_those_who_took_part_once_per_status() {
+    let w = World::new().await;
+    w.post(status(100, ALICE, "public", &[])).await;
+    w.favourite("post.favourited", BOB, 100, ALICE).await;
+    let reblog = StatusPosted { reblog_of_id: 100, reblog_of_account_id: ALICE, ..status(200, CAROL, "public", &[]) };
+    w.post(reblog).await;
+    let reply = StatusPosted { in_reply_to_id: 100, in_reply_to_account_id: ALICE, ..status(201, 4, "public", &[]) };
+    w.post(reply).await;
+    w.favourite("post.favourited", ALICE, 100, ALICE).await; // her own favourite: not for her
+    let edit = status(100, ALICE, "public", &[]);
+    w.send("post.updated", edit.encode_to_vec()).await;
+    w.send("post.updated", edit.encode_to_vec()).await;
+    for who in [BOB, CAROL, 4] {
+        let updates: Vec<_> = w.of(who).await.into_iter().filter(|(k, _, _)| *k == Kind::Update).collect();
+        assert_eq!(updates, vec![(Kind::Update, ALICE, 100)], "account {who}: one update, for the latest edit");
+    }
+    assert!(w.of(ALICE).await.iter().all(|(k, _, _)| *k != Kind::Update));
+    // Taking part no longer (an unfavourite) means no further updates.
+    w.favourite("post.unfavourited", BOB, 100, ALICE).await;
+    w.notifications.clear(BOB).await.unwrap();
+    w.send("post.updated", edit.encode_to_vec()).await;
+    assert!(w.of(BOB).await.is_empty());
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use agora_notification::domain::{Change, Kind, Notification, Query, Reason};
+use agora_notification::domain::{Change, Interaction, Kind, Notification, Query, Reason};
 use agora_notification::store::{self, NotificationStore};
 
 const NOW: i64 = 1_000_000;
@@ -184,6 +184,45 @@ async fn pruning_forgets_old_events_and_expired_mutes(s: Arc<dyn NotificationSto
     assert!(!s.apply(2, NOW, &[]).await.unwrap(), "kept");
 }
 
+async fn subscriptions_and_interactions_are_kept(s: Arc<dyn NotificationStore>) {
+    apply(
+        &s,
+        1,
+        vec![
+            Change::Subscribe { target_id: 1, follower_id: 3 },
+            Change::Subscribe { target_id: 1, follower_id: 2 },
+            Change::Subscribe { target_id: 1, follower_id: 2 },
+            Change::Subscribe { target_id: 9, follower_id: 4 },
+            Change::Interacted { status_id: 100, account_id: 2, how: Interaction::Favourite },
+            Change::Interacted { status_id: 100, account_id: 2, how: Interaction::Reply },
+            Change::Interacted { status_id: 100, account_id: 5, how: Interaction::Reblog },
+        ],
+    )
+    .await;
+    assert_eq!(s.subscribers(1).await.unwrap(), vec![2, 3]);
+    assert_eq!(s.interested(100).await.unwrap(), vec![2, 5]);
+    apply(
+        &s,
+        2,
+        vec![
+            Change::Unsubscribe { target_id: 1, follower_id: 3 },
+            Change::Uninteracted { status_id: 100, account_id: 2, how: Interaction::Favourite },
+            Change::Uninteracted { status_id: 100, account_id: 5, how: Interaction::Reblog },
+        ],
+    )
+    .await;
+    assert_eq!(s.subscribers(1).await.unwrap(), vec![2]);
+    assert_eq!(s.interested(100).await.unwrap(), vec![2], "the reply still counts");
+    apply(&s, 3, vec![Change::RemoveAboutStatus { status_id: 100 }]).await;
+    assert!(s.interested(100).await.unwrap().is_empty());
+}
+
+async fn a_renewed_notification_replaces_its_cause(s: Arc<dyn NotificationStore>) {
+    apply(&s, 1, vec![Change::Add(n(10, 1, Kind::Update, 2, 100)), Change::Add(n(11, 1, Kind::Mention, 3, 101))]).await;
+    apply(&s, 2, vec![Change::Renew(n(12, 1, Kind::Update, 2, 100))]).await;
+    assert_eq!(ids(&s, 1, &newest(10)).await, vec![12, 11]);
+}
+
 async fn sqlite() -> Option<Arc<dyn NotificationStore>> {
     let dir = agora_testkit::scratch_dir().unwrap();
     let url = format!("sqlite://{}/notification.db", dir.display());
@@ -213,5 +252,7 @@ agora_testkit::conformance!(
         reads_and_removals_stay_with_the_recipient,
         unread_counts_newer_than_the_marker_up_to_a_limit,
         pruning_forgets_old_events_and_expired_mutes,
+        subscriptions_and_interactions_are_kept,
+        a_renewed_notification_replaces_its_cause,
     ]
 );

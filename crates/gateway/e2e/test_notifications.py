@@ -1,0 +1,194 @@
+"""Notifications through Mastodon.py: each type the notification service writes, undoing a cause,
+dismiss, clear, the unread count against the read marker, paging, and privacy (another account's
+notification is a 404; a blocked account notifies nobody; a status the recipient may not see
+never comes along).
+
+Notifications are written from events, so reads poll until the expected state or a deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import pytest
+from mastodon import MastodonNotFoundError
+
+from conftest import HTTP_TIMEOUT, assert_error, bearer, json_of
+
+WITHIN = 20.0
+
+
+def eventually(fetch: Callable[[], list], cond: Callable[[list], bool], within: float = WITHIN) -> list:
+    deadline = time.monotonic() + within
+    while True:
+        got = fetch()
+        if cond(got) or time.monotonic() >= deadline:
+            return got
+        time.sleep(0.1)
+
+
+def me(u):
+    return u.api.account_verify_credentials()
+
+
+def kinds(api, **kw) -> list[tuple[str, str]]:
+    """(type, acting account id) of the notifications, newest first."""
+    return [(n["type"], str(n["account"]["id"])) for n in api.notifications(**kw)]
+
+
+def wait_for(api, expected: list[tuple[str, str]], **kw) -> list[tuple[str, str]]:
+    return eventually(lambda: kinds(api, **kw), lambda got: got == expected)
+
+
+def test_each_type_arrives_with_its_account_and_status(register):
+    alice, bob = register(), register()
+    a_id, b_id = str(me(alice)["id"]), str(me(bob)["id"])
+    s = alice.api.status_post("a status to like")
+    bob.api.account_follow(a_id)
+    bob.api.status_favourite(s["id"])
+    bob.api.status_reblog(s["id"])
+    mention = bob.api.status_post(f"hello @{me(alice)['username']}")
+    expected = [("mention", b_id), ("reblog", b_id), ("favourite", b_id), ("follow", b_id)]
+    assert wait_for(alice.api, expected) == expected
+    got = alice.api.notifications()
+    by_type = {n["type"]: n for n in got}
+    assert str(by_type["mention"]["status"]["id"]) == str(mention["id"])
+    assert str(by_type["favourite"]["status"]["id"]) == str(s["id"])
+    assert str(by_type["reblog"]["status"]["id"]) == str(s["id"])
+    assert by_type["follow"].get("status") is None
+    assert by_type["favourite"]["group_key"] == f"favourite-{s['id']}"
+    assert all(isinstance(n["created_at"].year, int) for n in got)
+    # Nobody hears of their own actions.
+    alice.api.status_favourite(s["id"])
+    assert kinds(bob.api) == []
+    # Filters by type.
+    assert kinds(alice.api, types=["mention"]) == [("mention", b_id)]
+    assert [k for k, _ in kinds(alice.api, exclude_types=["mention", "follow"])] == ["reblog", "favourite"]
+
+
+def test_undoing_the_cause_removes_the_notification(register):
+    alice, bob = register(), register()
+    a_id, b_id = str(me(alice)["id"]), str(me(bob)["id"])
+    s = alice.api.status_post("undo me")
+    bob.api.account_follow(a_id)
+    bob.api.status_favourite(s["id"])
+    mention = bob.api.status_post(f"@{me(alice)['username']} hi")
+    assert len(wait_for(alice.api, [("mention", b_id), ("favourite", b_id), ("follow", b_id)])) == 3
+    bob.api.status_unfavourite(s["id"])
+    bob.api.account_unfollow(a_id)
+    bob.api.status_delete(mention["id"])
+    assert wait_for(alice.api, []) == []
+
+
+def test_follow_requests_notify_the_locked_account(register):
+    owner, fan = register(), register()
+    owner.api.account_update_credentials(locked=True)
+    fan_id = str(me(fan)["id"])
+    fan.api.account_follow(me(owner)["id"])
+    assert wait_for(owner.api, [("follow_request", fan_id)]) == [("follow_request", fan_id)]
+    owner.api.follow_request_authorize(fan_id)
+    assert wait_for(owner.api, []) == []
+
+
+def test_dismiss_clear_and_unread_count(register):
+    alice, bob = register(), register()
+    b_id = str(me(bob)["id"])
+    name = me(alice)["username"]
+    posted = [bob.api.status_post(f"@{name} number {i}") for i in range(3)]
+    assert len(wait_for(alice.api, [("mention", b_id)] * 3)) == 3
+    assert alice.api.notifications_unread_count()["count"] == 3
+    newest = alice.api.notifications()[0]
+    alice.api.markers_set(["notifications"], [newest["id"]])
+    assert alice.api.notifications_unread_count()["count"] == 0
+    oldest = alice.api.notifications()[-1]
+    alice.api.markers_set(["notifications"], [oldest["id"]])
+    assert alice.api.notifications_unread_count()["count"] == 2
+    # One notification by id; then dismissed.
+    one = alice.api.notifications(id=oldest["id"])
+    assert str(one["id"]) == str(oldest["id"]) and str(one["status"]["id"]) == str(posted[0]["id"])
+    alice.api.notifications_dismiss(oldest["id"])
+    assert len(alice.api.notifications()) == 2
+    with pytest.raises(MastodonNotFoundError):
+        alice.api.notifications(id=oldest["id"])
+    alice.api.notifications_clear()
+    assert alice.api.notifications() == []
+
+
+def test_pages_follow_the_link_header(register, base_url, session):
+    alice, bob = register(), register()
+    b_id = str(me(bob)["id"])
+    name = me(alice)["username"]
+    for i in range(5):
+        bob.api.status_post(f"@{name} page {i}")
+    assert len(wait_for(alice.api, [("mention", b_id)] * 5)) == 5
+    first = alice.api.notifications(limit=2)
+    assert len(first) == 2
+    second = alice.api.fetch_next(first)
+    third = alice.api.fetch_next(second)
+    seen = [n["id"] for n in first + second + third]
+    assert len(seen) == 5 and len(set(seen)) == 5
+    assert seen == sorted(seen, reverse=True)
+    r = session.get(f"{base_url}/api/v1/notifications", params={"limit": 2, "types[]": "mention"},
+                    headers=bearer(alice.token), timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200 and "types%5B%5D=mention" in r.headers.get("Link", "")
+
+
+def test_another_accounts_notification_is_not_found(register, base_url, session):
+    alice, bob, eve = register(), register(), register()
+    bob.api.status_post(f"@{me(alice)['username']} for alice only")
+    got = eventually(lambda: alice.api.notifications(), lambda l: len(l) == 1)
+    nid = got[0]["id"]
+    for method, path in (("get", f"/api/v1/notifications/{nid}"), ("post", f"/api/v1/notifications/{nid}/dismiss")):
+        r = session.request(method, f"{base_url}{path}", headers=bearer(eve.token), timeout=HTTP_TIMEOUT)
+        assert_error(r, 404)
+        assert str(nid) not in r.text
+    assert len(alice.api.notifications()) == 1, "eve's dismiss changed nothing"
+    r = session.get(f"{base_url}/api/v1/notifications", params={"types[]": "bogus"}, headers=bearer(eve.token),
+                    timeout=HTTP_TIMEOUT)
+    assert_error(r, (400, 422))
+    r = session.get(f"{base_url}/api/v1/notifications", timeout=HTTP_TIMEOUT)
+    assert_error(r, 401)
+
+
+def test_a_blocked_account_notifies_nobody(register):
+    alice, bob, carol = register(), register(), register()
+    c_id = str(me(carol)["id"])
+    name = me(alice)["username"]
+    alice.api.account_block(me(bob)["id"])
+    bob.api.status_post(f"@{name} you blocked me")
+    # Carol's later mention arrives by the same path, so Bob's absence is not just lateness.
+    carol.api.status_post(f"@{name} from carol")
+    assert wait_for(alice.api, [("mention", c_id)]) == [("mention", c_id)]
+
+
+def test_a_private_mention_reaches_a_non_follower_and_leaves_with_its_status(register):
+    alice, bob, carol = register(), register(), register()
+    b_id = str(me(bob)["id"])
+    bob.api.account_follow(me(carol)["id"])
+    s = carol.api.status_post(f"followers only, for @{me(alice)['username']} too", visibility="private")
+    bob.api.status_favourite(s["id"])
+    assert wait_for(carol.api, [("favourite", b_id), ("follow", b_id)]) == [("favourite", b_id), ("follow", b_id)]
+    got = eventually(lambda: alice.api.notifications(), lambda l: len(l) == 1)
+    assert [n["type"] for n in got] == ["mention"] and str(got[0]["status"]["id"]) == str(s["id"])
+    carol.api.status_delete(s["id"])
+    assert eventually(lambda: alice.api.notifications(), lambda l: l == []) == []
+    assert wait_for(carol.api, [("follow", b_id)]) == [("follow", b_id)], "the favourite went with the status"
+
+
+def test_new_statuses_notify_followers_who_asked_and_edits_notify_who_took_part(register):
+    alice, bob, carol = register(), register(), register()
+    a_id = str(me(alice)["id"])
+    rel = bob.api.account_follow(a_id, notify=True)
+    assert rel["notifying"] is True
+    carol.api.account_follow(a_id)
+    s = alice.api.status_post("news for subscribers")
+    got = eventually(lambda: bob.api.notifications(types=["status"]), lambda l: len(l) == 1)
+    assert [(n["type"], str(n["status"]["id"])) for n in got] == [("status", str(s["id"]))]
+    carol.api.status_favourite(s["id"])
+    alice.api.status_update(s["id"], "news for subscribers, corrected")
+    got = eventually(lambda: carol.api.notifications(types=["update"]), lambda l: len(l) == 1)
+    assert [(n["type"], str(n["account"]["id"]), str(n["status"]["id"])) for n in got] == [("update", a_id, str(s["id"]))]
+    assert "corrected" in got[0]["status"]["content"]
+    # Carol followed without notify: no status notification for her.
+    assert carol.api.notifications(types=["status"]) == []

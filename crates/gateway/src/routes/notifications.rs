@@ -1,0 +1,168 @@
+//! Notifications: the notification service answers with (type, actor, status id); accounts come
+//! from the user service and statuses from the post service, which leaves out what the caller
+//! may not see — and a notification whose status the caller may not see is left out with it.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use agora_kit::grpc::request;
+use agora_proto::feed::v1 as fpb;
+use agora_proto::notification::v1 as npb;
+
+use crate::auth::{Authenticated, Caller};
+use crate::error::ApiResult;
+use crate::paging::{self, linked};
+use crate::params::{Params, path_id};
+use crate::render::{self, SharedAccount};
+use crate::state::AppState;
+
+const READ: &str = "read:notifications";
+const WRITE: &str = "write:notifications";
+
+/// Mastodon's Notification entity.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    group_key: String,
+    created_at: String,
+    account: SharedAccount,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<render::Status>,
+}
+
+/// The type filters of a request, repeated as given (`types[]`, `exclude_types[]`).
+fn type_filters(p: &Params) -> (Vec<String>, Vec<String>) {
+    (p.list("types"), p.list("exclude_types"))
+}
+
+fn account_filter(p: &Params) -> ApiResult<i64> {
+    match p.str("account_id").map(str::trim).filter(|s| !s.is_empty()) {
+        Some(raw) => path_id(raw),
+        None => Ok(0),
+    }
+}
+
+/// Entities for the service's notifications, in order. One dropped when its account is gone or
+/// its status is one the caller may not see (deleted, private, from a blocked account).
+async fn hydrate(st: &AppState, c: &Caller, list: Vec<npb::Notification>) -> ApiResult<Vec<Notification>> {
+    let account_ids: Vec<i64> = list.iter().map(|n| n.account_id).collect();
+    let mut status_ids: Vec<i64> = list.iter().map(|n| n.status_id).filter(|id| *id > 0).collect();
+    status_ids.sort_unstable();
+    status_ids.dedup();
+    let (accounts, statuses) =
+        tokio::join!(render::account_entities(st, &account_ids), render::status_ids(st, Some(c), status_ids));
+    let accounts = accounts?;
+    let statuses: HashMap<i64, render::Status> = statuses?.into_iter().map(|s| (s.numeric_id, s)).collect();
+    Ok(list
+        .into_iter()
+        .filter_map(|n| {
+            let account = SharedAccount::from(accounts.get(&n.account_id)?);
+            let status = match n.status_id {
+                0 => None,
+                id => Some(statuses.get(&id)?.clone()),
+            };
+            Some(Notification {
+                id: n.id.to_string(),
+                kind: n.r#type,
+                group_key: n.group_key,
+                created_at: agora_kit::time::rfc3339_ms(n.created_at_ms),
+                account,
+                status,
+            })
+        })
+        .collect())
+}
+
+/// `GET /api/v1/notifications`.
+pub async fn list(State(st): State<AppState>, Authenticated(c): Authenticated, p: Params) -> ApiResult<Response> {
+    c.require_user(READ)?;
+    let page = paging::bounds(&p, 40, 80)?;
+    let (types, exclude_types) = type_filters(&p);
+    let req = npb::ListNotificationsRequest {
+        types: types.clone(),
+        exclude_types: exclude_types.clone(),
+        account_id: account_filter(&p)?,
+        max_id: page.max_id,
+        since_id: page.since_id,
+        min_id: page.min_id,
+        limit: page.limit,
+    };
+    let found = st.notification.clone().list_notifications(request(req, Some(&c.token))).await?.into_inner();
+    // The cursors are the service's page, before hydration drops anything, so a page whose
+    // notifications were all hidden still leads to the next one.
+    let cursors: Vec<i64> = found.notifications.iter().map(|n| n.id).collect();
+    let list = hydrate(&st, &c, found.notifications).await?;
+    let mut keep: Vec<(String, String)> = types.into_iter().map(|t| ("types[]".to_owned(), t)).collect();
+    keep.extend(exclude_types.into_iter().map(|t| ("exclude_types[]".to_owned(), t)));
+    keep.extend(paging::keep(&p, &["account_id"]));
+    Ok(linked(&st.config.public_url, "/api/v1/notifications", &keep, &cursors, list))
+}
+
+/// `GET /api/v1/notifications/:id`: 404 for another account's, exactly as for a missing one.
+pub async fn get(
+    State(st): State<AppState>,
+    Authenticated(c): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Notification>> {
+    c.require_user(READ)?;
+    let id = path_id(&id)?;
+    let n =
+        st.notification.clone().get_notification(request(npb::NotificationIdRequest { id }, Some(&c.token))).await?;
+    let mut list = hydrate(&st, &c, vec![n.into_inner()]).await?;
+    list.pop().map(axum::Json).ok_or_else(crate::error::ApiError::not_found)
+}
+
+/// `POST /api/v1/notifications/:id/dismiss`.
+pub async fn dismiss(
+    State(st): State<AppState>,
+    Authenticated(c): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    c.require_user(WRITE)?;
+    let id = path_id(&id)?;
+    st.notification.clone().dismiss_notification(request(npb::NotificationIdRequest { id }, Some(&c.token))).await?;
+    Ok(axum::Json(json!({})))
+}
+
+/// `POST /api/v1/notifications/clear`.
+pub async fn clear(State(st): State<AppState>, Authenticated(c): Authenticated) -> ApiResult<axum::Json<Value>> {
+    c.require_user(WRITE)?;
+    st.notification.clone().clear_notifications(request(npb::ClearNotificationsRequest {}, Some(&c.token))).await?;
+    Ok(axum::Json(json!({})))
+}
+
+/// `GET /api/v1/notifications/unread_count`: those newer than the `notifications` read marker.
+pub async fn unread_count(
+    State(st): State<AppState>,
+    Authenticated(c): Authenticated,
+    p: Params,
+) -> ApiResult<axum::Json<Value>> {
+    c.require_user(READ)?;
+    let limit = match p.str("limit").map(str::trim).filter(|s| !s.is_empty()) {
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| crate::error::ApiError::unprocessable("limit must be a non-negative number"))?
+            .min(1000) as i32,
+        None => 0,
+    };
+    let markers = st
+        .feed
+        .clone()
+        .get_markers(request(fpb::GetMarkersRequest { timelines: vec!["notifications".into()] }, Some(&c.token)))
+        .await?
+        .into_inner()
+        .markers;
+    let after_id = markers.iter().find(|m| m.timeline == "notifications").map_or(0, |m| m.last_read_id);
+    let (types, exclude_types) = type_filters(&p);
+    let req = npb::GetUnreadCountRequest { after_id, limit, types, exclude_types, account_id: account_filter(&p)? };
+    let count = st.notification.clone().get_unread_count(request(req, Some(&c.token))).await?.into_inner().count;
+    Ok(axum::Json(json!({ "count": count })))
+}

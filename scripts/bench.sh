@@ -57,7 +57,7 @@ wait_ready() { # URL
 
 log "building release binaries"
 (cd "$REPO" && cargo build --release -p agora -p agora-bench -p agora-user -p agora-post -p agora-graph -p agora-feed \
-    -p agora-gateway) || exit 1
+    -p agora-notification -p agora-gateway) || exit 1
 mkdir -p "$OUT"
 
 NO_LIMITS=(AGORA_LOG=warn AGORA_GATEWAY_RATE_LIMIT_IP=off AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=off
@@ -86,7 +86,7 @@ services | services-scylla)
         AGORA_PUBLIC_URL="$URL" AGORA_FEED_CACHE_URL="$AGORA_TEST_REDIS_URL"
         AGORA_GATEWAY_RATE_LIMIT_URL="$AGORA_TEST_REDIS_URL" AGORA_EPOCHS_URL="$AGORA_TEST_REDIS_URL"
         AGORA_GATEWAY_LISTEN="127.0.0.1:$PORT")
-    for svc in user post graph feed; do
+    for svc in user post graph feed notification; do
         up=${svc^^}
         if [[ $SHAPE == services-scylla && ($svc == graph || $svc == feed) ]]; then
             common+=("AGORA_${up}_DATABASE_URL=$AGORA_TEST_SCYLLA_URL/bench_${svc}_$suffix?replication_factor=1")
@@ -96,22 +96,22 @@ services | services-scylla)
         common+=("AGORA_${up}_DATABASE_URL=$base/bench_${svc}_$suffix")
     done
     declare -A grpc admin
-    for svc in user post graph feed gateway; do
+    for svc in user post graph feed notification gateway; do
         up=${svc^^}
         [[ $svc == gateway ]] || { grpc[$svc]=$(free_port); common+=("AGORA_${up}_LISTEN=127.0.0.1:${grpc[$svc]}"); }
         admin[$svc]=$(free_port)
         common+=("AGORA_${up}_ADMIN_LISTEN=127.0.0.1:${admin[$svc]}")
     done
-    for svc in post graph feed gateway; do
-        for peer in user post graph feed; do
+    for svc in post graph feed notification gateway; do
+        for peer in user post graph feed notification; do
             [[ $svc == "$peer" ]] || common+=("AGORA_${svc^^}_${peer^^}_URL=http://127.0.0.1:${grpc[$peer]}")
         done
     done
-    for svc in user graph post feed gateway; do
+    for svc in user graph post feed notification gateway; do
         env "${common[@]}" "$BIN/agora-$svc" >"$OUT/agora-$svc.log" 2>&1 &
         PIDS+=($!)
     done
-    for svc in user graph post feed gateway; do
+    for svc in user graph post feed notification gateway; do
         wait_ready "http://127.0.0.1:${admin[$svc]}/readyz" || exit 1
     done
     ;;

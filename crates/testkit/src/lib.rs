@@ -311,16 +311,15 @@ impl PlatformBuilder {
         health.push(feed.health.clone());
 
         let notification_config = agora_notification::Config::from_env(&env)?;
-        let notification = agora_notification::NotificationService::build(
+        let notification = NotificationHandle::start(
             &notification_config,
-            Arc::clone(&bus),
-            Arc::clone(&verifier),
-            shutdown.clone(),
+            &bus,
+            &verifier,
+            GrpcListener::in_process(&notification_name),
+            shutdown.child_token(),
         )
         .await?;
         health.push(notification.health.clone());
-        let notifications = Arc::clone(&notification.notifications);
-        tasks.push(tokio::spawn(notification.serve(GrpcListener::in_process(&notification_name), shutdown.clone())));
 
         let mut gateway_url = None;
         if self.with_gateway {
@@ -342,7 +341,8 @@ impl PlatformBuilder {
             graph: graph_domain,
             feed: Some(feed),
             feed_config,
-            notifications,
+            notification: Some(notification),
+            notification_config,
             graph_facts,
             verifier,
             bus,
@@ -399,6 +399,37 @@ impl FeedHandle {
     }
 }
 
+/// The notification service of a platform, which tests stop and start on its own (to show that
+/// an outage loses and duplicates no notification).
+pub struct NotificationHandle {
+    pub notifications: Arc<agora_notification::Notifications>,
+    pub health: agora_kit::health::Health,
+    shutdown: Shutdown,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl NotificationHandle {
+    async fn start(
+        config: &agora_notification::Config,
+        bus: &Arc<dyn agora_events::EventBus>,
+        verifier: &Arc<agora_kit::jwt::Verifier>,
+        listener: GrpcListener,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Self> {
+        let svc = agora_notification::NotificationService::build(
+            config,
+            Arc::clone(bus),
+            Arc::clone(verifier),
+            shutdown.clone(),
+        )
+        .await?;
+        let notifications = Arc::clone(&svc.notifications);
+        let health = svc.health.clone();
+        let task = tokio::spawn(svc.serve(listener, shutdown.clone()));
+        Ok(Self { notifications, health, shutdown, task })
+    }
+}
+
 /// A running platform. Dropping it stops everything; [`Platform::stop`] waits for the drain.
 pub struct Platform {
     /// The in-process names of the user, post, graph, feed and notification services.
@@ -416,7 +447,9 @@ pub struct Platform {
     /// `None` while stopped by [`Platform::stop_feed`].
     pub feed: Option<FeedHandle>,
     feed_config: agora_feed::Config,
-    pub notifications: Arc<agora_notification::Notifications>,
+    /// `None` while stopped by [`Platform::stop_notification`].
+    pub notification: Option<NotificationHandle>,
+    notification_config: agora_notification::Config,
     graph_facts: Arc<agora_client::graph_facts::GraphFacts>,
     pub verifier: Arc<agora_kit::jwt::Verifier>,
     pub bus: Arc<dyn agora_events::EventBus>,
@@ -485,11 +518,43 @@ impl Platform {
         wait_until_ready(|| health.ready()).await
     }
 
+    /// Stops the notification service (its gRPC server and event consumers) as a crash would
+    /// leave it: events published meanwhile wait on the bus.
+    pub async fn stop_notification(&mut self) -> anyhow::Result<()> {
+        if let Some(n) = self.notification.take() {
+            n.shutdown.cancel();
+            n.task.await??;
+        }
+        Ok(())
+    }
+
+    /// Starts the notification service again on the same store.
+    pub async fn start_notification(&mut self) -> anyhow::Result<()> {
+        if self.notification.is_some() {
+            return Ok(());
+        }
+        let listener = GrpcListener::in_process(&self.service_names[4]);
+        let n = NotificationHandle::start(
+            &self.notification_config,
+            &self.bus,
+            &self.verifier,
+            listener,
+            self.shutdown.child_token(),
+        )
+        .await?;
+        let health = n.health.clone();
+        self.notification = Some(n);
+        wait_until_ready(|| health.ready()).await
+    }
+
     /// Signals shutdown and waits for every server to drain.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         if let Some(f) = self.feed.take() {
             f.task.await??;
+        }
+        if let Some(n) = self.notification.take() {
+            n.task.await??;
         }
         for t in self.tasks.drain(..) {
             t.await??;

@@ -1,5 +1,5 @@
-//! The social core across services, over HTTP: a feed-service outage in the middle of a burst of
-//! posts loses nothing and duplicates nothing, and a timeline page costs a bounded number of
+//! The social core across services, over HTTP: a feed-service or notification-service outage in
+//! the middle of a burst of posts loses nothing and duplicates nothing, and a timeline page costs a bounded number of
 //! internal calls whatever its length (at most three with warm caches). On embedded stores, and on PostgreSQL + Redis + Kafka.
 
 use std::collections::HashMap;
@@ -73,6 +73,66 @@ async fn a_feed_outage_mid_burst_loses_nothing_on_kafka() {
         return;
     };
     feed_outage_mid_burst(builder(backend).start().await.unwrap()).await;
+}
+
+/// Mentions a burst; the notification service is stopped after the first third and started again
+/// after the second. Once it is back, the mentioned account holds one notification per status.
+async fn notification_outage_mid_burst(mut p: Platform) {
+    const POSTS: usize = 45;
+    let api = Api::new(&p).await;
+    let (_, author, _) = api.user().await;
+    let (name, reader, _) = api.user().await;
+    let mut posted = Vec::new();
+    for i in 0..POSTS {
+        if i == POSTS / 3 {
+            p.stop_notification().await.unwrap();
+        }
+        if i == 2 * POSTS / 3 {
+            p.start_notification().await.unwrap();
+        }
+        posted.push(api.post(&author, &format!("@{name} burst {i}")).await);
+    }
+    let mut want = posted.clone();
+    want.sort_by_key(|id| std::cmp::Reverse(id.parse::<i64>().unwrap()));
+    let mut got: Vec<(String, String)> = Vec::new();
+    for _ in 0..300 {
+        let page: Vec<serde_json::Value> = api
+            .http
+            .get(format!("{}/api/v1/notifications?limit=80", api.base))
+            .bearer_auth(&reader)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        got = page
+            .iter()
+            .map(|n| (n["type"].as_str().unwrap().to_owned(), n["status"]["id"].as_str().unwrap().to_owned()))
+            .collect();
+        if got.len() >= POSTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(got.iter().all(|(kind, _)| kind == "mention"), "{got:?}");
+    let statuses: Vec<String> = got.into_iter().map(|(_, s)| s).collect();
+    assert_eq!(statuses, want, "one notification per status, newest first, none lost or doubled");
+    p.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_outage_mid_burst_loses_nothing_embedded() {
+    notification_outage_mid_burst(builder(Backend::Embedded).start().await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_outage_mid_burst_loses_nothing_on_kafka() {
+    let Some(backend) = Backend::real_from_env() else {
+        let _ = agora_testkit::test_server("AGORA_TEST_KAFKA_URL");
+        return;
+    };
+    notification_outage_mid_burst(builder(backend).start().await.unwrap()).await;
 }
 
 /// Internal calls served by `p`'s services, excluding the verifiers' background refresh. Counted

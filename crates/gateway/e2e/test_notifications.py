@@ -192,3 +192,29 @@ def test_new_statuses_notify_followers_who_asked_and_edits_notify_who_took_part(
     assert "corrected" in got[0]["status"]["content"]
     # Carol followed without notify: no status notification for her.
     assert carol.api.notifications(types=["status"]) == []
+
+
+def test_grouped_notifications_fold_favourites_and_list_accounts_and_statuses_once(register, base_url, session):
+    alice = register()
+    fans = [register() for _ in range(3)]
+    s = alice.api.status_post("like me")
+    for f in fans:
+        f.api.status_favourite(s["id"])
+    fans[0].api.status_post(f"@{me(alice)['username']} hello")
+    assert len(eventually(lambda: alice.api.notifications(), lambda l: len(l) == 4)) == 4
+    r = session.get(f"{base_url}/api/v2/notifications", headers=bearer(alice.token), timeout=HTTP_TIMEOUT)
+    assert r.status_code == 200
+    body = json_of(r)
+    groups = body["notification_groups"]
+    assert [g["type"] for g in groups] == ["mention", "favourite"]
+    fav = groups[1]
+    assert fav["group_key"] == f"favourite-{s['id']}" and fav["notifications_count"] == 3
+    assert fav["status_id"] == str(s["id"])
+    fan_ids = [str(me(f)["id"]) for f in fans]
+    assert fav["sample_account_ids"] == list(reversed(fan_ids))
+    assert sorted(str(a["id"]) for a in body["accounts"]) == sorted(fan_ids)
+    assert sorted(str(x["id"]) for x in body["statuses"]) == sorted([str(s["id"]), str(groups[0]["status_id"])])
+    # Without grouping favourites, each is a group of its own.
+    r = session.get(f"{base_url}/api/v2/notifications", params={"grouped_types[]": "follow"},
+                    headers=bearer(alice.token), timeout=HTTP_TIMEOUT)
+    assert len(json_of(r)["notification_groups"]) == 4

@@ -264,6 +264,7 @@ pub fn router(state: AppState, health: Health) -> Router {
         .route("/api/v1/notifications/unread_count", get(notifications::unread_count))
         .route("/api/v1/notifications/{id}", get(notifications::get))
         .route("/api/v1/notifications/{id}/dismiss", post(notifications::dismiss))
+        .route("/api/v2/notifications", get(notifications::grouped))
         .route("/api/v1/agora/accounts/password", post(accounts::change_password))
         .route("/api/v1/instance", get(instance::v1))
         .route("/api/v2/instance", get(instance::v2))

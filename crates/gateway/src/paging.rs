@@ -58,7 +58,28 @@ pub fn linked<T: serde::Serialize>(
     cursors: &[i64],
     body: Vec<T>,
 ) -> Response {
-    let mut resp = json_list(&body);
+    with_link(json_list(&body), base, path, keep, cursors)
+}
+
+/// [`linked`] for a body that is one object (e.g. grouped notifications), paged by `cursors`.
+pub fn linked_object<T: serde::Serialize>(
+    base: &str,
+    path: &str,
+    keep: &[(String, String)],
+    cursors: &[i64],
+    body: &T,
+) -> Response {
+    let resp = match serde_json::to_vec(body) {
+        Ok(buf) => ([(http::header::CONTENT_TYPE, "application/json")], buf).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not render a JSON object");
+            return ApiError::internal().into_response();
+        }
+    };
+    with_link(resp, base, path, keep, cursors)
+}
+
+fn with_link(mut resp: Response, base: &str, path: &str, keep: &[(String, String)], cursors: &[i64]) -> Response {
     if let (Some(newest), Some(oldest)) = (cursors.iter().max(), cursors.iter().min()) {
         let link = link_header(&format!("{base}{path}"), keep, *newest, *oldest);
         if let Ok(v) = link.parse() {

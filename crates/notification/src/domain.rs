@@ -61,12 +61,99 @@ impl Notification {
     /// Mastodon 4.3's group key: favourites and reblogs of one status group together, follows
     /// group per day, everything else stands alone.
     pub fn group_key(&self) -> String {
-        match self.kind {
-            Kind::Favourite | Kind::Reblog => format!("{}-{}", self.kind.as_str(), self.status_id),
-            Kind::Follow => format!("follow-{}", self.created_at_ms.div_euclid(DAY_MS)),
-            _ => format!("ungrouped-{}", self.id),
+        match self.group() {
+            Group::OfStatus { kind, status_id } => format!("{}-{status_id}", kind.as_str()),
+            Group::OfDay { kind, day } => format!("{}-{day}", kind.as_str()),
+            Group::Single(id) => format!("ungrouped-{id}"),
         }
     }
+
+    pub fn group(&self) -> Group {
+        match self.kind {
+            Kind::Favourite | Kind::Reblog => Group::OfStatus { kind: self.kind, status_id: self.status_id },
+            Kind::Follow => Group::OfDay { kind: self.kind, day: self.created_at_ms.div_euclid(DAY_MS) },
+            _ => Group::Single(self.id),
+        }
+    }
+}
+
+/// The notifications one group key stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// One type about one status (favourites, reblogs).
+    OfStatus { kind: Kind, status_id: i64 },
+    /// One type on one UTC day (follows).
+    OfDay { kind: Kind, day: i64 },
+    /// A notification of its own.
+    Single(i64),
+}
+
+impl Group {
+    /// The first and last millisecond of a day group.
+    pub fn day_bounds(day: i64) -> (i64, i64) {
+        (day * DAY_MS, (day + 1) * DAY_MS - 1)
+    }
+}
+
+/// What a group holds beyond one page of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStats {
+    pub count: i64,
+    pub most_recent_id: i64,
+    /// Up to [`GROUP_SAMPLE`] of the most recent actors, newest first.
+    pub sample_account_ids: Vec<i64>,
+}
+
+pub const GROUP_SAMPLE: usize = 8;
+/// The types Mastodon groups when a client names none.
+pub const DEFAULT_GROUPED: [Kind; 3] = [Kind::Favourite, Kind::Follow, Kind::Reblog];
+
+/// One group as a page of notifications shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageGroup {
+    pub key: String,
+    pub group: Group,
+    pub kind: Kind,
+    pub status_id: i64,
+    pub page_min_id: i64,
+    pub page_max_id: i64,
+    pub latest_page_at_ms: i64,
+    /// The group's actors within the page, newest first, for a group of one.
+    pub page_account_ids: Vec<i64>,
+}
+
+/// Folds a page of notifications (newest first) into groups, newest group first: notifications
+/// of the `grouped` types share their group key; any other is a group of its own.
+pub fn fold(page: &[Notification], grouped: &[Kind]) -> Vec<PageGroup> {
+    let mut out: Vec<PageGroup> = Vec::new();
+    for n in page {
+        let group = if grouped.contains(&n.kind) { n.group() } else { Group::Single(n.id) };
+        let key = match group {
+            Group::Single(id) => format!("ungrouped-{id}"),
+            _ => n.group_key(),
+        };
+        match out.iter_mut().find(|g| g.key == key) {
+            Some(g) => {
+                g.page_min_id = g.page_min_id.min(n.id);
+                g.page_max_id = g.page_max_id.max(n.id);
+                g.latest_page_at_ms = g.latest_page_at_ms.max(n.created_at_ms);
+                if !g.page_account_ids.contains(&n.account_id) {
+                    g.page_account_ids.push(n.account_id);
+                }
+            }
+            None => out.push(PageGroup {
+                key,
+                group,
+                kind: n.kind,
+                status_id: n.status_id,
+                page_min_id: n.id,
+                page_max_id: n.id,
+                latest_page_at_ms: n.created_at_ms,
+                page_account_ids: vec![n.account_id],
+            }),
+        }
+    }
+    out
 }
 
 /// Why one account's actions do not notify another.
@@ -235,6 +322,35 @@ mod tests {
         assert_eq!(n(Kind::Follow, 0, DAY_MS + 5).group_key(), n(Kind::Follow, 0, 2 * DAY_MS - 1).group_key());
         assert_ne!(n(Kind::Follow, 0, DAY_MS - 1).group_key(), n(Kind::Follow, 0, DAY_MS).group_key());
         assert_eq!(n(Kind::Mention, 7, 0).group_key(), "ungrouped-99");
+    }
+
+    #[test]
+    fn a_page_folds_into_groups_newest_first() {
+        let at = |id: i64, kind: Kind, actor: i64, status: i64| Notification {
+            id,
+            recipient_id: 1,
+            kind,
+            account_id: actor,
+            status_id: status,
+            created_at_ms: DAY_MS * 3 + id,
+        };
+        let page = [
+            at(9, Kind::Favourite, 5, 100),
+            at(8, Kind::Mention, 5, 101),
+            at(7, Kind::Favourite, 6, 100),
+            at(6, Kind::Follow, 7, 0),
+            at(5, Kind::Follow, 8, 0),
+            at(4, Kind::Favourite, 5, 102),
+        ];
+        let groups = fold(&page, &DEFAULT_GROUPED);
+        let keys: Vec<&str> = groups.iter().map(|g| g.key.as_str()).collect();
+        assert_eq!(keys, vec!["favourite-100", "ungrouped-8", "follow-3", "favourite-102"]);
+        assert_eq!((groups[0].page_min_id, groups[0].page_max_id), (7, 9));
+        assert_eq!(groups[0].page_account_ids, vec![5, 6]);
+        assert_eq!(groups[2].page_account_ids, vec![7, 8]);
+        // Not asked to group follows: each is its own group.
+        let keys: Vec<String> = fold(&page, &[Kind::Favourite]).into_iter().map(|g| g.key).collect();
+        assert!(keys.contains(&"ungrouped-6".to_owned()) && keys.contains(&"ungrouped-5".to_owned()));
     }
 
     #[test]

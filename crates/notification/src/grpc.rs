@@ -38,6 +38,18 @@ fn to_pb(n: Notification) -> pb::Notification {
     }
 }
 
+fn list_query(r: pb::ListNotificationsRequest) -> Result<Query, Status> {
+    Ok(Query {
+        types: kinds("types", &r.types)?,
+        exclude_types: kinds("exclude_types", &r.exclude_types)?,
+        account_id: positive(r.account_id),
+        max_id: positive(r.max_id),
+        since_id: positive(r.since_id),
+        min_id: positive(r.min_id),
+        limit: domain::page_limit(r.limit),
+    })
+}
+
 /// Mastodon counts unread notifications up to 100 unless asked for more, and never past 1,000.
 fn unread_limit(requested: i32) -> usize {
     match requested {
@@ -53,16 +65,7 @@ impl NotificationService for NotificationGrpc {
         req: Request<pb::ListNotificationsRequest>,
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
         let (_, me) = agora_client::user_with_scope(&self.verifier, &req, READ).await?;
-        let r = req.into_inner();
-        let query = Query {
-            types: kinds("types", &r.types)?,
-            exclude_types: kinds("exclude_types", &r.exclude_types)?,
-            account_id: positive(r.account_id),
-            max_id: positive(r.max_id),
-            since_id: positive(r.since_id),
-            min_id: positive(r.min_id),
-            limit: domain::page_limit(r.limit),
-        };
+        let query = list_query(req.into_inner())?;
         let found = self.notifications.list(me, &query).await?;
         Ok(Response::new(pb::ListNotificationsResponse { notifications: found.into_iter().map(to_pb).collect() }))
     }
@@ -93,6 +96,39 @@ impl NotificationService for NotificationGrpc {
         let (_, me) = agora_client::user_with_scope(&self.verifier, &req, WRITE).await?;
         let removed = self.notifications.clear(me).await?;
         Ok(Response::new(pb::ClearNotificationsResponse { removed: removed as i64 }))
+    }
+
+    async fn list_notification_groups(
+        &self,
+        req: Request<pb::ListNotificationGroupsRequest>,
+    ) -> Result<Response<pb::ListNotificationGroupsResponse>, Status> {
+        let (_, me) = agora_client::user_with_scope(&self.verifier, &req, READ).await?;
+        let r = req.into_inner();
+        let query = list_query(r.page.unwrap_or_default())?;
+        let grouped = match kinds("grouped_types", &r.grouped_types)? {
+            g if g.is_empty() => domain::DEFAULT_GROUPED.to_vec(),
+            g => g,
+        };
+        let (groups, page_ids) = self.notifications.groups(me, &query, &grouped).await?;
+        let groups = groups
+            .into_iter()
+            .map(|(g, stats)| pb::NotificationGroup {
+                group_key: g.key,
+                r#type: g.kind.as_str().to_owned(),
+                notifications_count: stats.count,
+                most_recent_notification_id: stats.most_recent_id.max(g.page_max_id),
+                page_min_id: g.page_min_id,
+                page_max_id: g.page_max_id,
+                latest_page_notification_at_ms: g.latest_page_at_ms,
+                sample_account_ids: if stats.sample_account_ids.is_empty() {
+                    g.page_account_ids
+                } else {
+                    stats.sample_account_ids
+                },
+                status_id: g.status_id,
+            })
+            .collect();
+        Ok(Response::new(pb::ListNotificationGroupsResponse { groups, page_ids }))
     }
 
     async fn get_unread_count(

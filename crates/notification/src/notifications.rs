@@ -7,7 +7,7 @@ use agora_events::consumer::HandlerError;
 use agora_kit::IdGenerator;
 use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, StatusPosted};
 
-use crate::domain::{Change, Interaction, Kind, Notification, Query, Reason};
+use crate::domain::{Change, Group, GroupStats, Interaction, Kind, Notification, PageGroup, Query, Reason};
 use crate::store::{NotificationStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +263,30 @@ impl Notifications {
     /// The recipient's notifications that `query` admits, newest first.
     pub async fn list(&self, recipient_id: i64, query: &Query) -> NotificationResult<Vec<Notification>> {
         Ok(self.store.page(recipient_id, query, agora_kit::time::now_ms()).await?)
+    }
+
+    /// A page of the recipient's notifications folded into groups (Mastodon 4.3), each with what
+    /// the whole group holds; and the ids of the page, for paging.
+    pub async fn groups(
+        &self,
+        recipient_id: i64,
+        query: &Query,
+        grouped: &[Kind],
+    ) -> NotificationResult<(Vec<(PageGroup, GroupStats)>, Vec<i64>)> {
+        let now = agora_kit::time::now_ms();
+        let page = self.store.page(recipient_id, query, now).await?;
+        let ids = page.iter().map(|n| n.id).collect();
+        let mut out = Vec::new();
+        for g in crate::domain::fold(&page, grouped) {
+            let stats = match g.group {
+                Group::Single(id) => {
+                    GroupStats { count: 1, most_recent_id: id, sample_account_ids: g.page_account_ids.clone() }
+                }
+                group => self.store.group_stats(recipient_id, group, now).await?,
+            };
+            out.push((g, stats));
+        }
+        Ok((out, ids))
     }
 
     /// One of the recipient's notifications; another account's is not found, like a missing one.

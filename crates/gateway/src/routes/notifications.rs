@@ -166,3 +166,87 @@ pub async fn unread_count(
     let count = st.notification.clone().get_unread_count(request(req, Some(&c.token))).await?.into_inner().count;
     Ok(axum::Json(json!({ "count": count })))
 }
+
+/// One group of Mastodon 4.3's grouped notifications.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationGroup {
+    group_key: String,
+    notifications_count: i64,
+    #[serde(rename = "type")]
+    kind: String,
+    most_recent_notification_id: String,
+    page_min_id: String,
+    page_max_id: String,
+    latest_page_notification_at: String,
+    sample_account_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct GroupedNotifications {
+    accounts: Vec<SharedAccount>,
+    statuses: Vec<render::Status>,
+    notification_groups: Vec<NotificationGroup>,
+}
+
+/// `GET /api/v2/notifications`: a page of notifications folded into groups, with the accounts
+/// and statuses they name listed once each.
+pub async fn grouped(State(st): State<AppState>, Authenticated(c): Authenticated, p: Params) -> ApiResult<Response> {
+    c.require_user(READ)?;
+    let page = paging::bounds(&p, 40, 80)?;
+    let (types, exclude_types) = type_filters(&p);
+    let grouped_types = p.list("grouped_types");
+    let list = npb::ListNotificationsRequest {
+        types: types.clone(),
+        exclude_types: exclude_types.clone(),
+        account_id: account_filter(&p)?,
+        max_id: page.max_id,
+        since_id: page.since_id,
+        min_id: page.min_id,
+        limit: page.limit,
+    };
+    let req = npb::ListNotificationGroupsRequest { page: Some(list), grouped_types: grouped_types.clone() };
+    let found = st.notification.clone().list_notification_groups(request(req, Some(&c.token))).await?.into_inner();
+
+    let mut account_ids: Vec<i64> = found.groups.iter().flat_map(|g| g.sample_account_ids.iter().copied()).collect();
+    account_ids.sort_unstable();
+    account_ids.dedup();
+    let mut status_ids: Vec<i64> = found.groups.iter().map(|g| g.status_id).filter(|id| *id > 0).collect();
+    status_ids.sort_unstable();
+    status_ids.dedup();
+    let (accounts, statuses) =
+        tokio::join!(render::account_entities(&st, &account_ids), render::status_ids(&st, Some(&c), status_ids));
+    let accounts = accounts?;
+    let statuses = statuses?;
+    let visible: std::collections::HashSet<i64> = statuses.iter().map(|s| s.numeric_id).collect();
+    let groups: Vec<NotificationGroup> = found
+        .groups
+        .into_iter()
+        .filter(|g| g.status_id == 0 || visible.contains(&g.status_id))
+        .filter_map(|g| {
+            let sample: Vec<String> =
+                g.sample_account_ids.iter().filter(|id| accounts.contains_key(id)).map(|id| id.to_string()).collect();
+            (!sample.is_empty()).then(|| NotificationGroup {
+                group_key: g.group_key,
+                notifications_count: g.notifications_count,
+                kind: g.r#type,
+                most_recent_notification_id: g.most_recent_notification_id.to_string(),
+                page_min_id: g.page_min_id.to_string(),
+                page_max_id: g.page_max_id.to_string(),
+                latest_page_notification_at: agora_kit::time::rfc3339_ms(g.latest_page_notification_at_ms),
+                sample_account_ids: sample,
+                status_id: (g.status_id > 0).then(|| g.status_id.to_string()),
+            })
+        })
+        .collect();
+    let accounts: Vec<SharedAccount> =
+        account_ids.iter().filter_map(|id| accounts.get(id)).map(SharedAccount::from).collect();
+    let body = GroupedNotifications { accounts, statuses, notification_groups: groups };
+
+    let mut keep: Vec<(String, String)> = types.into_iter().map(|t| ("types[]".to_owned(), t)).collect();
+    keep.extend(exclude_types.into_iter().map(|t| ("exclude_types[]".to_owned(), t)));
+    keep.extend(grouped_types.into_iter().map(|t| ("grouped_types[]".to_owned(), t)));
+    keep.extend(paging::keep(&p, &["account_id"]));
+    Ok(paging::linked_object(&st.config.public_url, "/api/v2/notifications", &keep, &found.page_ids, &body))
+}

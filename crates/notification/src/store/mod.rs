@@ -1,13 +1,14 @@
 //! The notification store port and the choice of backend by URL scheme (`postgres://`,
 //! `sqlite://`). Every backend passes the conformance suite in `tests/it/store.rs`.
 
+mod lite;
 mod sql;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{Change, Notification, Query};
+use crate::domain::{Change, Group, GroupStats, Notification, Query};
 
 pub use sql::{PgNotificationStore, SqliteNotificationStore};
 
@@ -56,6 +57,8 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// The recipient's notifications that `query` admits, newest first, leaving out those from
     /// accounts the recipient does not hear from at `now_ms`.
     async fn page(&self, recipient_id: i64, query: &Query, now_ms: i64) -> StoreResult<Vec<Notification>>;
+    /// The whole of one of the recipient's groups (`Group::Single` is never asked for).
+    async fn group_stats(&self, recipient_id: i64, group: Group, now_ms: i64) -> StoreResult<GroupStats>;
     /// One of the recipient's notifications (none when it is someone else's).
     async fn get(&self, recipient_id: i64, id: i64, now_ms: i64) -> StoreResult<Option<Notification>>;
     /// Removes one of the recipient's notifications; false when there was none.

@@ -2,26 +2,46 @@
 //! parameters work on both engines), so one body is instantiated per engine by
 //! `sql_notification_store!`; only connection set-up and migrations differ.
 
+use agora_store::lite::{SqliteReader, SqliteWriter};
 use async_trait::async_trait;
 use sqlx::{PgPool, SqlitePool};
 
-use super::{NotificationStore, StoreResult};
-use crate::domain::{Change, Kind, Notification, Query};
+use super::lite;
 
-const COLUMNS: &str = "id, recipient_id, kind, account_id, status_id, created_at_ms";
+use super::{NotificationStore, StoreResult};
+use crate::domain::{Change, GROUP_SAMPLE, Group, GroupStats, Kind, Notification, Query};
+
+pub(super) const COLUMNS: &str = "id, recipient_id, kind, account_id, status_id, created_at_ms";
 /// A notification is written only while the recipient hears from the actor.
-const ADD: &str = "INSERT INTO notifications (id, recipient_id, kind, account_id, status_id, created_at_ms) \
+pub(super) const ADD: &str = "INSERT INTO notifications (id, recipient_id, kind, account_id, status_id, created_at_ms) \
      SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM suppressions \
        WHERE recipient_id = $2 AND account_id = $4 AND (expires_at_ms = 0 OR expires_at_ms > $7)) \
      ON CONFLICT DO NOTHING";
 /// `$4 = 0`: any recipient.
-const REMOVE: &str = "DELETE FROM notifications WHERE kind = $1 AND account_id = $2 AND status_id = $3 \
+pub(super) const REMOVE: &str = "DELETE FROM notifications WHERE kind = $1 AND account_id = $2 AND status_id = $3 \
      AND ($4 = 0 OR recipient_id = $4)";
-const SUPPRESS: &str = "INSERT INTO suppressions (recipient_id, account_id, reason, expires_at_ms) VALUES ($1, $2, $3, $4) \
+pub(super) const SUPPRESS: &str = "INSERT INTO suppressions (recipient_id, account_id, reason, expires_at_ms) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (recipient_id, account_id, reason) DO UPDATE SET expires_at_ms = excluded.expires_at_ms";
 /// Appended to a `WHERE` on `notifications n`: the recipient still hears from the actor at `now`.
-const HEARD: &str = " AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.recipient_id = n.recipient_id \
+pub(super) const HEARD: &str = " AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.recipient_id = n.recipient_id \
      AND s.account_id = n.account_id AND (s.expires_at_ms = 0 OR s.expires_at_ms > ";
+
+pub(super) const PROCESSED: &str =
+    "INSERT INTO processed_events (event_id, processed_at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+pub(super) const FOLLOW_REQUEST_GONE: &str =
+    "DELETE FROM notifications WHERE recipient_id = $1 AND account_id = $2 AND kind = 'follow_request'";
+pub(super) const ABOUT_STATUS_GONE: &str = "DELETE FROM notifications WHERE status_id = $1 AND status_id <> 0";
+pub(super) const INTERACTIONS_GONE: &str = "DELETE FROM interactions WHERE status_id = $1";
+pub(super) const BETWEEN_GONE: &str = "DELETE FROM notifications WHERE account_id = $1 AND recipient_id = $2";
+pub(super) const UNSUPPRESS: &str =
+    "DELETE FROM suppressions WHERE recipient_id = $1 AND account_id = $2 AND reason = $3";
+pub(super) const SUBSCRIBE: &str =
+    "INSERT INTO subscriptions (target_id, follower_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+pub(super) const UNSUBSCRIBE: &str = "DELETE FROM subscriptions WHERE target_id = $1 AND follower_id = $2";
+pub(super) const INTERACTED: &str =
+    "INSERT INTO interactions (status_id, account_id, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+pub(super) const UNINTERACTED: &str = "DELETE FROM interactions WHERE status_id = $1 AND account_id = $2 AND kind = $3";
+pub(super) const SUBSCRIBERS: &str = "SELECT follower_id FROM subscriptions WHERE target_id = $1 ORDER BY follower_id";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -71,6 +91,30 @@ macro_rules! sql_notification_store {
             Some(())
         }
 
+        /// The recipient's notifications of `group` the recipient still hears, after `select`.
+        fn group_query(select: &str, recipient_id: i64, group: Group, now_ms: i64) -> sqlx::QueryBuilder<$db> {
+            let mut qb =
+                sqlx::QueryBuilder::<$db>::new(format!("{select} FROM notifications n WHERE n.recipient_id = "));
+            qb.push_bind(recipient_id);
+            match group {
+                Group::OfStatus { kind, status_id } => {
+                    qb.push(" AND n.kind = ").push_bind(kind.as_str());
+                    qb.push(" AND n.status_id = ").push_bind(status_id);
+                }
+                Group::OfDay { kind, day } => {
+                    let (first, last) = Group::day_bounds(day);
+                    qb.push(" AND n.kind = ").push_bind(kind.as_str());
+                    qb.push(" AND n.created_at_ms >= ").push_bind(first);
+                    qb.push(" AND n.created_at_ms <= ").push_bind(last);
+                }
+                Group::Single(id) => {
+                    qb.push(" AND n.id = ").push_bind(id);
+                }
+            }
+            qb.push(HEARD).push_bind(now_ms).push("))");
+            qb
+        }
+
         async fn add(
             tx: &mut sqlx::Transaction<'static, $db>,
             n: &Notification,
@@ -102,16 +146,13 @@ macro_rules! sql_notification_store {
             }
 
             async fn apply(&self, event_id: i64, now_ms: i64, changes: &[Change]) -> StoreResult<bool> {
+                if let Some(w) = self.writer() {
+                    let changes = changes.to_vec();
+                    return Ok(w.write(move |c| lite::apply(c, event_id, now_ms, &changes)).await?);
+                }
                 let mut tx = agora_store::begin(&self.pool, $begin).await?;
-                let first = sqlx::query(
-                    "INSERT INTO processed_events (event_id, processed_at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                )
-                .bind(event_id)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
+                let first =
+                    sqlx::query(PROCESSED).bind(event_id).bind(now_ms).execute(&mut *tx).await?.rows_affected() == 1;
                 if !first {
                     agora_store::commit(tx).await?;
                     return Ok(false);
@@ -141,62 +182,38 @@ macro_rules! sql_notification_store {
                             add(&mut tx, n, now_ms).await?;
                         }
                         Change::RemoveAboutStatus { status_id } => {
-                            sqlx::query("DELETE FROM notifications WHERE status_id = $1 AND status_id <> 0")
-                                .bind(*status_id)
-                                .execute(&mut *tx)
-                                .await?;
-                            sqlx::query("DELETE FROM interactions WHERE status_id = $1")
-                                .bind(*status_id)
-                                .execute(&mut *tx)
-                                .await?;
+                            sqlx::query(ABOUT_STATUS_GONE).bind(*status_id).execute(&mut *tx).await?;
+                            sqlx::query(INTERACTIONS_GONE).bind(*status_id).execute(&mut *tx).await?;
                         }
                         Change::Subscribe { target_id, follower_id } => {
-                            sqlx::query(
-                                "INSERT INTO subscriptions (target_id, follower_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                            )
-                            .bind(*target_id)
-                            .bind(*follower_id)
-                            .execute(&mut *tx)
-                            .await?;
+                            sqlx::query(SUBSCRIBE).bind(*target_id).bind(*follower_id).execute(&mut *tx).await?;
                         }
                         Change::Unsubscribe { target_id, follower_id } => {
-                            sqlx::query("DELETE FROM subscriptions WHERE target_id = $1 AND follower_id = $2")
-                                .bind(*target_id)
-                                .bind(*follower_id)
+                            sqlx::query(UNSUBSCRIBE).bind(*target_id).bind(*follower_id).execute(&mut *tx).await?;
+                        }
+                        Change::Interacted { status_id, account_id, how } => {
+                            sqlx::query(INTERACTED)
+                                .bind(*status_id)
+                                .bind(*account_id)
+                                .bind(how.as_str())
                                 .execute(&mut *tx)
                                 .await?;
                         }
-                        Change::Interacted { status_id, account_id, how } => {
-                            sqlx::query(
-                                "INSERT INTO interactions (status_id, account_id, kind) VALUES ($1, $2, $3) \
-                                 ON CONFLICT DO NOTHING",
-                            )
-                            .bind(*status_id)
-                            .bind(*account_id)
-                            .bind(how.as_str())
-                            .execute(&mut *tx)
-                            .await?;
-                        }
                         Change::Uninteracted { status_id, account_id, how } => {
-                            sqlx::query(
-                                "DELETE FROM interactions WHERE status_id = $1 AND account_id = $2 AND kind = $3",
-                            )
-                            .bind(*status_id)
-                            .bind(*account_id)
-                            .bind(how.as_str())
-                            .execute(&mut *tx)
-                            .await?;
+                            sqlx::query(UNINTERACTED)
+                                .bind(*status_id)
+                                .bind(*account_id)
+                                .bind(how.as_str())
+                                .execute(&mut *tx)
+                                .await?;
                         }
                         Change::Followed(n) => {
-                            let requested = sqlx::query(
-                                "DELETE FROM notifications WHERE recipient_id = $1 AND account_id = $2 AND kind = $3",
-                            )
-                            .bind(n.recipient_id)
-                            .bind(n.account_id)
-                            .bind(Kind::FollowRequest.as_str())
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
+                            let requested = sqlx::query(FOLLOW_REQUEST_GONE)
+                                .bind(n.recipient_id)
+                                .bind(n.account_id)
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
                             if requested == 0 {
                                 add(&mut tx, n, now_ms).await?;
                             }
@@ -209,21 +226,15 @@ macro_rules! sql_notification_store {
                                 .bind(*expires_at_ms)
                                 .execute(&mut *tx)
                                 .await?;
-                            sqlx::query("DELETE FROM notifications WHERE account_id = $1 AND recipient_id = $2")
-                                .bind(*account_id)
-                                .bind(*recipient_id)
-                                .execute(&mut *tx)
-                                .await?;
+                            sqlx::query(BETWEEN_GONE).bind(*account_id).bind(*recipient_id).execute(&mut *tx).await?;
                         }
                         Change::Unsuppress { recipient_id, account_id, reason } => {
-                            sqlx::query(
-                                "DELETE FROM suppressions WHERE recipient_id = $1 AND account_id = $2 AND reason = $3",
-                            )
-                            .bind(*recipient_id)
-                            .bind(*account_id)
-                            .bind(reason.as_str())
-                            .execute(&mut *tx)
-                            .await?;
+                            sqlx::query(UNSUPPRESS)
+                                .bind(*recipient_id)
+                                .bind(*account_id)
+                                .bind(reason.as_str())
+                                .execute(&mut *tx)
+                                .await?;
                         }
                     }
                 }
@@ -232,10 +243,10 @@ macro_rules! sql_notification_store {
             }
 
             async fn subscribers(&self, target_id: i64) -> StoreResult<Vec<i64>> {
-                Ok(sqlx::query_scalar("SELECT follower_id FROM subscriptions WHERE target_id = $1 ORDER BY follower_id")
-                    .bind(target_id)
-                    .fetch_all(&self.pool)
-                    .await?)
+                if let Some(r) = self.reader() {
+                    return Ok(r.read(|c| lite::ids(c, SUBSCRIBERS, target_id))?);
+                }
+                Ok(sqlx::query_scalar(SUBSCRIBERS).bind(target_id).fetch_all(&self.pool).await?)
             }
 
             async fn interested(&self, status_id: i64) -> StoreResult<Vec<i64>> {
@@ -271,6 +282,21 @@ macro_rules! sql_notification_store {
                     out.reverse();
                 }
                 Ok(out)
+            }
+
+            async fn group_stats(&self, recipient_id: i64, group: Group, now_ms: i64) -> StoreResult<GroupStats> {
+                let (count,): (i64,) = group_query("SELECT COUNT(*)", recipient_id, group, now_ms)
+                    .build_query_as()
+                    .fetch_one(&self.pool)
+                    .await?;
+                let mut recent = group_query("SELECT n.id, n.account_id", recipient_id, group, now_ms);
+                recent.push(" ORDER BY n.id DESC LIMIT ").push_bind(GROUP_SAMPLE as i64);
+                let rows: Vec<(i64, i64)> = recent.build_query_as().fetch_all(&self.pool).await?;
+                Ok(GroupStats {
+                    count,
+                    most_recent_id: rows.first().map_or(0, |r| r.0),
+                    sample_account_ids: rows.into_iter().map(|r| r.1).collect(),
+                })
             }
 
             async fn get(&self, recipient_id: i64, id: i64, now_ms: i64) -> StoreResult<Option<Notification>> {
@@ -346,6 +372,14 @@ impl PgNotificationStore {
     fn migrator(&self) -> sqlx::migrate::Migrator {
         sqlx::migrate!("./migrations/postgres")
     }
+
+    fn reader(&self) -> Option<&SqliteReader> {
+        None
+    }
+
+    fn writer(&self) -> Option<&SqliteWriter> {
+        None
+    }
 }
 
 mod pg_impl {
@@ -355,18 +389,34 @@ mod pg_impl {
     sql_notification_store!(PgNotificationStore, sqlx::Postgres, "BEGIN");
 }
 
-/// Notification store on SQLite (the embedded default).
+/// Notification store on SQLite (the embedded default). What composing a status costs it (an
+/// event's changes, the subscribers read) runs as one unit on a [`SqliteWriter`] and on the
+/// calling thread through a [`SqliteReader`], not one thread hop per statement; the rarer
+/// statements stay on the sqlx pool.
 pub struct SqliteNotificationStore {
     pool: SqlitePool,
+    reader: SqliteReader,
+    writer: SqliteWriter,
 }
 
 impl SqliteNotificationStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        Ok(Self { pool: agora_store::sqlite(url).await? })
+        let pool = agora_store::sqlite(url).await?;
+        let reader = SqliteReader::new(url, "notification")?;
+        let writer = SqliteWriter::new(url, "notification")?;
+        Ok(Self { pool, reader, writer })
     }
 
     fn migrator(&self) -> sqlx::migrate::Migrator {
         sqlx::migrate!("./migrations/sqlite")
+    }
+
+    fn reader(&self) -> Option<&SqliteReader> {
+        Some(&self.reader)
+    }
+
+    fn writer(&self) -> Option<&SqliteWriter> {
+        Some(&self.writer)
     }
 }
 

@@ -251,3 +251,31 @@ async fn an_edit_notifies_those_who_took_part_once_per_status() {
     w.send("post.updated", edit.encode_to_vec()).await;
     assert!(w.of(BOB).await.is_empty());
 }
+
+#[tokio::test]
+async fn favourites_of_a_status_and_a_days_follows_fold_into_groups_with_their_totals() {
+    let w = World::new().await;
+    for fan in 10..20 {
+        w.favourite("post.favourited", fan, 100, ALICE).await;
+    }
+    w.post(status(300, BOB, "public", &[ALICE])).await;
+    w.graph("graph.followed", BOB, ALICE).await;
+    w.graph("graph.followed", CAROL, ALICE).await;
+    // A page of 5 notifications: two follows, the mention, two of the ten favourites.
+    let q = Query { limit: 5, ..Default::default() };
+    let (groups, page) = w.notifications.groups(ALICE, &q, &agora_notification::domain::DEFAULT_GROUPED).await.unwrap();
+    assert_eq!(page.len(), 5);
+    let shape: Vec<(Kind, i64, usize)> =
+        groups.iter().map(|(g, s)| (g.kind, s.count, s.sample_account_ids.len())).collect();
+    assert_eq!(shape, vec![(Kind::Follow, 2, 2), (Kind::Mention, 1, 1), (Kind::Favourite, 10, 8)]);
+    let (fav, stats) = &groups[2];
+    assert_eq!(fav.key, "favourite-100");
+    assert_eq!(stats.sample_account_ids[0], 19, "the newest actor first");
+    assert_eq!(stats.most_recent_id, fav.page_max_id);
+    // Blocking one of the fans takes them out of the total at once.
+    w.graph("graph.blocked", ALICE, 19).await;
+    let (groups, _) = w.notifications.groups(ALICE, &q, &[Kind::Favourite]).await.unwrap();
+    let fav = groups.iter().find(|(g, _)| g.kind == Kind::Favourite).unwrap();
+    assert_eq!(fav.1.count, 9);
+    assert!(!fav.1.sample_account_ids.contains(&19));
+}

@@ -188,6 +188,10 @@ def test_new_statuses_notify_followers_who_asked_and_edits_notify_who_took_part(
     rel = bob.api.account_follow(a_id, notify=True)
     assert rel["notifying"] is True
     carol.api.account_follow(a_id)
+    # The follows reach the notification service on the graph topic and the status on the post
+    # topic; Alice's follow notifications show that it has seen the follows (and Bob's notify).
+    b_id, c_id = str(me(bob)["id"]), str(me(carol)["id"])
+    assert wait_for(alice.api, [("follow", b_id), ("follow", c_id)]) == sorted([("follow", b_id), ("follow", c_id)])
     s = alice.api.status_post("news for subscribers")
     got = eventually(lambda: bob.api.notifications(types=["status"]), lambda l: len(l) == 1)
     assert [(n["type"], str(n["status"]["id"])) for n in got] == [("status", str(s["id"]))]

@@ -29,6 +29,38 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, envelope: &Envelope) -> Result<(), HandlerError>;
 }
 
+/// Decodes an envelope's payload as `M`. A payload that does not decode never will: the error
+/// is permanent, so the event is skipped rather than retried.
+pub fn decode<M: prost::Message + Default>(env: &Envelope) -> Result<M, HandlerError> {
+    M::decode(env.payload.as_slice()).map_err(|e| HandlerError::Permanent(format!("{}: {e}", env.r#type)))
+}
+
+/// Ensures `topics` and starts one consumer per topic, each in a group of its own
+/// (`{group}.{domain}`, e.g. `feed.post` for `agora.post.v1`), all sharing `handler`: a long
+/// handler on one topic never holds back another, and each topic rebalances on its own.
+pub async fn spawn_per_topic(
+    bus: &Arc<dyn EventBus>,
+    topics: &[&str],
+    group: &str,
+    handler: Arc<dyn Handler>,
+    shutdown: &Shutdown,
+) {
+    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    bus.ensure_topics(&topics).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, group, "could not ensure topics; consumers will retry");
+    });
+    for topic in topics {
+        let domain = topic.split('.').nth(1).unwrap_or("events").to_owned();
+        tokio::spawn(run(
+            Arc::clone(bus),
+            vec![topic],
+            format!("{group}.{domain}"),
+            Arc::clone(&handler),
+            shutdown.clone(),
+        ));
+    }
+}
+
 /// Events handled at once by one consumer. Events with the same key (topic and aggregate id: one
 /// status, one account's graph changes) are still handled one after another, in bus order.
 pub const IN_FLIGHT: usize = 32;

@@ -8,6 +8,33 @@ use std::collections::{HashSet, VecDeque};
 
 use parking_lot::Mutex;
 
+/// Handled-event records are kept this long: longer than a topic's retention, so a redelivery is
+/// always recognised.
+pub const KEEP_PROCESSED: std::time::Duration = std::time::Duration::from_secs(8 * 24 * 3600);
+
+/// Every hour until `shutdown`, calls `prune` with the cut-off of [`KEEP_PROCESSED`] (ms): a
+/// consumer's store forgets handled-event records (and whatever else ages with them) older than
+/// that. `store` names it in the logs.
+pub async fn prune_periodically<F, Fut, E>(store: &'static str, shutdown: agora_kit::Shutdown, prune: F)
+where
+    F: Fn(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, E>>,
+    E: std::fmt::Display,
+{
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let before = agora_kit::time::now_ms() - KEEP_PROCESSED.as_millis() as i64;
+        match prune(before).await {
+            Ok(n) => tracing::debug!(store, removed = n, "pruned bookkeeping"),
+            Err(e) => tracing::warn!(store, error = %e, "pruning failed; will retry"),
+        }
+    }
+}
+
 /// Bounded in-memory dedupe window (the newest `capacity` ids per instance).
 pub struct MemoryDedupe {
     inner: Mutex<(HashSet<i64>, VecDeque<i64>)>,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_events::Envelope;
-use agora_events::consumer::HandlerError;
+use agora_events::consumer::{HandlerError, decode};
 use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, StatusPosted};
 
 use crate::deps::{DependencyError, GraphView, PostSource};
@@ -152,10 +152,6 @@ const ACTIVITY_CACHE_MAX: usize = 1_000_000;
 
 fn hot_entry(e: &Entry) -> HotEntry {
     HotEntry { status_id: e.status_id, author_id: e.author_id, reblog_of_author_id: e.reblog_of_author_id }
-}
-
-fn decode<M: prost::Message + Default>(env: &Envelope) -> Result<M, HandlerError> {
-    M::decode(env.payload.as_slice()).map_err(|e| HandlerError::Permanent(format!("{}: {e}", env.r#type)))
 }
 
 /// The visibilities a home may show from an account the viewer follows.

@@ -142,26 +142,6 @@ async fn open_feed(
     Ok((store, hot, feed))
 }
 
-/// Handled-event records are kept this long: longer than a topic's retention, so a redelivery
-/// is always recognised; trend inputs only matter within the trend window.
-const KEEP_PROCESSED: Duration = Duration::from_secs(8 * 24 * 3600);
-
-/// Prunes old handled-event records and trend inputs every hour until `shutdown`.
-async fn prune_periodically(store: Arc<dyn store::TimelineStore>, shutdown: Shutdown) {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let before = agora_kit::time::now_ms() - KEEP_PROCESSED.as_millis() as i64;
-        match store.prune(before).await {
-            Ok(n) => tracing::debug!(removed = n, "pruned feed bookkeeping"),
-            Err(e) => tracing::warn!(error = %e, "pruning failed; will retry"),
-        }
-    }
-}
-
 /// A feed service ready to serve: store and hot set open, consumers running.
 pub struct FeedService {
     pub feed: Arc<Feed>,
@@ -182,26 +162,17 @@ impl FeedService {
     ) -> anyhow::Result<Self> {
         agora_kit::metrics::install();
         let (store, hot, feed) = open_feed(config, graph, posts).await?;
-        let topics = vec![consumer::POST_TOPIC.to_owned(), consumer::GRAPH_TOPIC.to_owned()];
-        bus.ensure_topics(&topics).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "could not ensure the feed's topics; consumers will retry");
-        });
-        // One consumer per topic, so a long fan-out never holds back an unfollow or a block;
-        // and one group per topic (`feed.post`, `feed.graph`), so a group's members always
-        // share one subscription and each topic rebalances on its own.
-        for topic in topics {
-            let handler = Arc::new(consumer::TimelineHandler { feed: Arc::clone(&feed) });
-            let domain = topic.split('.').nth(1).unwrap_or("events").to_owned();
-            tokio::spawn(agora_events::consumer::run(
-                Arc::clone(&bus),
-                vec![topic],
-                format!("{}.{domain}", consumer::GROUP),
-                handler,
-                shutdown.clone(),
-            ));
-        }
-
-        tokio::spawn(prune_periodically(Arc::clone(&store), shutdown.clone()));
+        // One consumer and group per topic (`feed.post`, `feed.graph`), so a long fan-out never
+        // holds back an unfollow or a block.
+        let handler = Arc::new(consumer::TimelineHandler { feed: Arc::clone(&feed) });
+        let topics = [consumer::POST_TOPIC, consumer::GRAPH_TOPIC];
+        agora_events::consumer::spawn_per_topic(&bus, &topics, consumer::GROUP, handler, &shutdown).await;
+        // Handled-event records and trend inputs (which only matter within the trend window).
+        let s = Arc::clone(&store);
+        tokio::spawn(agora_events::dedupe::prune_periodically("feed", shutdown.clone(), move |before| {
+            let s = Arc::clone(&s);
+            async move { s.prune(before).await }
+        }));
 
         let health = Health::new();
         let s = Arc::clone(&store);

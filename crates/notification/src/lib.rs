@@ -14,7 +14,6 @@ pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use agora_events::consumer::{Handler, HandlerError};
 use agora_events::{Envelope, EventBus};
@@ -87,26 +86,6 @@ impl Handler for EventHandler {
     }
 }
 
-/// Handled-event records are kept this long: longer than a topic's retention, so a redelivery
-/// is always recognised.
-const KEEP_PROCESSED: Duration = Duration::from_secs(8 * 24 * 3600);
-
-/// Prunes old handled-event records and expired mutes every hour until `shutdown`.
-async fn prune_periodically(store: Arc<dyn store::NotificationStore>, shutdown: Shutdown) {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        let before = agora_kit::time::now_ms() - KEEP_PROCESSED.as_millis() as i64;
-        match store.prune(before).await {
-            Ok(n) => tracing::debug!(removed = n, "pruned notification bookkeeping"),
-            Err(e) => tracing::warn!(error = %e, "pruning failed; will retry"),
-        }
-    }
-}
-
 /// A notification service ready to serve: store open, consumers running.
 pub struct NotificationService {
     pub notifications: Arc<Notifications>,
@@ -128,22 +107,14 @@ impl NotificationService {
         let store = store::connect(&config.database_url, config.migrate_on_start).await?;
         let ids = Arc::new(IdGenerator::new(config.worker_id));
         let notifications = Arc::new(Notifications::new(Arc::clone(&store), ids));
-        let topics = vec![POST_TOPIC.to_owned(), GRAPH_TOPIC.to_owned()];
-        bus.ensure_topics(&topics).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "could not ensure the notification service's topics; consumers will retry");
-        });
-        for topic in topics {
-            let handler = Arc::new(EventHandler { notifications: Arc::clone(&notifications) });
-            let domain = topic.split('.').nth(1).unwrap_or("events").to_owned();
-            tokio::spawn(agora_events::consumer::run(
-                Arc::clone(&bus),
-                vec![topic],
-                format!("{GROUP}.{domain}"),
-                handler,
-                shutdown.clone(),
-            ));
-        }
-        tokio::spawn(prune_periodically(Arc::clone(&store), shutdown.clone()));
+        let handler = Arc::new(EventHandler { notifications: Arc::clone(&notifications) });
+        agora_events::consumer::spawn_per_topic(&bus, &[POST_TOPIC, GRAPH_TOPIC], GROUP, handler, &shutdown).await;
+        // Handled-event records and expired mutes.
+        let s = Arc::clone(&store);
+        tokio::spawn(agora_events::dedupe::prune_periodically("notification", shutdown.clone(), move |before| {
+            let s = Arc::clone(&s);
+            async move { s.prune(before).await }
+        }));
 
         let health = Health::new();
         let s = Arc::clone(&store);

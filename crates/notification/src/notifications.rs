@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use agora_events::Envelope;
-use agora_events::consumer::HandlerError;
+use agora_events::consumer::{HandlerError, decode};
 use agora_kit::IdGenerator;
 use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, StatusPosted};
 
@@ -40,10 +40,6 @@ pub type NotificationResult<T> = Result<T, NotificationError>;
 
 fn transient(e: StoreError) -> HandlerError {
     HandlerError::Transient(e.to_string())
-}
-
-fn decode<M: prost::Message + Default>(env: &Envelope) -> Result<M, HandlerError> {
-    M::decode(env.payload.as_slice()).map_err(|e| HandlerError::Permanent(format!("{}: {e}", env.r#type)))
 }
 
 pub struct Notifications {

@@ -41,6 +41,31 @@ fn type_filters(p: &Params) -> (Vec<String>, Vec<String>) {
     (p.list("types"), p.list("exclude_types"))
 }
 
+/// The page a list request asks for: bounds and filters (40 by default, at most 80).
+fn list_request(p: &Params) -> ApiResult<npb::ListNotificationsRequest> {
+    let page = paging::bounds(p, 40, 80)?;
+    let (types, exclude_types) = type_filters(p);
+    Ok(npb::ListNotificationsRequest {
+        types,
+        exclude_types,
+        account_id: account_filter(p)?,
+        max_id: page.max_id,
+        since_id: page.since_id,
+        min_id: page.min_id,
+        limit: page.limit,
+    })
+}
+
+/// The filters a `Link` to the next or previous page repeats.
+fn kept_filters(p: &Params, also: &[&str]) -> Vec<(String, String)> {
+    let mut keep = Vec::new();
+    for key in ["types", "exclude_types"].iter().chain(also) {
+        keep.extend(p.list(key).into_iter().map(|v| (format!("{key}[]"), v)));
+    }
+    keep.extend(paging::keep(p, &["account_id"]));
+    keep
+}
+
 fn account_filter(p: &Params) -> ApiResult<i64> {
     match p.str("account_id").map(str::trim).filter(|s| !s.is_empty()) {
         Some(raw) => path_id(raw),
@@ -82,26 +107,13 @@ async fn hydrate(st: &AppState, c: &Caller, list: Vec<npb::Notification>) -> Api
 /// `GET /api/v1/notifications`.
 pub async fn list(State(st): State<AppState>, Authenticated(c): Authenticated, p: Params) -> ApiResult<Response> {
     c.require_user(READ)?;
-    let page = paging::bounds(&p, 40, 80)?;
-    let (types, exclude_types) = type_filters(&p);
-    let req = npb::ListNotificationsRequest {
-        types: types.clone(),
-        exclude_types: exclude_types.clone(),
-        account_id: account_filter(&p)?,
-        max_id: page.max_id,
-        since_id: page.since_id,
-        min_id: page.min_id,
-        limit: page.limit,
-    };
+    let req = list_request(&p)?;
     let found = st.notification.clone().list_notifications(request(req, Some(&c.token))).await?.into_inner();
     // The cursors are the service's page, before hydration drops anything, so a page whose
     // notifications were all hidden still leads to the next one.
     let cursors: Vec<i64> = found.notifications.iter().map(|n| n.id).collect();
     let list = hydrate(&st, &c, found.notifications).await?;
-    let mut keep: Vec<(String, String)> = types.into_iter().map(|t| ("types[]".to_owned(), t)).collect();
-    keep.extend(exclude_types.into_iter().map(|t| ("exclude_types[]".to_owned(), t)));
-    keep.extend(paging::keep(&p, &["account_id"]));
-    Ok(linked(&st.config.public_url, "/api/v1/notifications", &keep, &cursors, list))
+    Ok(linked(&st.config.public_url, "/api/v1/notifications", &kept_filters(&p, &[]), &cursors, list))
 }
 
 /// `GET /api/v1/notifications/:id`: 404 for another account's, exactly as for a missing one.
@@ -194,19 +206,8 @@ struct GroupedNotifications {
 /// and statuses they name listed once each.
 pub async fn grouped(State(st): State<AppState>, Authenticated(c): Authenticated, p: Params) -> ApiResult<Response> {
     c.require_user(READ)?;
-    let page = paging::bounds(&p, 40, 80)?;
-    let (types, exclude_types) = type_filters(&p);
-    let grouped_types = p.list("grouped_types");
-    let list = npb::ListNotificationsRequest {
-        types: types.clone(),
-        exclude_types: exclude_types.clone(),
-        account_id: account_filter(&p)?,
-        max_id: page.max_id,
-        since_id: page.since_id,
-        min_id: page.min_id,
-        limit: page.limit,
-    };
-    let req = npb::ListNotificationGroupsRequest { page: Some(list), grouped_types: grouped_types.clone() };
+    let req =
+        npb::ListNotificationGroupsRequest { page: Some(list_request(&p)?), grouped_types: p.list("grouped_types") };
     let found = st.notification.clone().list_notification_groups(request(req, Some(&c.token))).await?.into_inner();
 
     let mut account_ids: Vec<i64> = found.groups.iter().flat_map(|g| g.sample_account_ids.iter().copied()).collect();
@@ -244,9 +245,6 @@ pub async fn grouped(State(st): State<AppState>, Authenticated(c): Authenticated
         account_ids.iter().filter_map(|id| accounts.get(id)).map(SharedAccount::from).collect();
     let body = GroupedNotifications { accounts, statuses, notification_groups: groups };
 
-    let mut keep: Vec<(String, String)> = types.into_iter().map(|t| ("types[]".to_owned(), t)).collect();
-    keep.extend(exclude_types.into_iter().map(|t| ("exclude_types[]".to_owned(), t)));
-    keep.extend(grouped_types.into_iter().map(|t| ("grouped_types[]".to_owned(), t)));
-    keep.extend(paging::keep(&p, &["account_id"]));
+    let keep = kept_filters(&p, &["grouped_types"]);
     Ok(paging::linked_object(&st.config.public_url, "/api/v2/notifications", &keep, &found.page_ids, &body))
 }

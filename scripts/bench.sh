@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh dev       [USERS]   # agora dev (SQLite, in-process bus, in-memory hot set)
 #   scripts/bench.sh services  [USERS]   # one process per service on PostgreSQL + Redis + Kafka
-#   scripts/bench.sh services-scylla [USERS]  # the same with graph and feed on ScyllaDB (Cassandra here)
+#   scripts/bench.sh services-scylla [USERS]  # the same with graph, feed and notification on ScyllaDB (Cassandra here)
 #
 # Release binaries are built first. Results (tables, JSON, SVG plots, server logs) go to
 # bench-results/<shape>-<date>/. Rate limits are switched off for the run: the load generator
@@ -88,7 +88,7 @@ services | services-scylla)
         AGORA_GATEWAY_LISTEN="127.0.0.1:$PORT")
     for svc in user post graph feed notification; do
         up=${svc^^}
-        if [[ $SHAPE == services-scylla && ($svc == graph || $svc == feed) ]]; then
+        if [[ $SHAPE == services-scylla && ($svc == graph || $svc == feed || $svc == notification) ]]; then
             common+=("AGORA_${up}_DATABASE_URL=$AGORA_TEST_SCYLLA_URL/bench_${svc}_$suffix?replication_factor=1")
             continue
         fi

@@ -1102,12 +1102,12 @@ def compose_scylla():
             if k.endswith("_DATABASE_URL") and not re.fullmatch(r"scylla://[a-z0-9.-]+:\d+(,[a-z0-9.-]+:\d+)*/[a-z_][a-z0-9_]*(\?.*)?", str(v)):
                 probs.append(f"{name}: {k}={v} is not a scylla://host:port/keyspace URL")
     urls = {k: v for s in over["services"].values() for k, v in (s.get("environment") or {}).items()}
-    for k in ("AGORA_GRAPH_DATABASE_URL", "AGORA_FEED_DATABASE_URL"):
+    for k in ("AGORA_GRAPH_DATABASE_URL", "AGORA_FEED_DATABASE_URL", "AGORA_NOTIFICATION_DATABASE_URL"):
         if k not in (over["services"].get("agora-migrate", {}).get("environment") or {}):
             probs.append(f"agora-migrate lacks {k} on ScyllaDB")
         if k not in urls:
             probs.append(f"no ScyllaDB {k}")
-    return "override resolves against compose.yaml; graph and feed (and their migrations) on ScyllaDB", probs
+    return "override resolves against compose.yaml; graph, feed and notification (and their migrations) on ScyllaDB", probs
 
 
 check("compose file (deploy/compose.yaml)", compose)

@@ -245,7 +245,7 @@ AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=off AGORA_GATEWAY_RATE_LIMIT_SIGN_IN=off" 
 }
 
 # step_e2e_services [postgres|cassandra]: one process per service on the real servers; with
-# cassandra, the graph and feed stores are on the Cassandra node (ScyllaDB's protocol).
+# cassandra, the graph, feed and notification stores are on the Cassandra node (ScyllaDB's protocol).
 step_e2e_services() {
     local stores=${1:-postgres} b
     for b in agora agora-user agora-post agora-graph agora-feed agora-notification agora-gateway; do
@@ -263,9 +263,11 @@ step_e2e_services() {
         psql "$AGORA_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -q -c "CREATE DATABASE $db" || return 1
     done
     local graph_db=$base/agora_e2e_${stores}_graph feed_db=$base/agora_e2e_${stores}_feed
+    local notification_db=$base/agora_e2e_${stores}_notification
     if [[ $stores == cassandra ]]; then
         graph_db="$AGORA_TEST_SCYLLA_URL/agora_e2e_graph?replication_factor=1"
         feed_db="$AGORA_TEST_SCYLLA_URL/agora_e2e_feed?replication_factor=1"
+        notification_db="$AGORA_TEST_SCYLLA_URL/agora_e2e_notification?replication_factor=1"
     fi
     local public=http://127.0.0.1:${ports[10]}
     # A Redis database of the shape's own: the two shapes run minutes apart on one Redis, and the
@@ -282,7 +284,7 @@ step_e2e_services() {
         AGORA_POST_DATABASE_URL="$base/agora_e2e_${stores}_post"
         AGORA_GRAPH_DATABASE_URL="$graph_db"
         AGORA_FEED_DATABASE_URL="$feed_db"
-        AGORA_NOTIFICATION_DATABASE_URL="$base/agora_e2e_${stores}_notification"
+        AGORA_NOTIFICATION_DATABASE_URL="$notification_db"
         AGORA_FEED_CACHE_URL="$redis"
         AGORA_GATEWAY_RATE_LIMIT_URL="$redis"
         AGORA_EPOCHS_URL="$redis"

@@ -55,7 +55,7 @@ pub struct Notification {
     pub created_at_ms: i64,
 }
 
-const DAY_MS: i64 = 24 * 3600 * 1000;
+pub const DAY_MS: i64 = 24 * 3600 * 1000;
 
 impl Notification {
     /// Mastodon 4.3's group key: favourites and reblogs of one status group together, follows

@@ -61,7 +61,7 @@ impl Config {
                 env,
                 "AGORA_NOTIFICATION_DATABASE_URL",
                 &format!("sqlite://{data_dir}/notification.db"),
-                false,
+                true,
             )?,
             bus_url: agora_events::bus_url(env)?,
             public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080")

@@ -25,7 +25,7 @@ pub enum Backend {
     /// SQLite files in a data directory, the embedded durable bus (`bus.db`), in-memory rate limits.
     Embedded,
     /// Real servers: a fresh database is created on `postgres_url` for each platform; with
-    /// `scylla_url`, the graph and feed stores live in fresh keyspaces there instead.
+    /// `scylla_url`, the graph, feed and notification stores live in fresh keyspaces there instead.
     Real { postgres_url: String, redis_url: String, kafka_url: String, scylla_url: Option<String> },
 }
 
@@ -42,7 +42,7 @@ impl Backend {
         })
     }
 
-    /// [`Self::real_from_env`] with the graph and feed stores on `AGORA_TEST_SCYLLA_URL`.
+    /// [`Self::real_from_env`] with the graph, feed and notification stores on `AGORA_TEST_SCYLLA_URL`.
     pub fn real_with_scylla_from_env() -> Option<Self> {
         let scylla = std::env::var("AGORA_TEST_SCYLLA_URL").ok().filter(|v| !v.is_empty())?;
         match Self::real_from_env()? {
@@ -188,7 +188,9 @@ impl PlatformBuilder {
                 let mut dbs = Vec::new();
                 for service in ["user", "post", "graph", "feed", "notification"] {
                     dbs.push(match scylla_url {
-                        Some(base) if service == "graph" || service == "feed" => fresh_scylla_keyspace(base),
+                        Some(base) if matches!(service, "graph" | "feed" | "notification") => {
+                            fresh_scylla_keyspace(base)
+                        }
                         _ => fresh_postgres_database(postgres_url).await?,
                     });
                 }

@@ -138,6 +138,20 @@ async fn a_notification_outage_mid_burst_loses_nothing_on_kafka() {
     notification_outage_mid_burst(builder(backend).start().await.unwrap()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_outage_mid_burst_loses_nothing_on_kafka_and_cassandra() {
+    let Some(backend) = Backend::real_with_scylla_from_env() else {
+        let _ = agora_testkit::test_server("AGORA_TEST_SCYLLA_URL");
+        return;
+    };
+    let p = builder(backend).start().await.unwrap();
+    // The Cassandra stores connect in the background: wait for readiness.
+    for h in &p.health {
+        agora_testkit::wait_until_ready(|| h.ready()).await.unwrap();
+    }
+    notification_outage_mid_burst(p).await;
+}
+
 /// Internal calls served by `p`'s services, excluding the verifiers' background refresh. Counted
 /// per platform: tests running beside this one in the binary make calls of their own.
 fn internal_calls(p: &Platform) -> u64 {

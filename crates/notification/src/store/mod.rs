@@ -1,7 +1,8 @@
 //! The notification store port and the choice of backend by URL scheme (`postgres://`,
-//! `sqlite://`). Every backend passes the conformance suite in `tests/it/store.rs`.
+//! `sqlite://`, `scylla://`). Every backend passes the conformance suite in `tests/it/store.rs`.
 
 mod lite;
+mod scylla;
 mod sql;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use async_trait::async_trait;
 
 use crate::domain::{Change, Group, GroupStats, Notification, Query};
 
+pub use scylla::ScyllaNotificationStore;
 pub use sql::{PgNotificationStore, SqliteNotificationStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +82,11 @@ pub async fn connect(url: &str, migrate_on_start: bool) -> StoreResult<Arc<dyn N
     let store: Arc<dyn NotificationStore> = match url.split_once("://").map(|(s, _)| s) {
         Some("postgres") | Some("postgresql") => Arc::new(PgNotificationStore::connect(url).await?),
         Some("sqlite") => Arc::new(SqliteNotificationStore::connect(url).await?),
+        // The session comes up (and migrates) in the background; readiness says when.
+        Some("scylla") => return Ok(Arc::new(ScyllaNotificationStore::open(url, migrate_on_start)?)),
         _ => {
             return Err(StoreError::Unavailable(format!(
-                "unsupported notification store url scheme in {} (postgres://, sqlite://)",
+                "unsupported notification store url scheme in {} (postgres://, sqlite://, scylla://)",
                 agora_kit::config::redact_url(url)
             )));
         }

@@ -1,9 +1,10 @@
-//! The notification-store conformance suite. Every case runs on SQLite and on PostgreSQL
-//! (`AGORA_TEST_POSTGRES_URL`); a new backend adds one line to `backends!`.
+//! The notification-store conformance suite. Every case runs on SQLite, on PostgreSQL
+//! (`AGORA_TEST_POSTGRES_URL`) and on ScyllaDB's protocol (`AGORA_TEST_SCYLLA_URL`, Cassandra here);
+//! a new backend adds one line to `backends!`.
 
 use std::sync::Arc;
 
-use agora_notification::domain::{Change, Interaction, Kind, Notification, Query, Reason};
+use agora_notification::domain::{Change, Group, Interaction, Kind, Notification, Query, Reason};
 use agora_notification::store::{self, NotificationStore};
 
 const NOW: i64 = 1_000_000;
@@ -223,6 +224,35 @@ async fn a_renewed_notification_replaces_its_cause(s: Arc<dyn NotificationStore>
     assert_eq!(ids(&s, 1, &newest(10)).await, vec![12, 11]);
 }
 
+async fn groups_count_their_whole_membership(s: Arc<dyn NotificationStore>) {
+    let day = NOW / agora_notification::domain::DAY_MS;
+    let mut changes: Vec<Change> = (0..10).map(|i| Change::Add(n(10 + i, 1, Kind::Favourite, 20 + i, 100))).collect();
+    changes.push(Change::Add(n(30, 1, Kind::Reblog, 21, 100)));
+    changes.push(Change::Add(n(31, 5, Kind::Favourite, 21, 100)));
+    changes.push(Change::Add(n(32, 1, Kind::Follow, 40, 0)));
+    changes.push(Change::Add(n(33, 1, Kind::Follow, 41, 0)));
+    changes.push(Change::Add(Notification {
+        created_at_ms: NOW + agora_notification::domain::DAY_MS,
+        ..n(34, 1, Kind::Follow, 42, 0)
+    }));
+    apply(&s, 1, changes).await;
+    let favs = s.group_stats(1, Group::OfStatus { kind: Kind::Favourite, status_id: 100 }, NOW).await.unwrap();
+    assert_eq!((favs.count, favs.most_recent_id), (10, 19), "only the recipient's favourites of that status");
+    assert_eq!(favs.sample_account_ids, (22..30).rev().collect::<Vec<_>>(), "the newest actors first");
+    let follows = s.group_stats(1, Group::OfDay { kind: Kind::Follow, day }, NOW).await.unwrap();
+    assert_eq!((follows.count, follows.most_recent_id, follows.sample_account_ids), (2, 33, vec![41, 40]));
+    let single = s.group_stats(1, Group::Single(30), NOW).await.unwrap();
+    assert_eq!((single.count, single.sample_account_ids), (1, vec![21]));
+    apply(
+        &s,
+        2,
+        vec![Change::Suppress { recipient_id: 1, account_id: 29, reason: Reason::Muting, expires_at_ms: NOW + 10 }],
+    )
+    .await;
+    let favs = s.group_stats(1, Group::OfStatus { kind: Kind::Favourite, status_id: 100 }, NOW).await.unwrap();
+    assert_eq!((favs.count, favs.most_recent_id), (9, 18), "an actor the recipient stopped hearing drops out");
+}
+
 async fn sqlite() -> Option<Arc<dyn NotificationStore>> {
     let dir = agora_testkit::scratch_dir().unwrap();
     let url = format!("sqlite://{}/notification.db", dir.display());
@@ -240,8 +270,16 @@ async fn postgres() -> Option<Arc<dyn NotificationStore>> {
     Some(s)
 }
 
+async fn scylla() -> Option<Arc<dyn NotificationStore>> {
+    let base = agora_testkit::test_server("AGORA_TEST_SCYLLA_URL")?;
+    let s = store::connect(&agora_testkit::fresh_scylla_keyspace(&base), true).await.unwrap();
+    agora_testkit::wait_until_ready(|| s.ping()).await.unwrap();
+    s.migrate().await.unwrap(); // migrations are idempotent
+    Some(s)
+}
+
 agora_testkit::conformance!(
-    backends: [sqlite, postgres],
+    backends: [sqlite, postgres, scylla],
     cases: [
         a_cause_notifies_once_and_an_event_applies_once,
         causes_and_statuses_remove_what_they_notified,
@@ -254,5 +292,6 @@ agora_testkit::conformance!(
         pruning_forgets_old_events_and_expired_mutes,
         subscriptions_and_interactions_are_kept,
         a_renewed_notification_replaces_its_cause,
+        groups_count_their_whole_membership,
     ]
 );

@@ -84,7 +84,7 @@ services | services-scylla)
     suffix=$(date +%s)
     common=("${NO_LIMITS[@]}" AGORA_BUS_URL="$AGORA_TEST_KAFKA_URL?session_timeout_ms=6000&partitions=6"
         AGORA_PUBLIC_URL="$URL" AGORA_FEED_CACHE_URL="$AGORA_TEST_REDIS_URL"
-        AGORA_GATEWAY_RATE_LIMIT_URL="$AGORA_TEST_REDIS_URL" AGORA_EPOCHS_URL="$AGORA_TEST_REDIS_URL"
+        AGORA_GATEWAY_RATE_LIMIT_URL="$AGORA_TEST_REDIS_URL" AGORA_EPOCHS_URL="$AGORA_TEST_REDIS_URL" AGORA_LIVE_URL="$AGORA_TEST_REDIS_URL"
         AGORA_GATEWAY_LISTEN="127.0.0.1:$PORT")
     for svc in user post graph feed notification; do
         up=${svc^^}

@@ -8,7 +8,7 @@
 #   e. cargo nextest run --workspace + doctests     (reads the AGORA_TEST_* variables)
 #   f. the Mastodon.py end-to-end suite (crates/gateway/e2e) against three deployment shapes:
 #      "dev" (agora dev, everything embedded), "services-postgres" (one process per service on the
-#      real servers) and "services-cassandra" (the same with graph and feed on Cassandra); between them, scripts/fuzz.sh (schemathesis from the served OpenAPI document)
+#      real servers) and "services-cassandra" (the same with graph, feed and notification on Cassandra); between them, scripts/fuzz.sh (schemathesis from the served OpenAPI document)
 #      against a fresh agora dev
 #   g. scripts/check-deploy.sh, when present
 #   h. a summary with the time of every step; non-zero exit if anything failed
@@ -288,6 +288,7 @@ step_e2e_services() {
         AGORA_FEED_CACHE_URL="$redis"
         AGORA_GATEWAY_RATE_LIMIT_URL="$redis"
         AGORA_EPOCHS_URL="$redis"
+        AGORA_LIVE_URL="$redis"
         AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32
     )
     local i=0

@@ -6,6 +6,7 @@
 
 pub mod epoch;
 pub mod graph_facts;
+pub mod live;
 pub mod redis;
 
 use std::sync::Arc;

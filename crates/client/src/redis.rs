@@ -6,12 +6,10 @@ use std::time::Duration;
 
 pub use fred::clients::Client;
 
-/// A connected client for `url` (`redis://host:port[/db]`); commands time out after
-/// `command_timeout`.
-pub async fn connect(url: &str, command_timeout: Duration) -> Result<Client, fred::error::Error> {
-    use fred::interfaces::ClientLike as _;
+fn builder(url: &str, command_timeout: Duration) -> Result<fred::types::Builder, fred::error::Error> {
     let config = fred::types::config::Config::from_url(url)?;
-    let client = fred::types::Builder::from_config(config)
+    let mut builder = fred::types::Builder::from_config(config);
+    builder
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(3);
             c.internal_command_timeout = Duration::from_secs(3);
@@ -22,8 +20,25 @@ pub async fn connect(url: &str, command_timeout: Duration) -> Result<Client, fre
         .set_policy(fred::types::config::ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         .with_performance_config(|p| {
             p.default_command_timeout = command_timeout;
-        })
-        .build()?;
+        });
+    Ok(builder)
+}
+
+/// A connected client for `url` (`redis://host:port[/db]`); commands time out after
+/// `command_timeout`.
+pub async fn connect(url: &str, command_timeout: Duration) -> Result<Client, fred::error::Error> {
+    use fred::interfaces::ClientLike as _;
+    let client = builder(url, command_timeout)?.build()?;
     client.init().await?;
+    Ok(client)
+}
+
+/// A connected pub/sub subscriber for `url`, which subscribes again to its channels after a
+/// reconnection.
+pub async fn subscriber(url: &str) -> Result<fred::clients::SubscriberClient, fred::error::Error> {
+    use fred::interfaces::ClientLike as _;
+    let client = builder(url, Duration::from_secs(3))?.build_subscriber_client()?;
+    client.init().await?;
+    client.manage_subscriptions();
     Ok(client)
 }

@@ -228,3 +228,30 @@ def test_grouped_notifications_fold_favourites_and_list_accounts_and_statuses_on
     r = session.get(f"{base_url}/api/v2/notifications", params={"grouped_types[]": "follow"},
                     headers=bearer(alice.token), timeout=HTTP_TIMEOUT)
     assert len(json_of(r)["notification_groups"]) == 4
+
+
+def test_a_user_stream_delivers_notifications_live(register):
+    """Mastodon.py finds the streaming server through the instance, opens /api/v1/streaming/user
+    and hands each `notification` event to its listener, decoded."""
+    import threading
+
+    from mastodon import StreamListener
+
+    alice, bob = register(), register()
+    a_id, b_id = str(me(alice)["id"]), str(me(bob)["id"])
+    got: list = []
+    arrived = threading.Event()
+
+    class Listener(StreamListener):
+        def on_notification(self, notification):
+            got.append(notification)
+            arrived.set()
+
+    handle = alice.api.stream_user(Listener(), run_async=True, reconnect_async=False)
+    try:
+        bob.api.account_follow(a_id)
+        assert arrived.wait(WITHIN), "no notification on the stream"
+        assert got[0]["type"] == "follow"
+        assert str(got[0]["account"]["id"]) == b_id
+    finally:
+        handle.close()

@@ -84,6 +84,11 @@ pub struct Config {
     pub connections: conn::Limits,
     /// Epochs guarding the account cache (`AGORA_EPOCHS_URL`; none: nothing cached).
     pub epochs_url: String,
+    /// The live backplane the streaming API hears on (`AGORA_LIVE_URL`: none, `memory://NAME`,
+    /// `redis://…`).
+    pub live_url: String,
+    /// Open streams per account (`AGORA_GATEWAY_STREAMS_PER_ACCOUNT`, default 16).
+    pub streams_per_account: usize,
 }
 
 fn millis(env: &dyn Env, key: &str, default: u64) -> Result<Duration, ConfigError> {
@@ -156,6 +161,8 @@ impl Config {
                 trusted: trusted_proxies,
             },
             epochs_url: agora_client::epoch::url_from_env(env),
+            live_url: agora_client::live::url_from_env(env),
+            streams_per_account: positive(env, "AGORA_GATEWAY_STREAMS_PER_ACCOUNT", 16)?,
         })
     }
 
@@ -201,7 +208,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<
 /// The public API router (without trailing-slash normalisation, which wraps it in [`serve`]).
 pub fn router(state: AppState, health: Health) -> Router {
     use axum::routing::{delete, put};
-    use routes::{accounts, graph, instance, notifications, oauth, statuses, timelines};
+    use routes::{accounts, graph, instance, notifications, oauth, statuses, streaming, timelines};
     let api = Router::new()
         .route("/api/v1/apps", post(oauth::create_app))
         .route("/api/v1/apps/verify_credentials", get(oauth::verify_app))
@@ -265,6 +272,9 @@ pub fn router(state: AppState, health: Health) -> Router {
         .route("/api/v1/notifications/{id}", get(notifications::get))
         .route("/api/v1/notifications/{id}/dismiss", post(notifications::dismiss))
         .route("/api/v2/notifications", get(notifications::grouped))
+        .route("/api/v1/streaming/health", get(streaming::health))
+        .route("/api/v1/streaming/user", get(streaming::user))
+        .route("/api/v1/streaming/user/notification", get(streaming::user_notification))
         .route("/api/v1/agora/accounts/password", post(accounts::change_password))
         .route("/api/v1/instance", get(instance::v1))
         .route("/api/v2/instance", get(instance::v2))
@@ -333,8 +343,22 @@ impl Gateway {
         let notification = NotificationServiceClient::new(agora_kit::grpc::channel(&config.notification_url)?);
         let epochs = agora_client::epoch::connect(&config.epochs_url).await?;
         let accounts = Arc::new(cache::AccountCache::new(epochs));
-        let state =
-            AppState { config: Arc::new(config), user, post, graph, feed, notification, verifier, limiter, accounts };
+        let live = agora_client::live::connect(&config.live_url).await?;
+        let streams = routes::streaming::Streams::new(config.streams_per_account);
+        let state = AppState {
+            config: Arc::new(config),
+            user,
+            post,
+            graph,
+            feed,
+            notification,
+            verifier,
+            limiter,
+            accounts,
+            live,
+            streams,
+            shutdown,
+        };
         Ok(Self { state, health })
     }
 

@@ -25,4 +25,10 @@ pub struct AppState {
     pub limiter: Arc<dyn RateLimiter>,
     /// Account entities with follower counts, under the accounts' epochs.
     pub accounts: Arc<crate::cache::AccountCache>,
+    /// The live backplane streams hear new events on (none: streaming unavailable).
+    pub live: Option<Arc<dyn agora_client::live::Live>>,
+    /// Open streams per account, bounded.
+    pub streams: Arc<crate::routes::streaming::Streams>,
+    /// Cancelled when the gateway shuts down: open streams end.
+    pub shutdown: agora_kit::shutdown::Shutdown,
 }

@@ -38,7 +38,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `/metrics`, `/healthz`, `/readyz` (`AGORA_NOTIFICATION_ADMIN_LISTEN`).
     pub admin_listen: SocketAddr,
-    /// `postgres://…` or `sqlite://…` (`AGORA_NOTIFICATION_DATABASE_URL`).
+    /// `postgres://…`, `sqlite://…` or `scylla://…` (`AGORA_NOTIFICATION_DATABASE_URL`).
     pub database_url: String,
     /// `memory://` or `kafka://…` (`AGORA_BUS_URL`).
     pub bus_url: String,
@@ -46,6 +46,9 @@ pub struct Config {
     pub public_url: String,
     /// The user service, for token keys and revocations (`AGORA_NOTIFICATION_USER_URL`).
     pub user_url: String,
+    /// The live backplane new notifications are announced on (`AGORA_LIVE_URL`: none,
+    /// `memory://NAME`, `redis://…`).
+    pub live_url: String,
     /// Apply migrations at start (`AGORA_MIGRATE_ON_START`, default true).
     pub migrate_on_start: bool,
     pub worker_id: u16,
@@ -68,6 +71,7 @@ impl Config {
                 .trim_end_matches('/')
                 .to_owned(),
             user_url: config::service_url(env, "AGORA_NOTIFICATION_USER_URL", "http://127.0.0.1:50051")?,
+            live_url: agora_client::live::url_from_env(env),
             migrate_on_start: config::boolean(env, "AGORA_MIGRATE_ON_START", true)?,
             worker_id: config::parse(env, "AGORA_WORKER_ID", rand::random::<u16>() % 1024)?,
         })
@@ -106,7 +110,8 @@ impl NotificationService {
         agora_kit::metrics::install();
         let store = store::connect(&config.database_url, config.migrate_on_start).await?;
         let ids = Arc::new(IdGenerator::new(config.worker_id));
-        let notifications = Arc::new(Notifications::new(Arc::clone(&store), ids));
+        let live = agora_client::live::connect(&config.live_url).await?;
+        let notifications = Arc::new(Notifications::new(Arc::clone(&store), ids, live));
         let handler = Arc::new(EventHandler { notifications: Arc::clone(&notifications) });
         agora_events::consumer::spawn_per_topic(&bus, &[POST_TOPIC, GRAPH_TOPIC], GROUP, handler, &shutdown).await;
         // Handled-event records and expired mutes.

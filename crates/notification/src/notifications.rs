@@ -9,6 +9,7 @@ use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, Sta
 
 use crate::domain::{Change, Group, GroupStats, Interaction, Kind, Notification, PageGroup, Query, Reason};
 use crate::store::{NotificationStore, StoreError};
+use agora_client::live::{Live, LiveEvent, publish_best_effort};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotificationError {
@@ -45,11 +46,13 @@ fn transient(e: StoreError) -> HandlerError {
 pub struct Notifications {
     store: Arc<dyn NotificationStore>,
     ids: Arc<IdGenerator>,
+    /// Where new notifications are announced to the recipients' open streams.
+    live: Option<Arc<dyn Live>>,
 }
 
 impl Notifications {
-    pub fn new(store: Arc<dyn NotificationStore>, ids: Arc<IdGenerator>) -> Self {
-        Self { store, ids }
+    pub fn new(store: Arc<dyn NotificationStore>, ids: Arc<IdGenerator>, live: Option<Arc<dyn Live>>) -> Self {
+        Self { store, ids, live }
     }
 
     pub fn store(&self) -> &Arc<dyn NotificationStore> {
@@ -250,6 +253,10 @@ impl Notifications {
             for c in &changes {
                 if let Change::Add(n) | Change::Followed(n) | Change::Renew(n) = c {
                     metrics::counter!("agora_notification_written_total", "type" => n.kind.as_str()).increment(1);
+                    // After the commit. A notification the store did not write (a suppressed
+                    // actor, a cause that notified before) is announced too: the gateway fetches
+                    // it with the recipient's token, finds nothing, and sends nothing.
+                    publish_best_effort(self.live.as_ref(), n.recipient_id, LiveEvent::Notification(n.id)).await;
                 }
             }
         }

@@ -240,6 +240,15 @@ impl PlatformBuilder {
         if env.get("AGORA_EPOCHS_URL").is_none() {
             env = env.with("AGORA_EPOCHS_URL", &epochs_url);
         }
+        // The live backplane from the notification service to the gateway's streams: in-process
+        // for embedded stores, Redis pub/sub beside the real engines.
+        let live_url = match &self.backend {
+            Backend::Embedded => format!("memory://live-{tag}"),
+            Backend::Real { redis_url, .. } => redis_url.clone(),
+        };
+        if env.get("AGORA_LIVE_URL").is_none() {
+            env = env.with("AGORA_LIVE_URL", &live_url);
+        }
         let [user_name, post_name, graph_name, feed_name, notification_name] = names;
         for (k, v) in [
             ("AGORA_GATEWAY_USER_URL", &user_url),

@@ -4,4 +4,5 @@ pub mod instance;
 pub mod notifications;
 pub mod oauth;
 pub mod statuses;
+pub mod streaming;
 pub mod timelines;

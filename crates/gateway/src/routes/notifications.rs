@@ -75,7 +75,7 @@ fn account_filter(p: &Params) -> ApiResult<i64> {
 
 /// Entities for the service's notifications, in order. One dropped when its account is gone or
 /// its status is one the caller may not see (deleted, private, from a blocked account).
-async fn hydrate(st: &AppState, c: &Caller, list: Vec<npb::Notification>) -> ApiResult<Vec<Notification>> {
+pub(crate) async fn hydrate(st: &AppState, c: &Caller, list: Vec<npb::Notification>) -> ApiResult<Vec<Notification>> {
     let account_ids: Vec<i64> = list.iter().map(|n| n.account_id).collect();
     let mut status_ids: Vec<i64> = list.iter().map(|n| n.status_id).filter(|id| *id > 0).collect();
     status_ids.sort_unstable();

@@ -9,4 +9,5 @@ mod cancellation;
 mod connections;
 mod ratelimit;
 mod social;
+mod streaming;
 mod tokens;

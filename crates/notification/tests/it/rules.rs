@@ -17,6 +17,7 @@ const CAROL: i64 = 3;
 struct World {
     notifications: Notifications,
     events: AtomicI64,
+    live: Arc<agora_client::live::MemoryLive>,
 }
 
 impl World {
@@ -24,7 +25,10 @@ impl World {
         let dir = agora_testkit::scratch_dir().unwrap();
         let store =
             agora_notification::store::connect(&format!("sqlite://{}/n.db", dir.display()), true).await.unwrap();
-        Self { notifications: Notifications::new(store, Arc::new(IdGenerator::new(1))), events: AtomicI64::new(1) }
+        let live = Arc::new(agora_client::live::MemoryLive::default());
+        let announced: Arc<dyn agora_client::live::Live> = live.clone();
+        let notifications = Notifications::new(store, Arc::new(IdGenerator::new(1)), Some(announced));
+        Self { notifications, events: AtomicI64::new(1), live }
     }
 
     fn envelope(&self, kind: &str, payload: Vec<u8>) -> Envelope {
@@ -278,4 +282,29 @@ async fn favourites_of_a_status_and_a_days_follows_fold_into_groups_with_their_t
     let fav = groups.iter().find(|(g, _)| g.kind == Kind::Favourite).unwrap();
     assert_eq!(fav.1.count, 9);
     assert!(!fav.1.sample_account_ids.contains(&19));
+}
+
+#[tokio::test]
+async fn a_new_notification_is_announced_to_its_recipient_once() {
+    use agora_client::live::{Live as _, LiveEvent};
+    let w = World::new().await;
+    let mut alice = w.live.subscribe(ALICE).await.unwrap();
+    let mut carol = w.live.subscribe(CAROL).await.unwrap();
+    let mention = w.post(status(100, BOB, "public", &[ALICE])).await;
+    let id = w.notifications.list(ALICE, &Query { limit: 1, ..Default::default() }).await.unwrap()[0].id;
+    assert_eq!(alice.next().await, Some(LiveEvent::Notification(id)), "the mention is announced to Alice");
+    // A redelivery of the same event is not announced again; the next event is.
+    w.notifications.handle(&mention).await.unwrap();
+    w.favourite("post.favourited", CAROL, 100, BOB).await;
+    w.graph("graph.followed", BOB, CAROL).await;
+    let follow = w.notifications.list(CAROL, &Query { limit: 1, ..Default::default() }).await.unwrap()[0].id;
+    assert_eq!(carol.next().await, Some(LiveEvent::Notification(follow)), "only Carol's own, not Bob's favourite");
+    let mut bob = w.live.subscribe(BOB).await.unwrap();
+    w.post(status(101, CAROL, "public", &[ALICE])).await;
+    let next = w.notifications.list(ALICE, &Query { limit: 1, ..Default::default() }).await.unwrap()[0].id;
+    assert_eq!(alice.next().await, Some(LiveEvent::Notification(next)), "nothing from the redelivery came first");
+    w.favourite("post.favourited", ALICE, 101, CAROL).await;
+    w.favourite("post.favourited", ALICE, 100, BOB).await;
+    let fav = w.notifications.list(BOB, &Query { limit: 1, ..Default::default() }).await.unwrap()[0].id;
+    assert_eq!(bob.next().await, Some(LiveEvent::Notification(fav)));
 }

@@ -1,0 +1,101 @@
+//! One conformance suite for the `Live` backplane port, run on the in-process adapter and on
+//! Redis pub/sub: a stream hears what is published to its account from the moment it subscribed,
+//! and only that; every stream of an account hears it; an account whose streams all closed can
+//! be subscribed to again; a stream that falls behind loses the oldest events, not the newest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_client::live::{self, BUFFER, Live, LiveEvent};
+
+fn accounts() -> [i64; 2] {
+    // Fresh ids per run, so runs sharing one Redis never hear each other.
+    let base = (rand::random::<u32>() as i64) << 20;
+    [base + 1, base + 2]
+}
+
+async fn next(s: &mut live::Subscription) -> LiveEvent {
+    tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("an event within 5 s").expect("open")
+}
+
+/// Nothing more arrives for this stream (checked after a marker event that must come first).
+async fn nothing_before(s: &mut live::Subscription, marker: LiveEvent) {
+    assert_eq!(next(s).await, marker, "an event meant for someone else arrived first");
+}
+
+async fn conformance(l: Arc<dyn Live>) {
+    let [a, b] = accounts();
+    l.publish(a, LiveEvent::Notification(1)).await.unwrap(); // before anyone listens: lost
+    let mut first = l.subscribe(a).await.unwrap();
+    let mut second = l.subscribe(a).await.unwrap();
+    let mut other = l.subscribe(b).await.unwrap();
+    l.publish(a, LiveEvent::Notification(2)).await.unwrap();
+    l.publish(b, LiveEvent::Notification(3)).await.unwrap();
+    assert_eq!(next(&mut first).await, LiveEvent::Notification(2), "only what came after subscribing");
+    assert_eq!(next(&mut second).await, LiveEvent::Notification(2), "every stream of the account");
+    nothing_before(&mut other, LiveEvent::Notification(3)).await;
+
+    drop(first);
+    l.publish(a, LiveEvent::Notification(4)).await.unwrap();
+    assert_eq!(next(&mut second).await, LiveEvent::Notification(4), "one stream closing leaves the other");
+    drop(second);
+    // Every stream of the account closed (on Redis the channel is unsubscribed); a new one hears.
+    let mut again = l.subscribe(a).await.unwrap();
+    l.publish(a, LiveEvent::Notification(5)).await.unwrap();
+    assert_eq!(next(&mut again).await, LiveEvent::Notification(5));
+
+    // A stream that does not read falls behind: the oldest go, the newest arrive.
+    let total = BUFFER as i64 + 50;
+    for i in 0..total {
+        l.publish(b, LiveEvent::Notification(1000 + i)).await.unwrap();
+    }
+    l.publish(b, LiveEvent::Notification(9999)).await.unwrap();
+    let mut heard = Vec::new();
+    loop {
+        let LiveEvent::Notification(id) = next(&mut other).await;
+        heard.push(id);
+        if id == 9999 {
+            break;
+        }
+    }
+    assert!(heard.len() <= BUFFER, "at most a buffer's worth is kept: {}", heard.len());
+    assert!(!heard.contains(&1000), "the oldest were dropped");
+    assert!(heard.contains(&(1000 + total - 1)), "the newest arrived");
+}
+
+#[tokio::test]
+async fn memory_live_conforms() {
+    conformance(live::connect("memory://").await.unwrap().unwrap()).await;
+}
+
+#[tokio::test]
+async fn redis_live_conforms() {
+    let Some(url) = agora_testkit::test_server("AGORA_TEST_REDIS_URL") else { return };
+    conformance(live::connect(&url).await.unwrap().unwrap()).await;
+}
+
+#[tokio::test]
+async fn redis_live_reaches_another_process_handle() {
+    // Two connections stand for two processes: the notification service and a gateway.
+    let Some(url) = agora_testkit::test_server("AGORA_TEST_REDIS_URL") else { return };
+    let service = live::connect(&url).await.unwrap().unwrap();
+    let gateway = live::connect(&url).await.unwrap().unwrap();
+    let [a, _] = accounts();
+    let mut s = gateway.subscribe(a).await.unwrap();
+    service.publish(a, LiveEvent::Notification(7)).await.unwrap();
+    assert_eq!(next(&mut s).await, LiveEvent::Notification(7));
+}
+
+#[tokio::test]
+async fn named_memory_live_is_shared_in_the_process_and_a_bad_url_is_refused() {
+    let one = live::connect("memory://live-shared-test").await.unwrap().unwrap();
+    let two = live::connect("memory://live-shared-test").await.unwrap().unwrap();
+    let [a, _] = accounts();
+    let mut s = two.subscribe(a).await.unwrap();
+    one.publish(a, LiveEvent::Notification(8)).await.unwrap();
+    assert_eq!(next(&mut s).await, LiveEvent::Notification(8));
+    assert!(live::connect("").await.unwrap().is_none());
+    assert!(live::connect("none").await.unwrap().is_none());
+    let err = live::connect("kafka://x").await.err().expect("refused");
+    assert!(err.to_string().contains("unsupported live url"), "{err}");
+}

@@ -1,5 +1,6 @@
 //! The live backplane: how an event reaches whichever gateway holds an account's streaming
-//! connections. A service publishes to an account ("notification 42 is new"); every gateway
+//! connections. A service publishes to an account ("notification 42 is new", "status 7 entered
+//! your home"); every gateway
 //! process with a stream of that account open hears it, fetches what it names with that stream's
 //! own token (so the owning service applies its visibility rules again) and sends it.
 //!
@@ -25,12 +26,18 @@ use tokio::sync::broadcast;
 pub enum LiveEvent {
     /// A new notification (its id); the gateway fetches and renders it.
     Notification(i64),
+    /// A status entered the account's home timeline.
+    Update(i64),
+    /// A status left the account's home timeline (deleted).
+    Delete(i64),
 }
 
 impl LiveEvent {
     pub fn encode(&self) -> String {
         match self {
             LiveEvent::Notification(id) => format!("notification:{id}"),
+            LiveEvent::Update(id) => format!("update:{id}"),
+            LiveEvent::Delete(id) => format!("delete:{id}"),
         }
     }
 
@@ -39,6 +46,8 @@ impl LiveEvent {
         let (kind, id) = raw.split_once(':')?;
         match kind {
             "notification" => id.parse().ok().map(LiveEvent::Notification),
+            "update" => id.parse().ok().map(LiveEvent::Update),
+            "delete" => id.parse().ok().map(LiveEvent::Delete),
             _ => None,
         }
     }
@@ -280,8 +289,9 @@ mod tests {
 
     #[test]
     fn events_survive_the_wire_and_unknown_ones_are_skipped() {
-        let e = LiveEvent::Notification(42);
-        assert_eq!(LiveEvent::decode(&e.encode()), Some(e));
+        for e in [LiveEvent::Notification(42), LiveEvent::Update(7), LiveEvent::Delete(9)] {
+            assert_eq!(LiveEvent::decode(&e.encode()), Some(e));
+        }
         assert_eq!(LiveEvent::decode("reaction:1"), None);
         assert_eq!(LiveEvent::decode("notification:x"), None);
     }

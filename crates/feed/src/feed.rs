@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agora_client::live::{Live, LiveEvent};
 use agora_events::Envelope;
 use agora_events::consumer::{HandlerError, decode};
 use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, StatusPosted};
@@ -136,6 +137,8 @@ pub struct Feed {
     recently_active: parking_lot::Mutex<std::collections::HashMap<i64, Instant>>,
     /// The large-account list for home reads, refreshed every [`LARGE_ACCOUNTS_TTL`].
     large_accounts: parking_lot::Mutex<Option<(Instant, Arc<Vec<i64>>)>>,
+    /// Where what enters or leaves a home is announced to its owner's open streams.
+    live: Option<Arc<dyn Live>>,
 }
 
 /// How often a reader's stored activity is checked while they keep reading.
@@ -175,7 +178,15 @@ impl Feed {
             settings,
             recently_active: parking_lot::Mutex::new(std::collections::HashMap::new()),
             large_accounts: parking_lot::Mutex::new(None),
+            live: None,
         }
+    }
+
+    /// Announces each status a home gains (`update`) or loses (`delete`) on `live`, after the
+    /// write, to the home's owner.
+    pub fn with_live(mut self, live: Option<Arc<dyn Live>>) -> Self {
+        self.live = live;
+        self
     }
 
     async fn large_accounts_cached(&self) -> FeedResult<Arc<Vec<i64>>> {
@@ -351,16 +362,31 @@ impl Feed {
             futures::future::try_join_all(chunk.iter().map(|r| self.hot.insert(*r, std::slice::from_ref(&hot))))
                 .await?;
         }
+        self.announce(&holders, LiveEvent::Update(entry.status_id)).await;
         Ok(holders.len())
+    }
+
+    /// Tells each of `accounts`' open streams of `event`; best-effort (the home is written).
+    async fn announce(&self, accounts: &[i64], event: LiveEvent) {
+        let Some(live) = &self.live else { return };
+        for chunk in accounts.chunks(HOT_CONCURRENCY) {
+            let sent = chunk.iter().map(|a| agora_client::live::publish_best_effort(Some(live), *a, event));
+            futures::future::join_all(sent).await;
+        }
     }
 
     #[tracing::instrument(skip_all, fields(status.id = d.id))]
     async fn status_deleted(&self, d: &StatusDeleted) -> FeedResult<()> {
         let removed = self.store.delete_status(d.id, d.account_id).await?;
+        let mut homes = Vec::new();
         for r in removed {
             if let Some(account) = r.timeline.strip_prefix("home:").and_then(|a| a.parse::<i64>().ok()) {
                 self.hot.remove(account, &[r.status_id]).await?;
+                homes.push((account, r.status_id));
             }
+        }
+        for (account, status_id) in homes {
+            agora_client::live::publish_best_effort(self.live.as_ref(), account, LiveEvent::Delete(status_id)).await;
         }
         if d.reblog_of_id != 0 {
             self.store.set_engagement(d.reblog_of_id, d.account_id, "reblog", 0, false).await?;

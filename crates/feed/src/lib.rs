@@ -45,6 +45,9 @@ pub struct Config {
     /// Epochs guarding the cache of viewers' filter sets and follows (`AGORA_EPOCHS_URL`; none:
     /// no cache).
     pub epochs_url: String,
+    /// The live backplane that statuses entering and leaving homes are announced on
+    /// (`AGORA_LIVE_URL`: none, `memory://NAME`, `redis://…`).
+    pub live_url: String,
     /// `memory://` or `kafka://…` (`AGORA_BUS_URL`).
     pub bus_url: String,
     /// The public base URL; the token issuer (`AGORA_PUBLIC_URL`).
@@ -85,6 +88,7 @@ impl Config {
             )?,
             cache_url,
             epochs_url: agora_client::epoch::url_from_env(env),
+            live_url: agora_client::live::url_from_env(env),
             bus_url: agora_events::bus_url(env)?,
             public_url: config::string(env, "AGORA_PUBLIC_URL", "http://127.0.0.1:8080")
                 .trim_end_matches('/')
@@ -138,7 +142,9 @@ async fn open_feed(
 ) -> anyhow::Result<(Arc<dyn store::TimelineStore>, Arc<dyn hotset::HotSet>, Arc<Feed>)> {
     let store = store::connect(&config.database_url, config.migrate_on_start).await?;
     let hot = hotset::connect(&config.cache_url, config.hot_set_size).await?;
-    let feed = Arc::new(Feed::new(Arc::clone(&store), Arc::clone(&hot), graph, posts, config.settings()));
+    let live = agora_client::live::connect(&config.live_url).await?;
+    let feed =
+        Arc::new(Feed::new(Arc::clone(&store), Arc::clone(&hot), graph, posts, config.settings()).with_live(live));
     Ok((store, hot, feed))
 }
 

@@ -232,7 +232,7 @@ def test_grouped_notifications_fold_favourites_and_list_accounts_and_statuses_on
 
 def test_a_user_stream_delivers_notifications_live(register):
     """Mastodon.py finds the streaming server through the instance, opens /api/v1/streaming/user
-    and hands each `notification` event to its listener, decoded."""
+    and hands each `notification` and `update` event to its listener, decoded."""
     import threading
 
     from mastodon import StreamListener
@@ -247,11 +247,21 @@ def test_a_user_stream_delivers_notifications_live(register):
             got.append(notification)
             arrived.set()
 
+        def on_update(self, status):
+            updates.append(status)
+            updated.set()
+
+    updates: list = []
+    updated = threading.Event()
     handle = alice.api.stream_user(Listener(), run_async=True, reconnect_async=False)
     try:
         bob.api.account_follow(a_id)
         assert arrived.wait(WITHIN), "no notification on the stream"
         assert got[0]["type"] == "follow"
         assert str(got[0]["account"]["id"]) == b_id
+        # Alice's own status enters her home: it comes as an update.
+        mine = alice.api.status_post("live on my stream")
+        assert updated.wait(WITHIN), "no update on the stream"
+        assert str(updates[0]["id"]) == str(mine["id"])
     finally:
         handle.close()

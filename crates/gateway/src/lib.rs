@@ -342,6 +342,7 @@ impl Gateway {
         let feed = FeedServiceClient::new(agora_kit::grpc::channel(&config.feed_url)?);
         let notification = NotificationServiceClient::new(agora_kit::grpc::channel(&config.notification_url)?);
         let epochs = agora_client::epoch::connect(&config.epochs_url).await?;
+        let facts = Arc::new(agora_client::graph_facts::GraphFacts::new(graph.clone(), epochs.clone()));
         let accounts = Arc::new(cache::AccountCache::new(epochs));
         let live = agora_client::live::connect(&config.live_url).await?;
         let streams = routes::streaming::Streams::new(config.streams_per_account);
@@ -355,6 +356,7 @@ impl Gateway {
             verifier,
             limiter,
             accounts,
+            facts,
             live,
             streams,
             shutdown,

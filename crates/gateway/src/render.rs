@@ -135,7 +135,7 @@ pub async fn statuses(st: &AppState, list: &[ppb::Status]) -> ApiResult<Vec<Stat
     render_statuses(st, list, None).await
 }
 
-async fn render_statuses(
+pub(crate) async fn render_statuses(
     st: &AppState,
     list: &[ppb::Status],
     stats: Option<HashMap<i64, ppb::AccountStats>>,

@@ -25,6 +25,9 @@ pub struct AppState {
     pub limiter: Arc<dyn RateLimiter>,
     /// Account entities with follower counts, under the accounts' epochs.
     pub accounts: Arc<crate::cache::AccountCache>,
+    /// Whom each viewer must not see (blocks both ways, mutes), cached under epochs: what the
+    /// streams filter timeline events by.
+    pub facts: Arc<agora_client::graph_facts::GraphFacts>,
     /// The live backplane streams hear new events on (none: streaming unavailable).
     pub live: Option<Arc<dyn agora_client::live::Live>>,
     /// Open streams per account, bounded.

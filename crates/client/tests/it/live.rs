@@ -52,7 +52,7 @@ async fn conformance(l: Arc<dyn Live>) {
     l.publish(b, LiveEvent::Notification(9999)).await.unwrap();
     let mut heard = Vec::new();
     loop {
-        let LiveEvent::Notification(id) = next(&mut other).await;
+        let LiveEvent::Notification(id) = next(&mut other).await else { panic!("only notifications were sent") };
         heard.push(id);
         if id == 9999 {
             break;

@@ -1,12 +1,14 @@
-//! The Mastodon streaming API over Server-Sent Events: `/api/v1/streaming/user` and
-//! `/api/v1/streaming/user/notification` carry the caller's new notifications as `notification`
-//! events (the payload a JSON string of the Notification entity, as Mastodon sends it), and
-//! `/api/v1/streaming/health` answers `OK`.
+//! The Mastodon streaming API over Server-Sent Events: `/api/v1/streaming/user` carries the
+//! caller's new notifications (`notification`), the statuses entering their home timeline
+//! (`update`) and those deleted from it (`delete`, the payload the bare id);
+//! `/api/v1/streaming/user/notification` only the notifications. Payloads are JSON strings of the
+//! entities, as Mastodon sends them. `/api/v1/streaming/health` answers `OK`.
 //!
-//! The live backplane ([`agora_client::live`]) names a new notification; the stream fetches it
-//! from the notification service with its own token and renders it as the REST API does, so the
-//! recipient's blocks, mutes and the statuses' visibility apply to every event exactly as to a
-//! listing. An open stream checks its token every few seconds and ends once the session is
+//! The live backplane ([`agora_client::live`]) names a new notification or a status; the stream
+//! fetches it with its own token (from the notification service, or from the post service,
+//! which applies visibility and blocks) and renders it as the REST API does; a status whose
+//! author (or reblogged author) the viewer blocks, is blocked by or mutes is left out, as the
+//! home timeline leaves it out when read. An open stream checks its token every few seconds and ends once the session is
 //! revoked; it ends on shutdown too (EventSource clients reconnect on their own). A stream that
 //! falls behind loses its oldest events (counted), never grows memory; a client catches up with
 //! `GET /api/v1/notifications?since_id=`.
@@ -19,6 +21,7 @@ use std::time::Duration;
 use agora_client::live::{LiveEvent, Subscription};
 use agora_kit::grpc::request;
 use agora_proto::notification::v1 as npb;
+use agora_proto::post::v1 as ppb;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -83,14 +86,18 @@ pub async fn health() -> &'static str {
     "OK"
 }
 
-/// `GET /api/v1/streaming/user`: the caller's notifications (home timeline updates are not
-/// streamed yet).
+/// `GET /api/v1/streaming/user`: the caller's notifications and home timeline.
 pub async fn user(State(st): State<AppState>, headers: HeaderMap, p: Params) -> ApiResult<Response> {
     let caller = caller(&st, &headers, &p).await?;
     if !caller.claims.allows("read:statuses") && !caller.claims.allows("read:notifications") {
         return Err(ApiError::forbidden_scope());
     }
     open(st, caller, "user").await
+}
+
+/// What a stream carries besides notifications.
+fn carries_home(stream: &str) -> bool {
+    stream == "user"
 }
 
 /// `GET /api/v1/streaming/user/notification`.
@@ -157,23 +164,62 @@ async fn next_event(mut s: Open) -> Option<(Result<Event, Infallible>, Open)> {
                 }
             }
             e = s.subscription.next() => {
-                let LiveEvent::Notification(id) = e?;
-                match notification(&s.st, &s.caller, id).await {
-                    Ok(Some(json)) => {
+                let (notifications, statuses) =
+                    (s.caller.claims.allows("read:notifications"), s.caller.claims.allows("read:statuses"));
+                let rendered = match e? {
+                    LiveEvent::Notification(_) if !notifications => continue,
+                    LiveEvent::Update(_) | LiveEvent::Delete(_) if !statuses => continue,
+                    LiveEvent::Notification(id) => notification(&s.st, &s.caller, id).await.map(|n| n.map(|json| ("notification", json))),
+                    LiveEvent::Update(id) if carries_home(s.stream) => home_status(&s.st, &s.caller, id).await.map(|n| n.map(|json| ("update", json))),
+                    // Mastodon's `delete` payload is the bare id. Nothing is revealed: the
+                    // stream's owner had the status in their home.
+                    LiveEvent::Delete(id) if carries_home(s.stream) => Ok(Some(("delete", id.to_string()))),
+                    LiveEvent::Update(_) | LiveEvent::Delete(_) => continue,
+                };
+                match rendered {
+                    Ok(Some((event, json))) => {
                         metrics::counter!("agora_gateway_stream_events_total", "stream" => s.stream, "result" => "sent").increment(1);
-                        return Some((Ok(Event::default().event("notification").data(json)), s));
+                        return Some((Ok(Event::default().event(event).data(json)), s));
                     }
                     Ok(None) => {
                         metrics::counter!("agora_gateway_stream_events_total", "stream" => s.stream, "result" => "hidden").increment(1);
                     }
                     Err(e) => {
                         metrics::counter!("agora_gateway_stream_events_total", "stream" => s.stream, "result" => "error").increment(1);
-                        tracing::warn!(error = ?e, id, "could not render a streamed notification");
+                        tracing::warn!(error = ?e, "could not render a streamed event");
                     }
                 }
             }
         }
     }
+}
+
+/// The Status entity `id` as it would show in the caller's home, as a JSON string; None when
+/// the post service hides it from them or they block, are blocked by or mute its author (or the
+/// reblogged author).
+async fn home_status(st: &AppState, c: &Caller, id: i64) -> ApiResult<Option<String>> {
+    let viewer = c.account_id()?;
+    let page = st
+        .post
+        .clone()
+        .get_statuses(request(ppb::GetStatusesRequest { ids: vec![id], with_author_stats: true }, Some(&c.token)))
+        .await?
+        .into_inner();
+    let Some(s) = page.statuses.first() else { return Ok(None) };
+    let filter = st.facts.filter_set(viewer, &c.token).await?;
+    let hidden = |a: i64| {
+        a != viewer && (filter.blocking.contains(&a) || filter.blocked_by.contains(&a) || filter.muting.contains(&a))
+    };
+    if hidden(s.account_id) || s.reblog.as_ref().is_some_and(|r| hidden(r.account_id)) {
+        return Ok(None);
+    }
+    let stats = page.author_stats.into_iter().map(|a| (a.id, a)).collect();
+    let Some(entity) = crate::render::render_statuses(st, &page.statuses, Some(stats)).await?.pop() else {
+        return Ok(None);
+    };
+    Ok(Some(
+        serde_json::to_string(&entity).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?,
+    ))
 }
 
 /// The Notification entity `id` as the caller may see it, as a JSON string; None when the

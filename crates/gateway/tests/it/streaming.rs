@@ -1,6 +1,6 @@
 //! The streaming API over Server-Sent Events, as Mastodon clients read it: a stream carries its
 //! owner's new notifications and nobody else's, as `event: notification` with a JSON-string
-//! payload; what a block suppresses is never sent; a stream needs a valid token (header or
+//! payload, and the user stream what enters and leaves the home timeline (`update`, `delete`); what a block suppresses is never sent; a stream needs a valid token (header or
 //! `access_token`), ends once its session is revoked, and an account's open streams are bounded.
 //! On embedded stores (in-process backplane) and on PostgreSQL + Redis + Kafka (Redis pub/sub).
 
@@ -70,6 +70,12 @@ impl Stream {
         }
     }
 
+    /// The next event's name and payload.
+    async fn event(&mut self) -> (String, String) {
+        let e = self.next().await.expect("the stream ended");
+        (e.event, e.data)
+    }
+
     /// The next notification: (type, actor id).
     async fn notification(&mut self) -> (String, String) {
         let e = self.next().await.expect("the stream ended");
@@ -113,6 +119,73 @@ async fn streams_carry_their_owners_notifications(p: Platform) {
     // Carol's stream heard none of Alice's: her own follow is the first thing on it.
     api.follow(&dave, &carol_id).await;
     assert_eq!(carols.notification().await, ("follow".to_owned(), dave_id));
+}
+
+/// What enters a home is sent as `update`, what is deleted from it as `delete`; a muted author's
+/// statuses are not sent, though they are fanned out (the home leaves them out when read).
+async fn a_user_stream_follows_the_home_timeline(p: Platform) {
+    let api = Api::new(&p).await;
+    let (_, alice, _) = api.user().await;
+    let (_, bob, _) = api.user().await;
+    let (_, carol, _) = api.user().await;
+    let (bob_id, carol_id) = (api.account_id(&bob).await, api.account_id(&carol).await);
+    api.follow(&alice, &bob_id).await;
+    api.follow(&alice, &carol_id).await;
+    let r = api
+        .http
+        .post(format!("{}/api/v1/accounts/{carol_id}/mute", api.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut home = Stream::open(&api, "/api/v1/streaming/user", &alice).await;
+    let mut notifications_only = Stream::open(&api, "/api/v1/streaming/user/notification", &bob).await;
+
+    let muted = api.post(&carol, "muted words").await;
+    let first = api.post(&bob, "hello followers").await;
+    let (event, data) = home.event().await;
+    assert_eq!(event, "update");
+    let status: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(status["id"].as_str().unwrap(), first, "Bob's status, not Carol's muted one ({muted}) first");
+    assert_eq!(status["account"]["id"].as_str().unwrap(), bob_id);
+
+    let own = api.post(&alice, "my own").await;
+    let (event, data) = home.event().await;
+    let status: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!((event.as_str(), status["id"].as_str().unwrap()), ("update", own.as_str()), "one's own statuses too");
+
+    let r = api.http.delete(format!("{}/api/v1/statuses/{first}", api.base)).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(home.event().await, ("delete".to_owned(), first.clone()), "the bare id");
+
+    // Bob's notification stream carried none of his own home (his two statuses and the
+    // deletion): Alice's new follow is its first event.
+    let alice_id = api.account_id(&alice).await;
+    let r = api
+        .http
+        .post(format!("{}/api/v1/accounts/{bob_id}/unfollow", api.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    api.follow(&alice, &bob_id).await;
+    assert_eq!(notifications_only.notification().await, ("follow".to_owned(), alice_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_stream_follows_the_home_timeline_embedded() {
+    a_user_stream_follows_the_home_timeline(builder(Backend::Embedded).start().await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_stream_follows_the_home_timeline_on_redis_and_kafka() {
+    let Some(backend) = Backend::real_from_env() else {
+        let _ = agora_testkit::test_server("AGORA_TEST_REDIS_URL");
+        return;
+    };
+    a_user_stream_follows_the_home_timeline(builder(backend).start().await.unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

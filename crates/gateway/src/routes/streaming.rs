@@ -128,7 +128,13 @@ struct Open {
     recheck: tokio::time::Interval,
     _slot: Slot,
     stream: &'static str,
+    /// The statuses last sent as `update`: a home delivery the feed replays (a redelivered
+    /// event announces the homes that hold the status again) is not sent twice.
+    recent_updates: std::collections::VecDeque<i64>,
 }
+
+/// How many `update` ids a stream remembers.
+const RECENT_UPDATES: usize = 128;
 
 async fn open(st: AppState, caller: Caller, stream: &'static str) -> ApiResult<Response> {
     let account_id = caller.account_id()?;
@@ -146,7 +152,7 @@ async fn open(st: AppState, caller: Caller, stream: &'static str) -> ApiResult<R
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     recheck.reset();
-    let state = Open { st, caller, subscription, recheck, _slot: slot, stream };
+    let state = Open { st, caller, subscription, recheck, _slot: slot, stream, recent_updates: Default::default() };
     tracing::debug!(account_id, stream, "stream opened");
     let events = futures::stream::unfold(state, next_event);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("thump")).into_response())
@@ -170,7 +176,17 @@ async fn next_event(mut s: Open) -> Option<(Result<Event, Infallible>, Open)> {
                     LiveEvent::Notification(_) if !notifications => continue,
                     LiveEvent::Update(_) | LiveEvent::Delete(_) if !statuses => continue,
                     LiveEvent::Notification(id) => notification(&s.st, &s.caller, id).await.map(|n| n.map(|json| ("notification", json))),
-                    LiveEvent::Update(id) if carries_home(s.stream) => home_status(&s.st, &s.caller, id).await.map(|n| n.map(|json| ("update", json))),
+                    LiveEvent::Update(id) if s.recent_updates.contains(&id) => continue,
+                    LiveEvent::Update(id) if carries_home(s.stream) => {
+                        let found = home_status(&s.st, &s.caller, id).await;
+                        if matches!(found, Ok(Some(_))) {
+                            if s.recent_updates.len() == RECENT_UPDATES {
+                                s.recent_updates.pop_front();
+                            }
+                            s.recent_updates.push_back(id);
+                        }
+                        found.map(|n| n.map(|json| ("update", json)))
+                    }
                     // Mastodon's `delete` payload is the bare id. Nothing is revealed: the
                     // stream's owner had the status in their home.
                     LiveEvent::Delete(id) if carries_home(s.stream) => Ok(Some(("delete", id.to_string()))),
@@ -178,6 +194,7 @@ async fn next_event(mut s: Open) -> Option<(Result<Event, Infallible>, Open)> {
                 };
                 match rendered {
                     Ok(Some((event, json))) => {
+
                         metrics::counter!("agora_gateway_stream_events_total", "stream" => s.stream, "result" => "sent").increment(1);
                         return Some((Ok(Event::default().event(event).data(json)), s));
                     }

@@ -37,7 +37,11 @@ pub async fn connect(url: &str, command_timeout: Duration) -> Result<Client, fre
 /// reconnection.
 pub async fn subscriber(url: &str) -> Result<fred::clients::SubscriberClient, fred::error::Error> {
     use fred::interfaces::ClientLike as _;
-    let client = builder(url, Duration::from_secs(3))?.build_subscriber_client()?;
+    let mut b = builder(url, Duration::from_secs(3))?;
+    // The client hands messages on through a broadcast channel; its default of 32 drops a burst
+    // (one status fanned out to many streams of this process) before anyone reads it.
+    b.with_performance_config(|p| p.broadcast_channel_capacity = 4096);
+    let client = b.build_subscriber_client()?;
     client.init().await?;
     client.manage_subscriptions();
     Ok(client)

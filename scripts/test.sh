@@ -31,7 +31,7 @@ BUF_VERSION=1.75.0
 READY_TIMEOUT=${AGORA_E2E_READY_TIMEOUT:-60}
 APT_BUILD=(build-essential ca-certificates pkg-config libssl-dev cmake libcurl4-openssl-dev protobuf-compiler git)
 APT_INFRA=(postgresql redis-server)
-PIP_TEST=("Mastodon.py==2.3.3|Mastodon.py|mastodon" "pytest>=7|pytest|pytest" "schemathesis==4.32.5|schemathesis|schemathesis")
+PIP_TEST=("Mastodon.py==2.3.3|Mastodon.py|mastodon" "websocket-client==1.9.2|websocket-client|websocket" "pytest>=7|pytest|pytest" "schemathesis==4.32.5|schemathesis|schemathesis")
 BUF=$AGORA_TOOLS_DIR/npm/node_modules/.bin/buf
 BIN=$CARGO_TARGET_DIR/debug
 INFRA=$REPO/scripts/infra.sh

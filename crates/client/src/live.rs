@@ -1,8 +1,8 @@
-//! The live backplane: how an event reaches whichever gateway holds an account's streaming
-//! connections. A service publishes to an account ("notification 42 is new", "status 7 entered
-//! your home"); every gateway
-//! process with a stream of that account open hears it, fetches what it names with that stream's
-//! own token (so the owning service applies its visibility rules again) and sends it.
+//! The live backplane: how an event reaches whichever gateway holds the streaming connections
+//! that want it. A service publishes to a [`Topic`]: an account ("notification 42 is new",
+//! "status 7 entered your home"), the public timeline or a hashtag ("status 7 is public"); every
+//! gateway process with a stream of that topic open hears it, fetches what it names with that
+//! stream's own token (so the owning service applies its visibility rules again) and sends it.
 //!
 //! Delivery is best-effort by design: what is published is already stored, and a client that
 //! missed something (no stream open, a gateway restart, a slow reader) catches up through the
@@ -10,8 +10,8 @@
 //! behind loses the oldest events, counted as dropped.
 //!
 //! Adapters: `memory://NAME` (one hub per name in this process: the services of `agora dev`
-//! share it) and `redis://…` (Redis pub/sub, one channel per account, subscribed only while a
-//! stream of that account is open in this process). An empty URL or `none` means no live
+//! share it) and `redis://…` (Redis pub/sub, one channel per topic, subscribed only while a
+//! stream of that topic is open in this process). An empty URL or `none` means no live
 //! delivery.
 
 use std::collections::HashMap;
@@ -28,8 +28,48 @@ pub enum LiveEvent {
     Notification(i64),
     /// A status entered the account's home timeline.
     Update(i64),
-    /// A status left the account's home timeline (deleted).
+    /// A status left the account's home timeline (deleted), or a public one was deleted.
     Delete(i64),
+    /// A status the topic carried was edited.
+    StatusUpdate(i64),
+}
+
+/// Who an event is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// One account's streams (notifications, home timeline).
+    Account(i64),
+    /// Every new public status (no reblogs): the public and local streams.
+    Public,
+    /// Public statuses with media attached.
+    PublicMedia,
+    /// Public statuses with this (normalised, lower-case) hashtag.
+    Tag(String),
+}
+
+impl Topic {
+    /// The topic's name on the wire (after the `agora:live:` channel prefix on Redis): the
+    /// account id alone, `public`, `public:media`, `tag:NAME`.
+    pub fn key(&self) -> String {
+        match self {
+            Topic::Account(id) => id.to_string(),
+            Topic::Public => "public".to_owned(),
+            Topic::PublicMedia => "public:media".to_owned(),
+            Topic::Tag(name) => format!("tag:{name}"),
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Self> {
+        match key {
+            "public" => Some(Topic::Public),
+            "public:media" => Some(Topic::PublicMedia),
+            _ => match key.strip_prefix("tag:") {
+                Some(name) if !name.is_empty() => Some(Topic::Tag(name.to_owned())),
+                Some(_) => None,
+                None => key.parse().ok().map(Topic::Account),
+            },
+        }
+    }
 }
 
 impl LiveEvent {
@@ -38,6 +78,7 @@ impl LiveEvent {
             LiveEvent::Notification(id) => format!("notification:{id}"),
             LiveEvent::Update(id) => format!("update:{id}"),
             LiveEvent::Delete(id) => format!("delete:{id}"),
+            LiveEvent::StatusUpdate(id) => format!("status.update:{id}"),
         }
     }
 
@@ -48,6 +89,7 @@ impl LiveEvent {
             "notification" => id.parse().ok().map(LiveEvent::Notification),
             "update" => id.parse().ok().map(LiveEvent::Update),
             "delete" => id.parse().ok().map(LiveEvent::Delete),
+            "status.update" => id.parse().ok().map(LiveEvent::StatusUpdate),
             _ => None,
         }
     }
@@ -62,17 +104,17 @@ pub const BUFFER: usize = 256;
 
 #[async_trait]
 pub trait Live: Send + Sync + 'static {
-    /// Tells `account_id`'s open streams, wherever they are, of `event`.
-    async fn publish(&self, account_id: i64, event: LiveEvent) -> Result<(), LiveError>;
-    /// The events published to `account_id` from now on, until the subscription is dropped.
-    async fn subscribe(&self, account_id: i64) -> Result<Subscription, LiveError>;
+    /// Tells the open streams of `topic`, wherever they are, of `event`.
+    async fn publish(&self, topic: &Topic, event: LiveEvent) -> Result<(), LiveError>;
+    /// The events published to `topic` from now on, until the subscription is dropped.
+    async fn subscribe(&self, topic: &Topic) -> Result<Subscription, LiveError>;
 }
 
 /// Publishes and counts a failure instead of returning it: the event is stored already, and a
 /// client catches up through the REST API.
-pub async fn publish_best_effort(live: Option<&Arc<dyn Live>>, account_id: i64, event: LiveEvent) {
+pub async fn publish_best_effort(live: Option<&Arc<dyn Live>>, topic: &Topic, event: LiveEvent) {
     let Some(live) = live else { return };
-    match live.publish(account_id, event).await {
+    match live.publish(topic, event).await {
         Ok(()) => metrics::counter!("agora_live_published_total", "result" => "ok").increment(1),
         Err(e) => {
             metrics::counter!("agora_live_published_total", "result" => "error").increment(1);
@@ -81,74 +123,81 @@ pub async fn publish_best_effort(live: Option<&Arc<dyn Live>>, account_id: i64, 
     }
 }
 
-/// One stream's view of an account's events.
+/// One stream's view of a topic's events.
 pub struct Subscription {
     rx: broadcast::Receiver<LiveEvent>,
+    lost: u64,
     _membership: Membership,
 }
 
 impl Subscription {
     /// The next event; None once the backplane is gone. Events this subscriber fell behind on
-    /// are skipped and counted.
+    /// are skipped and counted (see [`Subscription::lost`]).
     pub async fn next(&mut self) -> Option<LiveEvent> {
         loop {
             match self.rx.recv().await {
                 Ok(e) => return Some(e),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
+                    self.lost += n;
                     metrics::counter!("agora_live_dropped_total").increment(n);
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     }
+
+    /// How many events this subscriber has lost by falling behind, so far.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
 }
 
-/// The accounts with subscribers in this process, each with its local fan-out.
+/// The topics with subscribers in this process, each with its local fan-out.
 #[derive(Default)]
 struct Hub {
-    accounts: Mutex<HashMap<i64, (broadcast::Sender<LiveEvent>, usize)>>,
+    topics: Mutex<HashMap<Topic, (broadcast::Sender<LiveEvent>, usize)>>,
 }
 
-/// Leaves the hub when dropped; the last member of an account runs `on_last`.
+/// Leaves the hub when dropped; the last member of a topic runs `on_last`.
 struct Membership {
     hub: Arc<Hub>,
-    account_id: i64,
-    on_last: Option<Box<dyn FnOnce(i64) + Send + Sync>>,
+    topic: Topic,
+    on_last: Option<Box<dyn FnOnce(Topic) + Send + Sync>>,
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
         let last = {
-            let mut accounts = self.hub.accounts.lock();
-            match accounts.get_mut(&self.account_id) {
+            let mut topics = self.hub.topics.lock();
+            match topics.get_mut(&self.topic) {
                 Some((_, n)) if *n > 1 => {
                     *n -= 1;
                     false
                 }
                 Some(_) => {
-                    accounts.remove(&self.account_id);
+                    topics.remove(&self.topic);
                     true
                 }
                 None => false,
             }
         };
         if last && let Some(f) = self.on_last.take() {
-            f(self.account_id);
+            f(self.topic.clone());
         }
     }
 }
 
 impl Hub {
-    /// Joins `account_id`'s fan-out; true when this is its first member.
-    fn join(self: &Arc<Self>, account_id: i64) -> (broadcast::Receiver<LiveEvent>, bool) {
-        let mut accounts = self.accounts.lock();
-        let entry = accounts.entry(account_id).or_insert_with(|| (broadcast::channel(BUFFER).0, 0));
+    /// Joins `topic`'s fan-out; true when this is its first member.
+    fn join(self: &Arc<Self>, topic: &Topic) -> (broadcast::Receiver<LiveEvent>, bool) {
+        let mut topics = self.topics.lock();
+        let entry = topics.entry(topic.clone()).or_insert_with(|| (broadcast::channel(BUFFER).0, 0));
         entry.1 += 1;
         (entry.0.subscribe(), entry.1 == 1)
     }
 
-    fn deliver(&self, account_id: i64, event: LiveEvent) {
-        if let Some((tx, _)) = self.accounts.lock().get(&account_id) {
+    fn deliver(&self, topic: &Topic, event: LiveEvent) {
+        if let Some((tx, _)) = self.topics.lock().get(topic) {
             let _ = tx.send(event);
         }
     }
@@ -162,14 +211,15 @@ pub struct MemoryLive {
 
 #[async_trait]
 impl Live for MemoryLive {
-    async fn publish(&self, account_id: i64, event: LiveEvent) -> Result<(), LiveError> {
-        self.hub.deliver(account_id, event);
+    async fn publish(&self, topic: &Topic, event: LiveEvent) -> Result<(), LiveError> {
+        self.hub.deliver(topic, event);
         Ok(())
     }
 
-    async fn subscribe(&self, account_id: i64) -> Result<Subscription, LiveError> {
-        let (rx, _) = self.hub.join(account_id);
-        Ok(Subscription { rx, _membership: Membership { hub: self.hub.clone(), account_id, on_last: None } })
+    async fn subscribe(&self, topic: &Topic) -> Result<Subscription, LiveError> {
+        let (rx, _) = self.hub.join(topic);
+        let membership = Membership { hub: self.hub.clone(), topic: topic.clone(), on_last: None };
+        Ok(Subscription { rx, lost: 0, _membership: membership })
     }
 }
 
@@ -187,18 +237,20 @@ pub fn named(name: &str) -> Arc<MemoryLive> {
     l
 }
 
-/// The backplane on Redis pub/sub: channel `agora:live:ID` per account.
+/// The backplane on Redis pub/sub: channel `agora:live:KEY` per topic (see [`Topic::key`]).
 pub struct RedisLive {
     publisher: crate::redis::Client,
     subscriber: fred::clients::SubscriberClient,
     hub: Arc<Hub>,
-    /// Held while a channel is subscribed or unsubscribed, so an account's last stream closing
+    /// Held while a channel is subscribed or unsubscribed, so a topic's last stream closing
     /// and a new one opening cannot leave the channel unsubscribed.
     channels: Arc<tokio::sync::Mutex<()>>,
 }
 
-fn channel(account_id: i64) -> String {
-    format!("agora:live:{account_id}")
+const CHANNEL_PREFIX: &str = "agora:live:";
+
+fn channel(topic: &Topic) -> String {
+    format!("{CHANNEL_PREFIX}{}", topic.key())
 }
 
 impl RedisLive {
@@ -214,10 +266,10 @@ impl RedisLive {
                 match messages.recv().await {
                     Ok(m) => {
                         let Some(hub) = weak.upgrade() else { return };
-                        let account = m.channel.strip_prefix("agora:live:").and_then(|id| id.parse::<i64>().ok());
+                        let topic = m.channel.strip_prefix(CHANNEL_PREFIX).and_then(Topic::from_key);
                         let event = m.value.as_str().and_then(|raw| LiveEvent::decode(&raw));
-                        if let (Some(account), Some(event)) = (account, event) {
-                            hub.deliver(account, event);
+                        if let (Some(topic), Some(event)) = (topic, event) {
+                            hub.deliver(&topic, event);
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -233,33 +285,33 @@ impl RedisLive {
 
 #[async_trait]
 impl Live for RedisLive {
-    async fn publish(&self, account_id: i64, event: LiveEvent) -> Result<(), LiveError> {
+    async fn publish(&self, topic: &Topic, event: LiveEvent) -> Result<(), LiveError> {
         use fred::interfaces::PubsubInterface as _;
         let _: i64 =
-            self.publisher.publish(channel(account_id), event.encode()).await.map_err(|e| LiveError(e.to_string()))?;
+            self.publisher.publish(channel(topic), event.encode()).await.map_err(|e| LiveError(e.to_string()))?;
         Ok(())
     }
 
-    async fn subscribe(&self, account_id: i64) -> Result<Subscription, LiveError> {
+    async fn subscribe(&self, topic: &Topic) -> Result<Subscription, LiveError> {
         use fred::interfaces::PubsubInterface as _;
         let _channels = self.channels.lock().await;
-        let (rx, first) = self.hub.join(account_id);
+        let (rx, first) = self.hub.join(topic);
         let (subscriber, hub, channels) = (self.subscriber.clone(), self.hub.clone(), self.channels.clone());
-        let on_last: Box<dyn FnOnce(i64) + Send + Sync> = Box::new(move |id| {
+        let on_last: Box<dyn FnOnce(Topic) + Send + Sync> = Box::new(move |topic| {
             tokio::spawn(async move {
                 let _channels = channels.lock().await;
-                // A stream of the account may have opened since: then the channel stays.
-                if !hub.accounts.lock().contains_key(&id) {
-                    let _ = subscriber.unsubscribe(channel(id)).await;
+                // A stream of the topic may have opened since: then the channel stays.
+                if !hub.topics.lock().contains_key(&topic) {
+                    let _ = subscriber.unsubscribe(channel(&topic)).await;
                 }
             });
         });
-        let membership = Membership { hub: self.hub.clone(), account_id, on_last: Some(on_last) };
+        let membership = Membership { hub: self.hub.clone(), topic: topic.clone(), on_last: Some(on_last) };
         if first {
             // On failure the membership is dropped, which unsubscribes again.
-            self.subscriber.subscribe(channel(account_id)).await.map_err(|e| LiveError(e.to_string()))?;
+            self.subscriber.subscribe(channel(topic)).await.map_err(|e| LiveError(e.to_string()))?;
         }
-        Ok(Subscription { rx, _membership: membership })
+        Ok(Subscription { rx, lost: 0, _membership: membership })
     }
 }
 
@@ -289,10 +341,19 @@ mod tests {
 
     #[test]
     fn events_survive_the_wire_and_unknown_ones_are_skipped() {
-        for e in [LiveEvent::Notification(42), LiveEvent::Update(7), LiveEvent::Delete(9)] {
+        for e in [LiveEvent::Notification(42), LiveEvent::Update(7), LiveEvent::Delete(9), LiveEvent::StatusUpdate(3)] {
             assert_eq!(LiveEvent::decode(&e.encode()), Some(e));
         }
         assert_eq!(LiveEvent::decode("reaction:1"), None);
         assert_eq!(LiveEvent::decode("notification:x"), None);
+    }
+
+    #[test]
+    fn topics_survive_the_wire() {
+        for t in [Topic::Account(42), Topic::Public, Topic::PublicMedia, Topic::Tag("rust".into())] {
+            assert_eq!(Topic::from_key(&t.key()), Some(t));
+        }
+        assert_eq!(Topic::from_key("tag:"), None);
+        assert_eq!(Topic::from_key("lists"), None);
     }
 }

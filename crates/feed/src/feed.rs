@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_client::live::{Live, LiveEvent};
+use agora_client::live::{Live, LiveEvent, Topic};
 use agora_events::Envelope;
 use agora_events::consumer::{HandlerError, decode};
 use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, StatusPosted};
@@ -158,6 +158,30 @@ fn hot_entry(e: &Entry) -> HotEntry {
 }
 
 /// The visibilities a home may show from an account the viewer follows.
+/// What a fan-out does at each recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Writes the status into the home (and tells its streams: `update`).
+    Write,
+    /// The status is already there and was edited: only tells the streams (`status.update`).
+    AnnounceEdit,
+}
+
+/// The live topics whose streams carry `s`: public originals go to the public streams (the
+/// media one too when they have media) and to each of their hashtags' streams, as they go to
+/// the public and tag timelines.
+fn shared_topics(s: &StatusFacts) -> Vec<Topic> {
+    if s.visibility != Visibility::Public || s.is_reblog() {
+        return Vec::new();
+    }
+    let mut out = vec![Topic::Public];
+    if s.has_media {
+        out.push(Topic::PublicMedia);
+    }
+    out.extend(s.tags.iter().map(|t| Topic::Tag(t.clone())));
+    out
+}
+
 fn followed_visibilities() -> Vec<Visibility> {
     vec![Visibility::Public, Visibility::Unlisted, Visibility::Private]
 }
@@ -267,14 +291,27 @@ impl Feed {
             self.store.set_engagement(s.reblog_of_id, s.account_id, "reblog", s.created_at_ms, true).await?;
         }
         // A failed first attempt is retried as a redelivery of post.created, so only edits of
-        // a known status skip the fan-out.
+        // a known status skip the fan-out; their readers hear of the edit instead.
         if edit && matches!(recorded, Recorded::Known(_)) {
-            return Ok(());
+            for topic in shared_topics(&s) {
+                agora_client::live::publish_best_effort(self.live.as_ref(), &topic, LiveEvent::StatusUpdate(s.id))
+                    .await;
+            }
+            return self.fan_out(&s, Delivery::AnnounceEdit).await;
         }
-        self.fan_out(&s).await
+        if recorded == Recorded::New {
+            // The public and hashtag streams hear of a status once, when it is first recorded.
+            for topic in shared_topics(&s) {
+                agora_client::live::publish_best_effort(self.live.as_ref(), &topic, LiveEvent::Update(s.id)).await;
+            }
+        }
+        self.fan_out(&s, Delivery::Write).await
     }
 
-    async fn fan_out(&self, s: &StatusFacts) -> FeedResult<()> {
+    async fn fan_out(&self, s: &StatusFacts, how: Delivery) -> FeedResult<()> {
+        if how == Delivery::AnnounceEdit && self.live.is_none() {
+            return Ok(());
+        }
         let started = Instant::now();
         let entry = s.entry();
         let mut delivered = 0usize;
@@ -282,17 +319,19 @@ impl Feed {
             let mut to: Vec<i64> = std::iter::once(s.account_id).chain(s.mention_ids.iter().copied()).collect();
             to.sort_unstable();
             to.dedup();
-            delivered += self.deliver(&to, &entry).await?;
+            delivered += self.deliver(&to, &entry, how).await?;
         } else {
-            delivered += self.fan_out_to_followers(s, &entry).await?;
+            delivered += self.fan_out_to_followers(s, &entry, how).await?;
         }
-        metrics::histogram!("agora_feed_fanout_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("agora_feed_fanout_recipients_total").increment(delivered as u64);
-        tracing::debug!(delivered, "fanned out");
+        if how == Delivery::Write {
+            metrics::histogram!("agora_feed_fanout_seconds").record(started.elapsed().as_secs_f64());
+            metrics::counter!("agora_feed_fanout_recipients_total").increment(delivered as u64);
+        }
+        tracing::debug!(delivered, ?how, "fanned out");
         Ok(())
     }
 
-    async fn fan_out_to_followers(&self, s: &StatusFacts, entry: &Entry) -> FeedResult<usize> {
+    async fn fan_out_to_followers(&self, s: &StatusFacts, entry: &Entry, how: Delivery) -> FeedResult<usize> {
         let cutoff = agora_kit::time::now_ms() - self.settings.inactive_after.as_millis() as i64;
         let mut delivered = 0;
         let mut after = 0;
@@ -307,7 +346,7 @@ impl Feed {
                     // timeline in when they read.
                     self.store.set_large_account(s.account_id, Some(page.total)).await?;
                     *self.large_accounts.lock() = None;
-                    return self.deliver(&[s.account_id], entry).await;
+                    return self.deliver(&[s.account_id], entry, how).await;
                 }
                 // Written only when the author was large and no longer is: fan-out is the hot
                 // path and the list is almost always unchanged.
@@ -334,8 +373,10 @@ impl Feed {
             }
             let idle: HashSet<i64> = self.store.inactive_among(&to, cutoff).await?.into_iter().collect();
             if !idle.is_empty() {
-                let idle_ids: Vec<i64> = idle.iter().copied().collect();
-                self.store.mark_needs_rebuild(&idle_ids).await?;
+                if how == Delivery::Write {
+                    let idle_ids: Vec<i64> = idle.iter().copied().collect();
+                    self.store.mark_needs_rebuild(&idle_ids).await?;
+                }
                 to.retain(|id| !idle.contains(id));
             }
             if author_pending {
@@ -343,7 +384,7 @@ impl Feed {
                 author_pending = false;
                 to.insert(0, s.account_id);
             }
-            delivered += self.deliver(&to, entry).await?;
+            delivered += self.deliver(&to, entry, how).await?;
             if page.next_after_id == 0 || page.follower_ids.is_empty() || page.next_after_id == after {
                 return Ok(delivered);
             }
@@ -351,10 +392,15 @@ impl Feed {
         }
     }
 
-    /// Writes `entry` into the homes of `recipients` and their hot sets.
-    async fn deliver(&self, recipients: &[i64], entry: &Entry) -> FeedResult<usize> {
+    /// Writes `entry` into the homes of `recipients` and their hot sets (or, for an edit, only
+    /// tells their streams).
+    async fn deliver(&self, recipients: &[i64], entry: &Entry, how: Delivery) -> FeedResult<usize> {
         if recipients.is_empty() {
             return Ok(0);
+        }
+        if how == Delivery::AnnounceEdit {
+            self.announce(recipients, LiveEvent::StatusUpdate(entry.status_id)).await;
+            return Ok(recipients.len());
         }
         let holders = self.store.insert_home(recipients, entry).await?;
         let hot = hot_entry(entry);
@@ -370,7 +416,9 @@ impl Feed {
     async fn announce(&self, accounts: &[i64], event: LiveEvent) {
         let Some(live) = &self.live else { return };
         for chunk in accounts.chunks(HOT_CONCURRENCY) {
-            let sent = chunk.iter().map(|a| agora_client::live::publish_best_effort(Some(live), *a, event));
+            let sent = chunk.iter().map(|a| async move {
+                agora_client::live::publish_best_effort(Some(live), &Topic::Account(*a), event).await
+            });
             futures::future::join_all(sent).await;
         }
     }
@@ -378,15 +426,21 @@ impl Feed {
     #[tracing::instrument(skip_all, fields(status.id = d.id))]
     async fn status_deleted(&self, d: &StatusDeleted) -> FeedResult<()> {
         let removed = self.store.delete_status(d.id, d.account_id).await?;
-        let mut homes = Vec::new();
+        let mut told = Vec::new();
         for r in removed {
             if let Some(account) = r.timeline.strip_prefix("home:").and_then(|a| a.parse::<i64>().ok()) {
                 self.hot.remove(account, &[r.status_id]).await?;
-                homes.push((account, r.status_id));
+                told.push((Topic::Account(account), r.status_id));
+            } else if r.timeline == TimelineKey::PUBLIC {
+                // Mastodon tells every public stream; a client drops an id it never had.
+                told.push((Topic::Public, r.status_id));
+                told.push((Topic::PublicMedia, r.status_id));
+            } else if let Some(tag) = r.timeline.strip_prefix("tag:") {
+                told.push((Topic::Tag(tag.to_owned()), r.status_id));
             }
         }
-        for (account, status_id) in homes {
-            agora_client::live::publish_best_effort(self.live.as_ref(), account, LiveEvent::Delete(status_id)).await;
+        for (topic, status_id) in told {
+            agora_client::live::publish_best_effort(self.live.as_ref(), &topic, LiveEvent::Delete(status_id)).await;
         }
         if d.reblog_of_id != 0 {
             self.store.set_engagement(d.reblog_of_id, d.account_id, "reblog", 0, false).await?;
@@ -431,7 +485,7 @@ impl Feed {
                     || followed.contains(&e.in_reply_to_account_id))
         });
         for e in wanted {
-            self.deliver(&[follower], e).await?;
+            self.deliver(&[follower], e, Delivery::Write).await?;
         }
         Ok(())
     }

@@ -264,4 +264,128 @@ def test_a_user_stream_delivers_notifications_live(register):
         assert updated.wait(WITHIN), "no update on the stream"
         assert str(updates[0]["id"]) == str(mine["id"])
     finally:
+        _close_later(handle)
+
+
+def _recording_listener(name: str, into):
+    """A StreamListener that puts (stream name, event, id or type) on `into`."""
+    from mastodon import StreamListener
+
+    class Recorder(StreamListener):
+        def on_update(self, status):
+            into.put((name, "update", str(status["id"])))
+
+        def on_status_update(self, status):
+            into.put((name, "status.update", str(status["id"])))
+
+        def on_delete(self, status_id):
+            into.put((name, "delete", str(status_id)))
+
+        def on_notification(self, notification):
+            into.put((name, "notification", notification["type"]))
+
+        def on_websocket_error(self, error, for_stream=None):
+            into.put((name, "error", None))
+
+    return Recorder()
+
+
+def _events(q, n: int) -> list:
+    """The next `n` events on `q` that are not error frames."""
+    out = []
+    while len(out) < n:
+        e = q.get(timeout=WITHIN)
+        if e[1] != "error":
+            out.append(e)
+    return out
+
+
+def _barrier(handle, q) -> list:
+    """Subscribes to a stream Agora does not serve and waits for its error frame: the server
+    handles a socket's messages in order, so what was asked before it is in place. Returns
+    the events that arrived before the error frame."""
+    import secrets
+
+    handle.subscribe("list", list=secrets.token_hex(4))
+    before = []
+    while True:
+        e = q.get(timeout=WITHIN)
+        if e[1] == "error":
+            return before
+        before.append(e)
+
+
+def test_a_websocket_carries_the_user_and_hashtag_streams(register):
+    """Mastodon.py's multiplexed WebSocket (/api/v1/streaming, the token in the Authorization
+    header): one connection carries Alice's user stream (notification, update, status.update,
+    delete) and a hashtag stream, each event handed to its stream's listener; a private status
+    with the hashtag never reaches the hashtag stream."""
+    import queue
+
+    alice, bob = register(), register()
+    a_id = str(me(alice)["id"])
+    tag = unique_tag()
+    q: queue.Queue = queue.Queue()
+    handle = alice.api.stream_open_websocket(_recording_listener("default", q))
+    try:
+        alice.api.stream_user(_recording_listener("user", q), websocket_handle=handle)
+        alice.api.stream_hashtag(tag, _recording_listener("hashtag", q), websocket_handle=handle)
+        assert _barrier(handle, q) == []
+
+        bob.api.account_follow(a_id)
+        assert _events(q, 1) == [("user", "notification", "follow")]
+        secret = bob.api.status_post(f"#{tag} for followers only", visibility="private")
+        public = bob.api.status_post(f"#{tag} for everyone")
+        assert _events(q, 1) == [("hashtag", "update", str(public["id"]))], f"not the private {secret['id']}"
+        mine = alice.api.status_post(f"#{tag} my own")
+        mine_id = str(mine["id"])
+        alice.api.status_update(mine_id, f"#{tag} my own, edited")
+        alice.api.status_delete(mine_id)
+        got = sorted(_events(q, 6))
+        want = sorted((stream, event, mine_id) for stream in ("user", "hashtag")
+                      for event in ("update", "status.update", "delete"))
+        assert got == want
+        assert _barrier(handle, q) == [], "nothing else was sent"
+    finally:
         handle.close()
+
+
+def test_a_hashtag_stream_over_sse_shows_a_third_party_only_public_statuses(register):
+    """Carol follows a hashtag stream (SSE, /api/v1/streaming/hashtag?tag=) and the public one:
+    Bob's private and direct statuses with the hashtag, even one mentioning her, never appear
+    there; his public one does, on both."""
+    import queue
+
+    bob, carol = register(), register()
+    carol_name = me(carol)["username"]
+    tag = unique_tag()
+    q: queue.Queue = queue.Queue()
+    tagged = carol.api.stream_hashtag(tag, _recording_listener("hashtag", q), run_async=True)
+    public_stream = carol.api.stream_public(_recording_listener("public", q), run_async=True)
+    try:
+        hidden = [
+            bob.api.status_post(f"#{tag} followers only", visibility="private"),
+            bob.api.status_post(f"#{tag} @{carol_name} just us", visibility="direct"),
+            bob.api.status_post(f"#{tag} quietly", visibility="unlisted"),
+        ]
+        public = bob.api.status_post(f"#{tag} for everyone")
+        got = sorted(_events(q, 2))
+        assert got == [("hashtag", "update", str(public["id"])), ("public", "update", str(public["id"]))], (
+            f"hidden: {[str(s['id']) for s in hidden]}")
+    finally:
+        _close_later(tagged, public_stream)
+
+
+def unique_tag() -> str:
+    import secrets
+
+    return "t" + secrets.token_hex(5)
+
+
+def _close_later(*handles):
+    """Closes SSE stream handles without waiting: Mastodon.py's close blocks until the stream's
+    reader gets its next chunk, which for a quiet stream is the next heartbeat (15 s)."""
+    import threading
+
+    for h in handles:
+        threading.Thread(target=h.close, daemon=True).start()

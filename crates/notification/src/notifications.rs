@@ -9,7 +9,7 @@ use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, Sta
 
 use crate::domain::{Change, Group, GroupStats, Interaction, Kind, Notification, PageGroup, Query, Reason};
 use crate::store::{NotificationStore, StoreError};
-use agora_client::live::{Live, LiveEvent, publish_best_effort};
+use agora_client::live::{Live, LiveEvent, Topic, publish_best_effort};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotificationError {
@@ -256,7 +256,12 @@ impl Notifications {
                     // After the commit. A notification the store did not write (a suppressed
                     // actor, a cause that notified before) is announced too: the gateway fetches
                     // it with the recipient's token, finds nothing, and sends nothing.
-                    publish_best_effort(self.live.as_ref(), n.recipient_id, LiveEvent::Notification(n.id)).await;
+                    publish_best_effort(
+                        self.live.as_ref(),
+                        &Topic::Account(n.recipient_id),
+                        LiveEvent::Notification(n.id),
+                    )
+                    .await;
                 }
             }
         }

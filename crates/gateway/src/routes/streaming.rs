@@ -1,54 +1,95 @@
-//! The Mastodon streaming API over Server-Sent Events: `/api/v1/streaming/user` carries the
-//! caller's new notifications (`notification`), the statuses entering their home timeline
-//! (`update`) and those deleted from it (`delete`, the payload the bare id);
-//! `/api/v1/streaming/user/notification` only the notifications. Payloads are JSON strings of the
-//! entities, as Mastodon sends them. `/api/v1/streaming/health` answers `OK`.
+//! The Mastodon streaming API. Server-Sent Events, one stream per request:
+//! `/api/v1/streaming/user` (the caller's notifications, the statuses entering their home —
+//! `update` — edited in it — `status.update` — and deleted from it — `delete`, the payload the
+//! bare id), `/user/notification` (only the notifications), `/public`, `/public/local` and
+//! `/public/media` (public statuses as they are posted; `?only_media=true` too), `/hashtag` and
+//! `/hashtag/local` (`?tag=`: public statuses with that hashtag). And the multiplexed WebSocket
+//! at `/api/v1/streaming`: `?stream=` opens one stream at once, `{"type":"subscribe",
+//! "stream":…, "tag":…}` and `unsubscribe` messages add and remove streams, and each event is a
+//! frame `{"stream":[name(, tag)],"event":…,"payload":"<JSON string>"}`. `/api/v1/streaming/health`
+//! answers `OK`. Agora does not federate, so the `:local` streams carry what the others carry.
 //!
-//! The live backplane ([`agora_client::live`]) names a new notification or a status; the stream
+//! The live backplane ([`agora_client::live`]) names a new notification or status; the stream
 //! fetches it with its own token (from the notification service, or from the post service,
 //! which applies visibility and blocks) and renders it as the REST API does; a status whose
-//! author (or reblogged author) the viewer blocks, is blocked by or mutes is left out, as the
-//! home timeline leaves it out when read. An open stream checks its token every few seconds and ends once the session is
-//! revoked; it ends on shutdown too (EventSource clients reconnect on their own). A stream that
-//! falls behind loses its oldest events (counted), never grows memory; a client catches up with
-//! `GET /api/v1/notifications?since_id=`.
+//! author (or reblogged author) the viewer blocks, is blocked by or mutes is left out, and the
+//! public and hashtag streams send only public statuses, whatever was published.
+//!
+//! The public and hashtag streams are open to anonymous callers, as the public timelines are.
+//! The token comes from `Authorization: Bearer`, `?access_token=` or (WebSocket from a browser)
+//! `Sec-WebSocket-Protocol`. An open connection checks its token every few seconds and ends
+//! once the session is revoked; it ends on shutdown too (a WebSocket with close code 1001, so
+//! clients reconnect). Connections per account (or, anonymous, per address) are bounded. A
+//! client that falls behind by more than the backplane's buffer, or does not take a frame for
+//! [`SEND_TIMEOUT`], is disconnected: memory never grows for it, and it catches up through the
+//! REST API (`/api/v1/notifications?since_id=`, the timelines).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use agora_client::live::{LiveEvent, Subscription};
+use agora_client::live::{LiveEvent, Subscription, Topic};
 use agora_kit::grpc::request;
 use agora_proto::notification::v1 as npb;
 use agora_proto::post::v1 as ppb;
+use axum::Extension;
 use axum::extract::State;
+use axum::extract::ws::{
+    CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code, rejection::WebSocketUpgradeRejection,
+};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
 use http::{HeaderMap, StatusCode};
 use parking_lot::Mutex;
+use tokio_stream::StreamMap;
 
 use crate::auth::Caller;
+use crate::edge::ClientIp;
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
 use crate::state::AppState;
 
-/// A comment line this often keeps proxies from closing a quiet stream.
+/// A comment line (SSE) or a ping (WebSocket) this often keeps proxies from closing a quiet
+/// connection.
 const HEARTBEAT: Duration = Duration::from_secs(15);
-/// How often an open stream checks its token: a revoked session's streams end within this plus
-/// the verifier's revocation refresh (1 s).
+/// How often an open connection checks its token: a revoked session's connections end within
+/// this plus the verifier's revocation refresh (1 s).
 const RECHECK: Duration = Duration::from_secs(3);
+/// How many `update` ids a stream remembers, so a status is sent once.
+const RECENT_UPDATES: usize = 128;
+/// Streams one WebSocket connection may carry at once.
+pub const SUBSCRIPTIONS_PER_SOCKET: usize = 32;
+/// Messages a WebSocket client may send in a burst, and then per second.
+const SOCKET_BURST: f64 = 20.0;
+const SOCKET_PER_SECOND: f64 = 5.0;
+/// Messages that are not understood before a socket is closed.
+const SOCKET_BAD_MESSAGES: u32 = 10;
+/// The largest message a WebSocket client may send.
+const SOCKET_MAX_MESSAGE: usize = 4096;
+/// How long a frame may wait for the client to take it before the client counts as gone.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Open streams per account, bounded.
-pub struct Streams {
-    limit: usize,
-    open: Mutex<HashMap<i64, usize>>,
+/// Who holds connections: an account, or an anonymous caller's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Owner {
+    Account(i64),
+    Anonymous(IpAddr),
 }
 
-/// One open stream's place; freed when the stream ends.
+/// Open streaming connections per owner, bounded.
+pub struct Streams {
+    limit: usize,
+    open: Mutex<HashMap<Owner, usize>>,
+}
+
+/// One open connection's place; freed when it ends.
 pub struct Slot {
     streams: Arc<Streams>,
-    account_id: i64,
+    owner: Owner,
 }
 
 impl Streams {
@@ -56,29 +97,124 @@ impl Streams {
         Arc::new(Self { limit, open: Mutex::new(HashMap::new()) })
     }
 
-    fn acquire(self: &Arc<Self>, account_id: i64) -> Option<Slot> {
+    fn acquire(self: &Arc<Self>, owner: Owner) -> Option<Slot> {
         let mut open = self.open.lock();
-        let n = open.entry(account_id).or_insert(0);
+        let n = open.entry(owner).or_insert(0);
         if *n >= self.limit {
             return None;
         }
         *n += 1;
         metrics::gauge!("agora_gateway_streams_open").increment(1.0);
-        Some(Slot { streams: Arc::clone(self), account_id })
+        Some(Slot { streams: Arc::clone(self), owner })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.streams.open.lock();
-        if let Some(n) = open.get_mut(&self.account_id) {
+        if let Some(n) = open.get_mut(&self.owner) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.account_id);
+                open.remove(&self.owner);
             }
         }
         metrics::gauge!("agora_gateway_streams_open").decrement(1.0);
     }
+}
+
+/// One Mastodon stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Kind {
+    User,
+    UserNotification,
+    Public { local: bool, media: bool },
+    Hashtag { tag: String, local: bool },
+}
+
+impl Kind {
+    /// The stream named as the WebSocket API names it (`user`, `public:local:media`,
+    /// `hashtag` with its tag…); 400 for a name Mastodon does not have or one Agora does not
+    /// serve.
+    pub fn parse(name: &str, tag: Option<&str>) -> ApiResult<Kind> {
+        let public = |local, media| Ok(Kind::Public { local, media });
+        match name {
+            "user" => Ok(Kind::User),
+            "user:notification" => Ok(Kind::UserNotification),
+            "public" => public(false, false),
+            "public:media" => public(false, true),
+            "public:local" => public(true, false),
+            "public:local:media" => public(true, true),
+            "hashtag" | "hashtag:local" => Ok(Kind::Hashtag { tag: parse_tag(tag)?, local: name == "hashtag:local" }),
+            _ => Err(ApiError::new(StatusCode::BAD_REQUEST, "Unknown stream type")),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::UserNotification => "user:notification",
+            Kind::Public { local: false, media: false } => "public",
+            Kind::Public { local: false, media: true } => "public:media",
+            Kind::Public { local: true, media: false } => "public:local",
+            Kind::Public { local: true, media: true } => "public:local:media",
+            Kind::Hashtag { local: false, .. } => "hashtag",
+            Kind::Hashtag { local: true, .. } => "hashtag:local",
+        }
+    }
+
+    /// The `stream` of a WebSocket frame: the name, and the tag for a hashtag stream.
+    fn frame_stream(&self) -> Vec<String> {
+        match self {
+            Kind::Hashtag { tag, .. } => vec![self.name().to_owned(), tag.clone()],
+            _ => vec![self.name().to_owned()],
+        }
+    }
+
+    /// The caller's own streams, which need an account.
+    fn personal(&self) -> bool {
+        matches!(self, Kind::User | Kind::UserNotification)
+    }
+
+    fn topic(&self, account_id: Option<i64>) -> ApiResult<Topic> {
+        Ok(match self {
+            Kind::User | Kind::UserNotification => Topic::Account(account_id.ok_or_else(ApiError::unauthorized)?),
+            Kind::Public { media: false, .. } => Topic::Public,
+            Kind::Public { media: true, .. } => Topic::PublicMedia,
+            Kind::Hashtag { tag, .. } => Topic::Tag(tag.clone()),
+        })
+    }
+
+    /// Whether `caller` may open this stream: the personal ones need a user token with a read
+    /// scope for what they carry; the public ones are open, and `read:statuses` if a token
+    /// came.
+    fn authorize(&self, caller: Option<&Caller>) -> ApiResult<()> {
+        match (self, caller) {
+            (Kind::User | Kind::UserNotification, None) => Err(ApiError::unauthorized()),
+            (Kind::User, Some(c)) => {
+                c.account_id()?;
+                if c.claims.allows("read:statuses") || c.claims.allows("read:notifications") {
+                    Ok(())
+                } else {
+                    Err(ApiError::forbidden_scope())
+                }
+            }
+            (Kind::UserNotification, Some(c)) => c.require_user("read:notifications"),
+            (_, Some(c)) => c.require("read:statuses"),
+            (_, None) => Ok(()),
+        }
+    }
+}
+
+/// A hashtag as the hashtag timeline takes it, lower-cased (as the feed announces it).
+fn parse_tag(tag: Option<&str>) -> ApiResult<String> {
+    let name = tag.map(|t| t.trim().trim_start_matches('#')).unwrap_or("");
+    if name.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "Missing tag name parameter"));
+    }
+    if name.chars().count() > 100 || !name.chars().all(|ch| ch.is_alphanumeric() || ch == '_') {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "Invalid tag name"));
+    }
+    Ok(name.to_lowercase())
 }
 
 /// `GET /api/v1/streaming/health`.
@@ -87,148 +223,521 @@ pub async fn health() -> &'static str {
 }
 
 /// `GET /api/v1/streaming/user`: the caller's notifications and home timeline.
-pub async fn user(State(st): State<AppState>, headers: HeaderMap, p: Params) -> ApiResult<Response> {
-    let caller = caller(&st, &headers, &p).await?;
-    if !caller.claims.allows("read:statuses") && !caller.claims.allows("read:notifications") {
-        return Err(ApiError::forbidden_scope());
-    }
-    open(st, caller, "user").await
-}
-
-/// What a stream carries besides notifications.
-fn carries_home(stream: &str) -> bool {
-    stream == "user"
+pub async fn user(
+    st: State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    h: HeaderMap,
+    p: Params,
+) -> ApiResult<Response> {
+    sse(st, ip, h, p, Kind::User).await
 }
 
 /// `GET /api/v1/streaming/user/notification`.
-pub async fn user_notification(State(st): State<AppState>, headers: HeaderMap, p: Params) -> ApiResult<Response> {
-    let caller = caller(&st, &headers, &p).await?;
-    caller.require("read:notifications")?;
-    open(st, caller, "user:notification").await
+pub async fn user_notification(
+    st: State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    h: HeaderMap,
+    p: Params,
+) -> ApiResult<Response> {
+    sse(st, ip, h, p, Kind::UserNotification).await
 }
 
-/// The token from `Authorization: Bearer`, else `access_token` in the query (what browsers'
-/// EventSource can send); 401 without a valid one.
-async fn caller(st: &AppState, headers: &HeaderMap, p: &Params) -> ApiResult<Caller> {
-    let token = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+/// `GET /api/v1/streaming/public` (`?only_media=true`: `public:media`).
+pub async fn public(
+    st: State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    h: HeaderMap,
+    p: Params,
+) -> ApiResult<Response> {
+    let media = p.bool("only_media")?.unwrap_or(false);
+    sse(st, ip, h, p, Kind::Public { local: false, media }).await
+}
+
+/// `GET /api/v1/streaming/public/local` (`?only_media=true`: `public:local:media`).
+pub async fn public_local(
+    st: State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    h: HeaderMap,
+    p: Params,
+) -> ApiResult<Response> {
+    let media = p.bool("only_media")?.unwrap_or(false);
+    sse(st, ip, h, p, Kind::Public { local: true, media }).await
+}
+
+/// `GET /api/v1/streaming/public/media`.
+pub async fn public_media(
+    st: State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    h: HeaderMap,
+    p: Params,
+) -> ApiResult<Response> {
+    sse(st, ip, h, p, Kind::Public { local: false, media: true }).await
+}
+
+/// `GET /api/v1/streaming/hashtag?tag=`.
+pub async fn hashtag(
+    st: State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    h: HeaderMap,
+    p: Params,
+) -> ApiResult<Response> {
+    let kind = Kind::Hashtag { tag: parse_tag(p.str("tag"))?, local: false };
+    sse(st, ip, h, p, kind).await
+}
+
+/// `GET /api/v1/streaming/hashtag/local?tag=`.
+pub async fn hashtag_local(
+    st: State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    h: HeaderMap,
+    p: Params,
+) -> ApiResult<Response> {
+    let kind = Kind::Hashtag { tag: parse_tag(p.str("tag"))?, local: true };
+    sse(st, ip, h, p, kind).await
+}
+
+/// The token the request carries, from `Authorization: Bearer`, else `access_token` in the
+/// query (what browsers' EventSource can send), else (`websocket`) `Sec-WebSocket-Protocol`.
+fn token(headers: &HeaderMap, access_token: Option<&str>, websocket: bool) -> Option<String> {
+    let header = |name: http::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    header(http::header::AUTHORIZATION)
         .and_then(agora_kit::jwt::bearer)
+        .or(access_token)
+        .or_else(|| if websocket { header(http::header::SEC_WEBSOCKET_PROTOCOL) } else { None })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
         .map(str::to_owned)
-        .or_else(|| p.str("access_token").map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned))
-        .ok_or_else(ApiError::unauthorized)?;
-    let claims = st.verifier.verify(&token).await.map_err(|e| ApiError::from(agora_kit::Error::from(e)))?;
-    Ok(Caller { claims, token })
 }
 
-struct Open {
+/// The caller, None without a token; 401 for a token that does not verify.
+async fn caller(st: &AppState, token: Option<String>) -> ApiResult<Option<Caller>> {
+    let Some(token) = token else { return Ok(None) };
+    let claims = st.verifier.verify(&token).await.map_err(|e| ApiError::from(agora_kit::Error::from(e)))?;
+    Ok(Some(Caller { claims, token }))
+}
+
+/// What every streaming connection holds: its caller and its place.
+struct Conn {
     st: AppState,
-    caller: Caller,
-    subscription: Subscription,
+    caller: Option<Caller>,
     recheck: tokio::time::Interval,
     _slot: Slot,
-    stream: &'static str,
-    /// The statuses last sent as `update`: a home delivery the feed replays (a redelivered
-    /// event announces the homes that hold the status again) is not sent twice.
-    recent_updates: std::collections::VecDeque<i64>,
 }
 
-/// How many `update` ids a stream remembers.
-const RECENT_UPDATES: usize = 128;
+impl Conn {
+    fn open(st: AppState, caller: Option<Caller>, ip: Option<Extension<ClientIp>>) -> ApiResult<Conn> {
+        if st.live.is_none() {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Streaming is not available"));
+        }
+        let owner = match caller.as_ref().and_then(|c| c.claims.account_id()) {
+            Some(id) => Owner::Account(id),
+            None => Owner::Anonymous(ip.map(|Extension(ClientIp(ip))| ip).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
+        };
+        let Some(slot) = st.streams.acquire(owner) else {
+            metrics::counter!("agora_gateway_streams_refused_total", "reason" => "limit").increment(1);
+            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Too many open streams for this account"));
+        };
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.reset();
+        Ok(Conn { st, caller, recheck, _slot: slot })
+    }
 
-async fn open(st: AppState, caller: Caller, stream: &'static str) -> ApiResult<Response> {
-    let account_id = caller.account_id()?;
-    let Some(live) = st.live.clone() else {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Streaming is not available"));
-    };
-    let Some(slot) = st.streams.acquire(account_id) else {
-        metrics::counter!("agora_gateway_streams_refused_total", "reason" => "limit").increment(1);
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Too many open streams for this account"));
-    };
-    let subscription = live.subscribe(account_id).await.map_err(|e| {
-        tracing::warn!(error = %e, "live backplane unavailable");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Streaming is not available")
-    })?;
-    let mut recheck = tokio::time::interval(RECHECK);
-    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    recheck.reset();
-    let state = Open { st, caller, subscription, recheck, _slot: slot, stream, recent_updates: Default::default() };
-    tracing::debug!(account_id, stream, "stream opened");
-    let events = futures::stream::unfold(state, next_event);
+    async fn subscribe(&self, kind: &Kind) -> ApiResult<Subscription> {
+        kind.authorize(self.caller.as_ref())?;
+        let topic = kind.topic(self.caller.as_ref().and_then(|c| c.claims.account_id()))?;
+        let live = self
+            .st
+            .live
+            .as_ref()
+            .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Streaming is not available"))?;
+        live.subscribe(&topic).await.map_err(|e| {
+            tracing::warn!(error = %e, "live backplane unavailable");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Streaming is not available")
+        })
+    }
+
+    /// False once the connection's token no longer verifies (revoked, expired).
+    async fn still_valid(&self) -> bool {
+        let Some(c) = &self.caller else { return true };
+        let ok = self.st.verifier.verify(&c.token).await.is_ok();
+        if !ok {
+            metrics::counter!("agora_gateway_streams_closed_total", "reason" => "token").increment(1);
+        }
+        ok
+    }
+
+    /// The event as `(event name, payload)` for `kind`'s stream, or None when this stream does
+    /// not carry it or its viewer may not see it.
+    async fn render(&self, kind: &Kind, recent: &mut VecDeque<i64>, e: LiveEvent) -> Option<(&'static str, String)> {
+        let caller = self.caller.as_ref();
+        let statuses = caller.is_none_or(|c| c.claims.allows("read:statuses"));
+        let notifications = caller.is_some_and(|c| c.claims.allows("read:notifications"));
+        let public_only = !kind.personal();
+        let rendered = match e {
+            LiveEvent::Notification(id) if kind.personal() && notifications => {
+                notification(&self.st, caller?, id).await.map(|n| n.map(|json| ("notification", json)))
+            }
+            LiveEvent::Notification(_) => return None,
+            _ if !statuses || *kind == Kind::UserNotification => return None,
+            LiveEvent::Update(id) if recent.contains(&id) => return None,
+            LiveEvent::Update(id) => {
+                let found = status(&self.st, caller, id, public_only).await;
+                if matches!(found, Ok(Some(_))) {
+                    if recent.len() == RECENT_UPDATES {
+                        recent.pop_front();
+                    }
+                    recent.push_back(id);
+                }
+                found.map(|n| n.map(|json| ("update", json)))
+            }
+            LiveEvent::StatusUpdate(id) => {
+                status(&self.st, caller, id, public_only).await.map(|n| n.map(|json| ("status.update", json)))
+            }
+            // Mastodon's `delete` payload is the bare id. Nothing is revealed: the id was in
+            // the viewer's home, or public.
+            LiveEvent::Delete(id) => Ok(Some(("delete", id.to_string()))),
+        };
+        let stream = kind.name();
+        match rendered {
+            Ok(Some(out)) => {
+                metrics::counter!("agora_gateway_stream_events_total", "stream" => stream, "result" => "sent")
+                    .increment(1);
+                Some(out)
+            }
+            Ok(None) => {
+                metrics::counter!("agora_gateway_stream_events_total", "stream" => stream, "result" => "hidden")
+                    .increment(1);
+                None
+            }
+            Err(e) => {
+                metrics::counter!("agora_gateway_stream_events_total", "stream" => stream, "result" => "error")
+                    .increment(1);
+                tracing::warn!(error = ?e, "could not render a streamed event");
+                None
+            }
+        }
+    }
+}
+
+// ---- Server-Sent Events ------------------------------------------------------------------
+
+struct SseStream {
+    conn: Conn,
+    kind: Kind,
+    subscription: Subscription,
+    recent: VecDeque<i64>,
+}
+
+#[tracing::instrument(skip_all, fields(stream = kind.name()))]
+async fn sse(
+    State(st): State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    p: Params,
+    kind: Kind,
+) -> ApiResult<Response> {
+    let caller = caller(&st, token(&headers, p.str("access_token"), false)).await?;
+    kind.authorize(caller.as_ref())?;
+    let conn = Conn::open(st, caller, ip)?;
+    let subscription = conn.subscribe(&kind).await?;
+    tracing::debug!(stream = kind.name(), "stream opened");
+    let state = SseStream { conn, kind, subscription, recent: VecDeque::new() };
+    let events = futures::stream::unfold(state, next_sse);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("thump")).into_response())
 }
 
-/// The stream's next event, or its end (shutdown, a revoked token, the backplane gone).
-async fn next_event(mut s: Open) -> Option<(Result<Event, Infallible>, Open)> {
+/// The stream's next event, or its end (shutdown, a revoked token, a client too slow, the
+/// backplane gone).
+async fn next_sse(mut s: SseStream) -> Option<(Result<Event, Infallible>, SseStream)> {
     loop {
         tokio::select! {
-            _ = s.st.shutdown.cancelled() => return None,
-            _ = s.recheck.tick() => {
-                if s.st.verifier.verify(&s.caller.token).await.is_err() {
-                    metrics::counter!("agora_gateway_streams_closed_total", "reason" => "token").increment(1);
+            _ = s.conn.st.shutdown.cancelled() => {
+                metrics::counter!("agora_gateway_streams_closed_total", "reason" => "shutdown").increment(1);
+                return None;
+            }
+            _ = s.conn.recheck.tick() => {
+                if !s.conn.still_valid().await {
                     return None;
                 }
             }
             e = s.subscription.next() => {
-                let (notifications, statuses) =
-                    (s.caller.claims.allows("read:notifications"), s.caller.claims.allows("read:statuses"));
-                let rendered = match e? {
-                    LiveEvent::Notification(_) if !notifications => continue,
-                    LiveEvent::Update(_) | LiveEvent::Delete(_) if !statuses => continue,
-                    LiveEvent::Notification(id) => notification(&s.st, &s.caller, id).await.map(|n| n.map(|json| ("notification", json))),
-                    LiveEvent::Update(id) if s.recent_updates.contains(&id) => continue,
-                    LiveEvent::Update(id) if carries_home(s.stream) => {
-                        let found = home_status(&s.st, &s.caller, id).await;
-                        if matches!(found, Ok(Some(_))) {
-                            if s.recent_updates.len() == RECENT_UPDATES {
-                                s.recent_updates.pop_front();
-                            }
-                            s.recent_updates.push_back(id);
-                        }
-                        found.map(|n| n.map(|json| ("update", json)))
-                    }
-                    // Mastodon's `delete` payload is the bare id. Nothing is revealed: the
-                    // stream's owner had the status in their home.
-                    LiveEvent::Delete(id) if carries_home(s.stream) => Ok(Some(("delete", id.to_string()))),
-                    LiveEvent::Update(_) | LiveEvent::Delete(_) => continue,
-                };
-                match rendered {
-                    Ok(Some((event, json))) => {
-
-                        metrics::counter!("agora_gateway_stream_events_total", "stream" => s.stream, "result" => "sent").increment(1);
-                        return Some((Ok(Event::default().event(event).data(json)), s));
-                    }
-                    Ok(None) => {
-                        metrics::counter!("agora_gateway_stream_events_total", "stream" => s.stream, "result" => "hidden").increment(1);
-                    }
-                    Err(e) => {
-                        metrics::counter!("agora_gateway_stream_events_total", "stream" => s.stream, "result" => "error").increment(1);
-                        tracing::warn!(error = ?e, "could not render a streamed event");
-                    }
+                let e = e?;
+                if s.subscription.lost() > 0 {
+                    // It did not read for a whole buffer: disconnect rather than send a gap.
+                    metrics::counter!("agora_gateway_streams_closed_total", "reason" => "slow").increment(1);
+                    return None;
+                }
+                if let Some((event, json)) = s.conn.render(&s.kind, &mut s.recent, e).await {
+                    return Some((Ok(Event::default().event(event).data(json)), s));
                 }
             }
         }
     }
 }
 
-/// The Status entity `id` as it would show in the caller's home, as a JSON string; None when
-/// the post service hides it from them or they block, are blocked by or mute its author (or the
+// ---- WebSocket ---------------------------------------------------------------------------
+
+/// A subscription as a stream of `(event, lost so far)`.
+type Events = Pin<Box<dyn Stream<Item = (LiveEvent, u64)> + Send>>;
+
+fn events(subscription: Subscription) -> Events {
+    Box::pin(futures::stream::unfold(subscription, |mut s| async move {
+        let e = s.next().await?;
+        let lost = s.lost();
+        Some(((e, lost), s))
+    }))
+}
+
+/// A client's message on the socket.
+#[derive(serde::Deserialize)]
+struct ClientMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    stream: String,
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+/// `GET /api/v1/streaming` (WebSocket).
+#[tracing::instrument(skip_all)]
+pub async fn websocket(
+    State(st): State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let upgrade = upgrade.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, &e.body_text()))?;
+    let token = token(&headers, query.get("access_token").map(String::as_str), true);
+    let caller = caller(&st, token.clone()).await?;
+    let first = match query.get("stream") {
+        Some(name) => {
+            let kind = Kind::parse(name, query.get("tag").map(String::as_str))?;
+            kind.authorize(caller.as_ref())?;
+            Some(kind)
+        }
+        None => None,
+    };
+    let conn = Conn::open(st, caller, ip)?;
+    let mut upgrade = upgrade.max_message_size(SOCKET_MAX_MESSAGE).max_frame_size(SOCKET_MAX_MESSAGE);
+    // A browser sends the token as the subprotocol and wants it echoed.
+    let by_protocol = headers.get(http::header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
+    if let (Some(token), Some(offered)) = (token, by_protocol)
+        && offered.trim() == token
+    {
+        upgrade = upgrade.protocols([token]);
+    }
+    Ok(upgrade
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| Socket::new(conn, socket).run(first)))
+}
+
+struct Socket {
+    conn: Conn,
+    socket: WebSocket,
+    streams: StreamMap<Kind, Events>,
+    recent: HashMap<Kind, VecDeque<i64>>,
+    allowance: f64,
+    refilled: Instant,
+    bad: u32,
+}
+
+/// Why a socket ends.
+enum End {
+    Client,
+    Close(u16, &'static str, &'static str),
+}
+
+impl Socket {
+    fn new(conn: Conn, socket: WebSocket) -> Self {
+        Socket {
+            conn,
+            socket,
+            streams: StreamMap::new(),
+            recent: HashMap::new(),
+            allowance: SOCKET_BURST,
+            refilled: Instant::now(),
+            bad: 0,
+        }
+    }
+
+    async fn run(mut self, first: Option<Kind>) {
+        if let Some(kind) = first
+            && let Err(end) = self.subscribe(kind).await
+        {
+            return self.end(end).await;
+        }
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.reset();
+        let end = loop {
+            tokio::select! {
+                _ = self.conn.st.shutdown.cancelled() => {
+                    break End::Close(close_code::AWAY, "shutdown", "The server is shutting down; reconnect");
+                }
+                _ = self.conn.recheck.tick() => {
+                    if !self.conn.still_valid().await {
+                        break End::Close(close_code::POLICY, "", "The access token is no longer valid");
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if let Err(end) = self.send(Message::Ping(Default::default())).await {
+                        break end;
+                    }
+                }
+                m = self.socket.recv() => {
+                    let text = match m {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break End::Client,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Binary(_))) => {
+                            if let Err(end) = self.refuse(StatusCode::BAD_REQUEST, "Binary messages are not understood").await {
+                                break end;
+                            }
+                            continue;
+                        }
+                    };
+                    if let Err(end) = self.on_message(text.as_str()).await {
+                        break end;
+                    }
+                }
+                Some((kind, (e, lost))) = self.streams.next(), if !self.streams.is_empty() => {
+                    if lost > 0 {
+                        break End::Close(close_code::POLICY, "slow", "The client fell too far behind");
+                    }
+                    let mut recent = self.recent.remove(&kind).unwrap_or_default();
+                    let rendered = self.conn.render(&kind, &mut recent, e).await;
+                    self.recent.insert(kind.clone(), recent);
+                    if let Some((event, payload)) = rendered {
+                        let frame = serde_json::json!({ "stream": kind.frame_stream(), "event": event, "payload": payload });
+                        if let Err(end) = self.send(Message::Text(frame.to_string().into())).await {
+                            break end;
+                        }
+                    }
+                }
+            }
+        };
+        self.end(end).await;
+    }
+
+    async fn end(mut self, end: End) {
+        let reason = match end {
+            End::Client => "client",
+            End::Close(code, reason, text) => {
+                let frame = CloseFrame { code, reason: text.into() };
+                let _ = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
+                if reason.is_empty() { "token" } else { reason }
+            }
+        };
+        // A revoked token was counted when it was found.
+        if reason != "token" {
+            metrics::counter!("agora_gateway_streams_closed_total", "reason" => reason).increment(1);
+        }
+    }
+
+    async fn send(&mut self, m: Message) -> Result<(), End> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(m)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Client),
+            Err(_) => Err(End::Close(close_code::POLICY, "slow", "The client does not read")),
+        }
+    }
+
+    /// Tells the client what was wrong with its message; too many such messages end the socket.
+    async fn refuse(&mut self, status: StatusCode, error: &str) -> Result<(), End> {
+        self.bad += 1;
+        if self.bad > SOCKET_BAD_MESSAGES {
+            return Err(End::Close(close_code::POLICY, "garbage", "Too many messages that were not understood"));
+        }
+        let frame = serde_json::json!({ "error": error, "status": status.as_u16() });
+        self.send(Message::Text(frame.to_string().into())).await
+    }
+
+    async fn on_message(&mut self, text: &str) -> Result<(), End> {
+        let now = Instant::now();
+        self.allowance =
+            (self.allowance + now.duration_since(self.refilled).as_secs_f64() * SOCKET_PER_SECOND).min(SOCKET_BURST);
+        self.refilled = now;
+        if self.allowance < 1.0 {
+            return Err(End::Close(close_code::POLICY, "flood", "Too many messages"));
+        }
+        self.allowance -= 1.0;
+        let Ok(m) = serde_json::from_str::<ClientMessage>(text) else {
+            return self.refuse(StatusCode::BAD_REQUEST, "Expected a JSON message with a type and a stream").await;
+        };
+        let kind = match Kind::parse(&m.stream, m.tag.as_deref()) {
+            Ok(kind) => kind,
+            Err(e) => return self.refuse(e.status, &error_text(&e)).await,
+        };
+        match m.kind.as_str() {
+            "subscribe" => self.subscribe(kind).await,
+            "unsubscribe" => {
+                self.streams.remove(&kind);
+                self.recent.remove(&kind);
+                Ok(())
+            }
+            _ => self.refuse(StatusCode::BAD_REQUEST, "The type must be subscribe or unsubscribe").await,
+        }
+    }
+
+    /// Adds `kind` to the socket (nothing when it is there already); an error frame when the
+    /// caller may not have it.
+    async fn subscribe(&mut self, kind: Kind) -> Result<(), End> {
+        if self.streams.contains_key(&kind) {
+            return Ok(());
+        }
+        if self.streams.len() >= SUBSCRIPTIONS_PER_SOCKET {
+            return self.refuse(StatusCode::TOO_MANY_REQUESTS, "Too many streams on this connection").await;
+        }
+        match self.conn.subscribe(&kind).await {
+            Ok(subscription) => {
+                self.streams.insert(kind, events(subscription));
+                Ok(())
+            }
+            Err(e) => {
+                let frame = serde_json::json!({ "error": error_text(&e), "status": e.status.as_u16(), "stream": kind.frame_stream() });
+                self.send(Message::Text(frame.to_string().into())).await
+            }
+        }
+    }
+}
+
+/// The `error` text of an API error, as an error frame carries it.
+fn error_text(e: &ApiError) -> String {
+    e.body.get("error").and_then(|v| v.as_str()).unwrap_or("Error").to_owned()
+}
+
+// ---- entities ----------------------------------------------------------------------------
+
+/// The Status entity `id` as the viewer would see it in their home (`public_only`: on a public
+/// timeline), as a JSON string; None when the post service hides it from them, it is not
+/// public where only public ones go, or they block, are blocked by or mute its author (or the
 /// reblogged author).
-async fn home_status(st: &AppState, c: &Caller, id: i64) -> ApiResult<Option<String>> {
-    let viewer = c.account_id()?;
+async fn status(st: &AppState, c: Option<&Caller>, id: i64, public_only: bool) -> ApiResult<Option<String>> {
     let page = st
         .post
         .clone()
-        .get_statuses(request(ppb::GetStatusesRequest { ids: vec![id], with_author_stats: true }, Some(&c.token)))
+        .get_statuses(request(
+            ppb::GetStatusesRequest { ids: vec![id], with_author_stats: true },
+            c.map(|c| c.token.as_str()),
+        ))
         .await?
         .into_inner();
     let Some(s) = page.statuses.first() else { return Ok(None) };
-    let filter = st.facts.filter_set(viewer, &c.token).await?;
-    let hidden = |a: i64| {
-        a != viewer && (filter.blocking.contains(&a) || filter.blocked_by.contains(&a) || filter.muting.contains(&a))
-    };
-    if hidden(s.account_id) || s.reblog.as_ref().is_some_and(|r| hidden(r.account_id)) {
+    if public_only && (crate::render::visibility_name(s.visibility) != "public" || s.reblog.is_some()) {
         return Ok(None);
+    }
+    if let Some(c) = c
+        && let Some(viewer) = c.claims.account_id()
+    {
+        let filter = st.facts.filter_set(viewer, &c.token).await?;
+        let hidden = |a: i64| {
+            a != viewer
+                && (filter.blocking.contains(&a) || filter.blocked_by.contains(&a) || filter.muting.contains(&a))
+        };
+        if hidden(s.account_id) || s.reblog.as_ref().is_some_and(|r| hidden(r.account_id)) {
+            return Ok(None);
+        }
     }
     let stats = page.author_stats.into_iter().map(|a| (a.id, a)).collect();
     let Some(entity) = crate::render::render_statuses(st, &page.statuses, Some(stats)).await?.pop() else {
@@ -253,4 +762,23 @@ async fn notification(st: &AppState, c: &Caller, id: i64) -> ApiResult<Option<St
     Ok(Some(
         serde_json::to_string(&entity).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_round_trip_and_unknown_ones_are_refused() {
+        for name in ["user", "user:notification", "public", "public:media", "public:local", "public:local:media"] {
+            assert_eq!(Kind::parse(name, None).unwrap().name(), name);
+        }
+        let tag = Kind::parse("hashtag:local", Some("#Rust")).unwrap();
+        assert_eq!(tag, Kind::Hashtag { tag: "rust".into(), local: true });
+        assert_eq!(tag.frame_stream(), ["hashtag:local", "rust"]);
+        for (name, tag) in [("list", None), ("direct:x", None), ("hashtag", None), ("hashtag", Some("a b")), ("", None)]
+        {
+            assert_eq!(Kind::parse(name, tag).unwrap_err().status, StatusCode::BAD_REQUEST, "{name} {tag:?}");
+        }
+    }
 }

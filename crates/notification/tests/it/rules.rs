@@ -286,10 +286,10 @@ async fn favourites_of_a_status_and_a_days_follows_fold_into_groups_with_their_t
 
 #[tokio::test]
 async fn a_new_notification_is_announced_to_its_recipient_once() {
-    use agora_client::live::{Live as _, LiveEvent};
+    use agora_client::live::{Live as _, LiveEvent, Topic};
     let w = World::new().await;
-    let mut alice = w.live.subscribe(ALICE).await.unwrap();
-    let mut carol = w.live.subscribe(CAROL).await.unwrap();
+    let mut alice = w.live.subscribe(&Topic::Account(ALICE)).await.unwrap();
+    let mut carol = w.live.subscribe(&Topic::Account(CAROL)).await.unwrap();
     let mention = w.post(status(100, BOB, "public", &[ALICE])).await;
     let id = w.notifications.list(ALICE, &Query { limit: 1, ..Default::default() }).await.unwrap()[0].id;
     assert_eq!(alice.next().await, Some(LiveEvent::Notification(id)), "the mention is announced to Alice");
@@ -299,7 +299,7 @@ async fn a_new_notification_is_announced_to_its_recipient_once() {
     w.graph("graph.followed", BOB, CAROL).await;
     let follow = w.notifications.list(CAROL, &Query { limit: 1, ..Default::default() }).await.unwrap()[0].id;
     assert_eq!(carol.next().await, Some(LiveEvent::Notification(follow)), "only Carol's own, not Bob's favourite");
-    let mut bob = w.live.subscribe(BOB).await.unwrap();
+    let mut bob = w.live.subscribe(&Topic::Account(BOB)).await.unwrap();
     w.post(status(101, CAROL, "public", &[ALICE])).await;
     let next = w.notifications.list(ALICE, &Query { limit: 1, ..Default::default() }).await.unwrap()[0].id;
     assert_eq!(alice.next().await, Some(LiveEvent::Notification(next)), "nothing from the redelivery came first");

@@ -425,7 +425,9 @@ def helm_default():
                  "AGORA_FEED_INACTIVE_AFTER": "1209600", "AGORA_FEED_BACKFILL": "40"},
         "notification": {"AGORA_NOTIFICATION_LISTEN": "0.0.0.0:50055",
                          "AGORA_NOTIFICATION_ADMIN_LISTEN": "0.0.0.0:9105",
-                         "AGORA_NOTIFICATION_USER_URL": "http://agora-user:50051"},
+                         "AGORA_NOTIFICATION_USER_URL": "http://agora-user:50051",
+                         "AGORA_NOTIFICATION_POST_URL": "http://agora-post:50052",
+                         "AGORA_NOTIFICATION_GRAPH_URL": "http://agora-graph:50053"},
     }
     want_secret = {"post": {"AGORA_POST_DATABASE_URL": "post-database-url"},
                    "graph": {"AGORA_GRAPH_DATABASE_URL": "graph-database-url"},

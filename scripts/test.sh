@@ -31,7 +31,7 @@ BUF_VERSION=1.75.0
 READY_TIMEOUT=${AGORA_E2E_READY_TIMEOUT:-60}
 APT_BUILD=(build-essential ca-certificates pkg-config libssl-dev cmake libcurl4-openssl-dev protobuf-compiler git)
 APT_INFRA=(postgresql redis-server)
-PIP_TEST=("Mastodon.py==2.3.3|Mastodon.py|mastodon" "websocket-client==1.9.2|websocket-client|websocket" "pytest>=7|pytest|pytest" "schemathesis==4.32.5|schemathesis|schemathesis")
+PIP_TEST=("Mastodon.py==2.3.3|Mastodon.py|mastodon" "websocket-client==1.9.2|websocket-client|websocket" "cryptography==48.0.0|cryptography|cryptography" "http_ece==1.2.1|http_ece|http_ece" "pytest>=7|pytest|pytest" "schemathesis==4.32.5|schemathesis|schemathesis")
 BUF=$AGORA_TOOLS_DIR/npm/node_modules/.bin/buf
 BIN=$CARGO_TARGET_DIR/debug
 INFRA=$REPO/scripts/infra.sh
@@ -230,7 +230,7 @@ with_agora_dev() {
 }
 
 step_e2e_dev() {
-    with_agora_dev e2e-dev "AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32" run_pytest dev
+    with_agora_dev e2e-dev "AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32 AGORA_PUSH_ALLOW_PRIVATE_ENDPOINTS=true" run_pytest dev
 }
 
 fuzz() { # URL
@@ -290,6 +290,8 @@ step_e2e_services() {
         AGORA_EPOCHS_URL="$redis"
         AGORA_LIVE_URL="$redis"
         AGORA_GATEWAY_TRUSTED_PROXIES=127.0.0.1/32
+        # The Web Push e2e test's receiver listens on 127.0.0.1.
+        AGORA_PUSH_ALLOW_PRIVATE_ENDPOINTS=true
     )
     local i=0
     for svc in USER POST GRAPH FEED NOTIFICATION; do
@@ -304,7 +306,8 @@ step_e2e_services() {
         AGORA_GRAPH_USER_URL="$user_url"
         AGORA_FEED_USER_URL="$user_url" AGORA_FEED_GRAPH_URL="$graph_url" AGORA_FEED_POST_URL="$post_url"
         AGORA_GATEWAY_USER_URL="$user_url" AGORA_GATEWAY_POST_URL="$post_url"
-        AGORA_NOTIFICATION_USER_URL="$user_url"
+        AGORA_NOTIFICATION_USER_URL="$user_url" AGORA_NOTIFICATION_POST_URL="$post_url"
+        AGORA_NOTIFICATION_GRAPH_URL="$graph_url"
         AGORA_GATEWAY_GRAPH_URL="$graph_url" AGORA_GATEWAY_FEED_URL="$feed_url"
         AGORA_GATEWAY_NOTIFICATION_URL="$notification_url"
         AGORA_GATEWAY_LISTEN=127.0.0.1:${ports[10]} AGORA_GATEWAY_ADMIN_LISTEN=127.0.0.1:${ports[11]}

@@ -38,6 +38,14 @@ enum Command {
     /// Add a new token signing key to the user store; restart user-service replicas to sign
     /// with it (tokens signed with older keys stay valid until they expire).
     RotateSigningKey,
+    /// Make a new Web Push (VAPID) key the one in force, in the notification store as configured
+    /// (or `agora dev`'s with --data-dir). Running services use it within 30 s; subscriptions made
+    /// with the old key end at their next push, and clients subscribe again with the new key.
+    RotateVapidKey {
+        /// The data directory of an `agora dev` (default: AGORA_NOTIFICATION_DATABASE_URL).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Print a new token signing key (a PEM PRIVATE KEY block) for AGORA_USER_SIGNING_KEY(_FILE),
     /// e.g. `agora generate-signing-key > key.pem` and then a Kubernetes Secret from that file.
     GenerateSigningKey,
@@ -75,6 +83,18 @@ async fn main() -> anyhow::Result<()> {
             let config = agora_user::Config::from_env(&ProcessEnv)?;
             let kid = agora_user::rotate_signing_key(&config).await?;
             println!("new signing key {kid}; restart the user service replicas to sign with it");
+            Ok(())
+        }
+        Command::RotateVapidKey { data_dir } => {
+            let _t = agora_kit::telemetry::init("rotate-vapid-key", &ProcessEnv);
+            let mut config = agora_notification::Config::from_env(&ProcessEnv)?;
+            if let Some(dir) = data_dir
+                && std::env::var_os("AGORA_NOTIFICATION_DATABASE_URL").is_none()
+            {
+                config.database_url = format!("sqlite://{}/notification.db", dir.display());
+            }
+            let public = agora_notification::rotate_vapid_key(&config).await?;
+            println!("new VAPID public key {public}; services use it within 30 s, clients subscribe again");
             Ok(())
         }
         Command::GenerateSigningKey => {

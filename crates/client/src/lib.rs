@@ -7,6 +7,21 @@
 pub mod epoch;
 pub mod graph_facts;
 pub mod live;
+
+/// The Web Push alert names Mastodon clients send in `data[alerts]` (the notification service
+/// pushes them; the gateway renders every one in the WebPushSubscription entity).
+pub const PUSH_ALERTS: &[&str] = &[
+    "mention",
+    "status",
+    "reblog",
+    "follow",
+    "follow_request",
+    "favourite",
+    "poll",
+    "update",
+    "admin.sign_up",
+    "admin.report",
+];
 pub mod redis;
 
 use std::sync::Arc;

@@ -169,7 +169,7 @@ fn role_id(role: i32) -> &'static str {
     }
 }
 
-pub fn application(a: &pb::Application, with_secret: bool) -> Value {
+pub fn application(a: &pb::Application, with_secret: bool, vapid_key: &str) -> Value {
     let mut v = json!({
         "id": a.id.to_string(),
         "name": a.name,
@@ -177,7 +177,7 @@ pub fn application(a: &pb::Application, with_secret: bool) -> Value {
         "scopes": a.scopes,
         "redirect_uri": a.redirect_uris.join("\n"),
         "redirect_uris": a.redirect_uris,
-        "vapid_key": "",
+        "vapid_key": vapid_key,
     });
     if with_secret && let Some(obj) = v.as_object_mut() {
         obj.insert("client_id".into(), Value::String(a.client_id.clone()));

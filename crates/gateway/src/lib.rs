@@ -208,7 +208,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<
 /// The public API router (without trailing-slash normalisation, which wraps it in [`serve`]).
 pub fn router(state: AppState, health: Health) -> Router {
     use axum::routing::{delete, put};
-    use routes::{accounts, graph, instance, notifications, oauth, statuses, streaming, timelines};
+    use routes::{accounts, graph, instance, notifications, oauth, push, statuses, streaming, timelines};
     let api = Router::new()
         .route("/api/v1/apps", post(oauth::create_app))
         .route("/api/v1/apps/verify_credentials", get(oauth::verify_app))
@@ -272,6 +272,7 @@ pub fn router(state: AppState, health: Health) -> Router {
         .route("/api/v1/notifications/{id}", get(notifications::get))
         .route("/api/v1/notifications/{id}/dismiss", post(notifications::dismiss))
         .route("/api/v2/notifications", get(notifications::grouped))
+        .route("/api/v1/push/subscription", post(push::create).get(push::get).put(push::update).delete(push::delete))
         .route("/api/v1/streaming/health", get(streaming::health))
         .route("/api/v1/streaming/user", get(streaming::user))
         .route("/api/v1/streaming/user/notification", get(streaming::user_notification))
@@ -366,6 +367,7 @@ impl Gateway {
             live,
             streams,
             shutdown,
+            vapid: Arc::default(),
         };
         Ok(Self { state, health })
     }

@@ -34,4 +34,6 @@ pub struct AppState {
     pub streams: Arc<crate::routes::streaming::Streams>,
     /// Cancelled when the gateway shuts down: open streams end.
     pub shutdown: agora_kit::shutdown::Shutdown,
+    /// The VAPID public key, cached.
+    pub vapid: Arc<crate::routes::push::VapidCache>,
 }

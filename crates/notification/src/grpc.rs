@@ -10,14 +10,48 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{self, Notification, Query};
 use crate::notifications::{NotificationError, Notifications};
+use crate::push::deliver::Pusher;
+use crate::push::{Policy, PushSubscription, normalize_alerts, normalize_keys};
 
 pub struct NotificationGrpc {
     pub notifications: Arc<Notifications>,
     pub verifier: Arc<Verifier>,
+    pub pusher: Arc<Pusher>,
 }
 
 const READ: &str = "read:notifications";
 const WRITE: &str = "write:notifications";
+const PUSH: &str = "push";
+
+fn invalid(field: &'static str, message: impl Into<String>) -> Status {
+    NotificationError::Invalid { field, message: message.into() }.into()
+}
+
+fn store_error(e: crate::store::StoreError) -> Status {
+    agora_kit::Error::from(e).into()
+}
+
+fn push_pb(s: &PushSubscription) -> pb::PushSubscription {
+    pb::PushSubscription {
+        id: s.id,
+        endpoint: s.endpoint.clone(),
+        standard: s.standard,
+        alerts: s.alerts.clone(),
+        policy: s.policy.as_str().to_owned(),
+        server_key: s.server_key.clone(),
+    }
+}
+
+fn policy(raw: &str) -> Result<Policy, Status> {
+    Policy::parse(raw).ok_or_else(|| invalid("policy", "policy must be all, followed, follower or none"))
+}
+
+/// The caller's account and session: push subscriptions belong to a user token's session.
+async fn push_caller<T>(verifier: &Verifier, req: &Request<T>) -> Result<(agora_client::Caller, i64, i64), Status> {
+    let (caller, me) = agora_client::user_with_scope(verifier, req, PUSH).await?;
+    let session = caller.claims.session_id().ok_or_else(|| Status::unauthenticated("The access token is invalid"))?;
+    Ok((caller, me, session))
+}
 
 fn kinds(field: &'static str, names: &[String]) -> Result<Vec<domain::Kind>, Status> {
     domain::parse_kinds(names).map_err(|e| NotificationError::Invalid { field, message: e.to_string() }.into())
@@ -146,5 +180,81 @@ impl NotificationService for NotificationGrpc {
         };
         let count = self.notifications.unread_count(me, r.after_id.max(0), &query).await?;
         Ok(Response::new(pb::GetUnreadCountResponse { count }))
+    }
+
+    async fn put_push_subscription(
+        &self,
+        req: Request<pb::PutPushSubscriptionRequest>,
+    ) -> Result<Response<pb::PushSubscription>, Status> {
+        let (caller, me, session) = push_caller(&self.verifier, &req).await?;
+        let r = req.into_inner();
+        let endpoint = crate::push::check_endpoint(&r.endpoint, self.pusher.allow_private())
+            .await
+            .map_err(|e| invalid("subscription[endpoint]", e))?;
+        let (p256dh, auth) = normalize_keys(&r.p256dh, &r.auth).map_err(|e| invalid("subscription[keys]", e))?;
+        let key = self.pusher.vapid_key().await.map_err(store_error)?;
+        let sub = PushSubscription {
+            id: self.notifications.next_id(),
+            account_id: me,
+            session_id: session,
+            endpoint: endpoint.to_string(),
+            p256dh,
+            auth,
+            standard: r.standard,
+            alerts: normalize_alerts(r.alerts),
+            policy: policy(&r.policy)?,
+            access_token: caller.token,
+            server_key: key.public_key,
+            created_at_ms: agora_kit::time::now_ms(),
+        };
+        self.notifications.store().put_push_subscription(&sub).await.map_err(store_error)?;
+        metrics::counter!("agora_push_subscriptions_changed_total", "change" => "put").increment(1);
+        Ok(Response::new(push_pb(&sub)))
+    }
+
+    async fn get_push_subscription(
+        &self,
+        req: Request<pb::GetPushSubscriptionRequest>,
+    ) -> Result<Response<pb::PushSubscription>, Status> {
+        let (_, me, session) = push_caller(&self.verifier, &req).await?;
+        let found = self.notifications.store().push_subscription(me, session).await.map_err(store_error)?;
+        let sub = found.ok_or_else(|| Status::not_found("Record not found"))?;
+        Ok(Response::new(push_pb(&sub)))
+    }
+
+    async fn update_push_subscription(
+        &self,
+        req: Request<pb::UpdatePushSubscriptionRequest>,
+    ) -> Result<Response<pb::PushSubscription>, Status> {
+        let (_, me, session) = push_caller(&self.verifier, &req).await?;
+        let r = req.into_inner();
+        let policy = policy(&r.policy)?;
+        let store = self.notifications.store();
+        let found = store.push_subscription(me, session).await.map_err(store_error)?;
+        let mut sub = found.ok_or_else(|| Status::not_found("Record not found"))?;
+        sub.alerts = normalize_alerts(r.alerts);
+        sub.policy = policy;
+        store.put_push_subscription(&sub).await.map_err(store_error)?;
+        metrics::counter!("agora_push_subscriptions_changed_total", "change" => "update").increment(1);
+        Ok(Response::new(push_pb(&sub)))
+    }
+
+    async fn delete_push_subscription(
+        &self,
+        req: Request<pb::DeletePushSubscriptionRequest>,
+    ) -> Result<Response<pb::DeletePushSubscriptionResponse>, Status> {
+        let (_, me, session) = push_caller(&self.verifier, &req).await?;
+        if self.notifications.store().delete_push_subscription(me, session).await.map_err(store_error)? {
+            metrics::counter!("agora_push_subscriptions_changed_total", "change" => "delete").increment(1);
+        }
+        Ok(Response::new(pb::DeletePushSubscriptionResponse {}))
+    }
+
+    async fn get_vapid_key(
+        &self,
+        _: Request<pb::GetVapidKeyRequest>,
+    ) -> Result<Response<pb::GetVapidKeyResponse>, Status> {
+        let key = self.pusher.vapid_key().await.map_err(store_error)?;
+        Ok(Response::new(pb::GetVapidKeyResponse { public_key: key.public_key }))
     }
 }

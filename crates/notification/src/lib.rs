@@ -10,6 +10,7 @@
 pub mod domain;
 pub mod grpc;
 pub mod notifications;
+pub mod push;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -21,9 +22,14 @@ use agora_kit::config::{self, ConfigError, Env};
 use agora_kit::health::Health;
 use agora_kit::jwt::Verifier;
 use agora_kit::{IdGenerator, Shutdown};
+use agora_proto::graph::v1::graph_service_client::GraphServiceClient;
 use agora_proto::notification::v1::notification_service_server::NotificationServiceServer;
+use agora_proto::post::v1::post_service_client::PostServiceClient;
+use agora_proto::user::v1::user_service_client::UserServiceClient;
 use async_trait::async_trait;
 use tokio::net::TcpListener;
+
+use crate::push::deliver::{PushConfig, Pusher};
 
 pub use notifications::{NotificationError, Notifications};
 
@@ -44,8 +50,19 @@ pub struct Config {
     pub bus_url: String,
     /// The public base URL; the token issuer (`AGORA_PUBLIC_URL`).
     pub public_url: String,
-    /// The user service, for token keys and revocations (`AGORA_NOTIFICATION_USER_URL`).
+    /// The user service, for token keys and revocations and push titles
+    /// (`AGORA_NOTIFICATION_USER_URL`).
     pub user_url: String,
+    /// The post service, for push bodies (`AGORA_NOTIFICATION_POST_URL`).
+    pub post_url: String,
+    /// The graph service, for push policies (`AGORA_NOTIFICATION_GRAPH_URL`).
+    pub graph_url: String,
+    /// Admit push endpoints over http and on private addresses
+    /// (`AGORA_PUSH_ALLOW_PRIVATE_ENDPOINTS`, default false; tests set it).
+    pub push_allow_private: bool,
+    /// The VAPID contact push services may write to (`AGORA_PUSH_CONTACT`: a `mailto:` or
+    /// https URL; default the public URL).
+    pub push_contact: String,
     /// The live backplane new notifications are announced on (`AGORA_LIVE_URL`: none,
     /// `memory://NAME`, `redis://…`).
     pub live_url: String,
@@ -71,6 +88,10 @@ impl Config {
                 .trim_end_matches('/')
                 .to_owned(),
             user_url: config::service_url(env, "AGORA_NOTIFICATION_USER_URL", "http://127.0.0.1:50051")?,
+            post_url: config::service_url(env, "AGORA_NOTIFICATION_POST_URL", "http://127.0.0.1:50052")?,
+            graph_url: config::service_url(env, "AGORA_NOTIFICATION_GRAPH_URL", "http://127.0.0.1:50053")?,
+            push_allow_private: config::boolean(env, "AGORA_PUSH_ALLOW_PRIVATE_ENDPOINTS", false)?,
+            push_contact: config::string(env, "AGORA_PUSH_CONTACT", ""),
             live_url: agora_client::live::url_from_env(env),
             migrate_on_start: config::boolean(env, "AGORA_MIGRATE_ON_START", true)?,
             worker_id: config::parse(env, "AGORA_WORKER_ID", rand::random::<u16>() % 1024)?,
@@ -93,6 +114,7 @@ impl Handler for EventHandler {
 /// A notification service ready to serve: store open, consumers running.
 pub struct NotificationService {
     pub notifications: Arc<Notifications>,
+    pub pusher: Arc<Pusher>,
     pub health: Health,
     verifier: Arc<Verifier>,
 }
@@ -111,7 +133,27 @@ impl NotificationService {
         let store = store::connect(&config.database_url, config.migrate_on_start).await?;
         let ids = Arc::new(IdGenerator::new(config.worker_id));
         let live = agora_client::live::connect(&config.live_url).await?;
-        let notifications = Arc::new(Notifications::new(Arc::clone(&store), ids, live));
+        let channel = |url: &str| agora_kit::grpc::channel(url);
+        let push = PushConfig {
+            allow_private: config.push_allow_private,
+            contact: if config.push_contact.is_empty() {
+                config.public_url.clone()
+            } else {
+                config.push_contact.clone()
+            },
+            public_url: config.public_url.clone(),
+        };
+        let pusher = Pusher::start(
+            Arc::clone(&store),
+            Arc::clone(&verifier),
+            UserServiceClient::new(channel(&config.user_url)?),
+            PostServiceClient::new(channel(&config.post_url)?),
+            GraphServiceClient::new(channel(&config.graph_url)?),
+            push,
+            shutdown.clone(),
+        )?;
+        let notifications =
+            Arc::new(Notifications::new(Arc::clone(&store), ids, live).with_pusher(Arc::clone(&pusher)));
         let handler = Arc::new(EventHandler { notifications: Arc::clone(&notifications) });
         agora_events::consumer::spawn_per_topic(&bus, &[POST_TOPIC, GRAPH_TOPIC], GROUP, handler, &shutdown).await;
         // Handled-event records and expired mutes.
@@ -127,7 +169,7 @@ impl NotificationService {
             let s = Arc::clone(&s);
             async move { s.ping().await.map_err(|e| e.to_string()) }
         });
-        Ok(Self { notifications, health, verifier })
+        Ok(Self { notifications, pusher, health, verifier })
     }
 
     /// Serves gRPC on `listener` until `shutdown`, then drains in-flight calls.
@@ -142,6 +184,7 @@ impl NotificationService {
             NotificationServiceServer::new(grpc::NotificationGrpc {
                 notifications: self.notifications,
                 verifier: self.verifier,
+                pusher: self.pusher,
             }),
         )
         .await?;
@@ -161,6 +204,23 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> a
     service.serve(listener, shutdown).await?;
     let _ = admin_task.await;
     Ok(())
+}
+
+/// Makes a new VAPID key the one in force (`agora push rotate-vapid-key`); returns its public
+/// half. Subscriptions made with the old key are ended at their next push (clients subscribe
+/// again with the new `server_key`); running services pick the key up within 30 s.
+pub async fn rotate_vapid_key(config: &Config) -> anyhow::Result<String> {
+    let store = store::connect(&config.database_url, config.migrate_on_start).await?;
+    let key = push::VapidKey::generate(agora_kit::time::now_ms()).map_err(|e| anyhow::anyhow!(e))?;
+    // A ScyllaDB store comes up in the background: wait for it, briefly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match store.put_vapid_key(&key, true).await {
+            Ok(kept) => return Ok(kept.public_key),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
 }
 
 /// Applies the notification store's migrations (`agora migrate`).

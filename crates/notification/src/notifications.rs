@@ -11,6 +11,8 @@ use crate::domain::{Change, Group, GroupStats, Interaction, Kind, Notification, 
 use crate::store::{NotificationStore, StoreError};
 use agora_client::live::{Live, LiveEvent, Topic, publish_best_effort};
 
+use crate::push::deliver::Pusher;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NotificationError {
     #[error("{field}: {message}")]
@@ -48,11 +50,23 @@ pub struct Notifications {
     ids: Arc<IdGenerator>,
     /// Where new notifications are announced to the recipients' open streams.
     live: Option<Arc<dyn Live>>,
+    /// Where new notifications are queued for Web Push.
+    pusher: Option<Arc<Pusher>>,
 }
 
 impl Notifications {
     pub fn new(store: Arc<dyn NotificationStore>, ids: Arc<IdGenerator>, live: Option<Arc<dyn Live>>) -> Self {
-        Self { store, ids, live }
+        Self { store, ids, live, pusher: None }
+    }
+
+    /// Pushes each new notification, after its commit, through `pusher`.
+    pub fn with_pusher(mut self, pusher: Arc<Pusher>) -> Self {
+        self.pusher = Some(pusher);
+        self
+    }
+
+    pub fn next_id(&self) -> i64 {
+        self.ids.next_id()
     }
 
     pub fn store(&self) -> &Arc<dyn NotificationStore> {
@@ -262,6 +276,10 @@ impl Notifications {
                         LiveEvent::Notification(n.id),
                     )
                     .await;
+                    // The pusher asks the store first, so what was not written is not pushed.
+                    if let Some(p) = &self.pusher {
+                        p.enqueue(n.clone());
+                    }
                 }
             }
         }

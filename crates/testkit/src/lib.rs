@@ -257,6 +257,8 @@ impl PlatformBuilder {
             ("AGORA_GATEWAY_FEED_URL", &feed_url),
             ("AGORA_GATEWAY_NOTIFICATION_URL", &notification_url),
             ("AGORA_NOTIFICATION_USER_URL", &user_url),
+            ("AGORA_NOTIFICATION_POST_URL", &post_url),
+            ("AGORA_NOTIFICATION_GRAPH_URL", &graph_url),
             ("AGORA_POST_USER_URL", &user_url),
             ("AGORA_POST_GRAPH_URL", &graph_url),
             ("AGORA_GRAPH_USER_URL", &user_url),

@@ -13,9 +13,10 @@ fn mastodon_version() -> String {
     format!("4.3.0 (compatible; Agora {VERSION})")
 }
 
-fn configuration(st: &AppState) -> Value {
+fn configuration(st: &AppState, vapid_key: &str) -> Value {
     json!({
         "urls": { "streaming": st.config.streaming_url() },
+        "vapid": { "public_key": vapid_key },
         "accounts": { "max_featured_tags": 10, "max_pinned_statuses": 5 },
         "statuses": { "max_characters": 500, "max_media_attachments": 4, "characters_reserved_per_url": 23 },
         "media_attachments": {
@@ -44,7 +45,7 @@ pub async fn v1(State(st): State<AppState>) -> axum::Json<Value> {
         "registrations": c.registrations_open,
         "approval_required": false,
         "invites_enabled": false,
-        "configuration": configuration(&st),
+        "configuration": configuration(&st, &super::push::vapid_key(&st).await),
         "contact_account": Value::Null,
         "rules": []
     }))
@@ -61,7 +62,7 @@ pub async fn v2(State(st): State<AppState>) -> axum::Json<Value> {
         "usage": { "users": { "active_month": 0 } },
         "thumbnail": { "url": format!("{}/thumbnail.png", c.public_url) },
         "languages": ["en"],
-        "configuration": configuration(&st),
+        "configuration": configuration(&st, &super::push::vapid_key(&st).await),
         "registrations": { "enabled": c.registrations_open, "approval_required": false, "message": Value::Null },
         "api_versions": { "mastodon": 2 },
         "contact": { "email": c.contact_email, "account": Value::Null },

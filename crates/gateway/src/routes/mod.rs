@@ -3,6 +3,7 @@ pub mod graph;
 pub mod instance;
 pub mod notifications;
 pub mod oauth;
+pub mod push;
 pub mod statuses;
 pub mod streaming;
 pub mod timelines;

@@ -38,7 +38,7 @@ pub async fn create_app(State(st): State<AppState>, p: Params) -> ApiResult<axum
     };
     let app =
         st.user.clone().create_application(request(req, None)).await?.into_inner().application.unwrap_or_default();
-    Ok(axum::Json(entities::application(&app, true)))
+    Ok(axum::Json(entities::application(&app, true, &super::push::vapid_key(&st).await)))
 }
 
 pub async fn verify_app(State(st): State<AppState>, Authenticated(c): Authenticated) -> ApiResult<axum::Json<Value>> {
@@ -50,7 +50,7 @@ pub async fn verify_app(State(st): State<AppState>, Authenticated(c): Authentica
         .into_inner()
         .application
         .unwrap_or_default();
-    Ok(axum::Json(entities::application(&app, false)))
+    Ok(axum::Json(entities::application(&app, false, &super::push::vapid_key(&st).await)))
 }
 
 /// Client credentials from the body or from HTTP Basic auth (RFC 6749 §2.3.1).

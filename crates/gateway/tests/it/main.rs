@@ -7,6 +7,7 @@ mod api;
 mod caches;
 mod cancellation;
 mod connections;
+mod push;
 mod ratelimit;
 mod social;
 mod streaming;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::{Change, Group, GroupStats, Notification, Query};
+use crate::push::{PushSubscription, VapidKey};
 
 pub use scylla::ScyllaNotificationStore;
 pub use sql::{PgNotificationStore, SqliteNotificationStore};
@@ -74,6 +75,19 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// Forgets handled-event records older than `before_ms` and expired mutes. Returns the rows
     /// removed.
     async fn prune(&self, before_ms: i64) -> StoreResult<u64>;
+
+    /// Web Push: puts the subscription of its (account, session), replacing the one there was.
+    async fn put_push_subscription(&self, s: &PushSubscription) -> StoreResult<()>;
+    async fn push_subscription(&self, account_id: i64, session_id: i64) -> StoreResult<Option<PushSubscription>>;
+    /// Every subscription of the account (one per session).
+    async fn push_subscriptions(&self, account_id: i64) -> StoreResult<Vec<PushSubscription>>;
+    /// False when there was none.
+    async fn delete_push_subscription(&self, account_id: i64, session_id: i64) -> StoreResult<bool>;
+    /// The server's VAPID key; None until one is put.
+    async fn vapid_key(&self) -> StoreResult<Option<VapidKey>>;
+    /// Puts `key` if there is none yet (`replace`: in any case); returns the key in force after,
+    /// so racing first writers all end up with the one that won.
+    async fn put_vapid_key(&self, key: &VapidKey, replace: bool) -> StoreResult<VapidKey>;
 }
 
 /// Opens the store named by `url`, migrating it first when `migrate_on_start`. SQLite files and

@@ -17,9 +17,48 @@ use scylla::statement::prepared::PreparedStatement;
 
 use super::{NotificationStore, StoreError, StoreResult};
 use crate::domain::{Change, GROUP_SAMPLE, Group, GroupStats, Kind, Notification, Query};
+use crate::push::{Policy, PushSubscription, VapidKey};
 
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "init", cql: include_str!("../../migrations/scylla/0001_init.cql") }];
+const PUSH_COLUMNS: &str = "account_id, session_id, id, endpoint, p256dh, auth, standard, alerts, policy, \
+     access_token, server_key, created_at_ms";
+type PushRow = (i64, i64, i64, String, String, String, bool, String, String, String, String, i64);
+
+fn subscription(
+    (
+        account_id,
+        session_id,
+        id,
+        endpoint,
+        p256dh,
+        auth,
+        standard,
+        alerts,
+        policy,
+        access_token,
+        server_key,
+        created_at_ms,
+    ): PushRow,
+) -> PushSubscription {
+    PushSubscription {
+        id,
+        account_id,
+        session_id,
+        endpoint,
+        p256dh,
+        auth,
+        standard,
+        alerts: PushSubscription::alerts_from_text(&alerts),
+        policy: Policy::parse(&policy).unwrap_or(Policy::All),
+        access_token,
+        server_key,
+        created_at_ms,
+    }
+}
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "init", cql: include_str!("../../migrations/scylla/0001_init.cql") },
+    Migration { version: 2, name: "push", cql: include_str!("../../migrations/scylla/0002_push.cql") },
+];
 
 /// Bookkeeping rows (handled events, timed mutes) are spread over this many partitions.
 const SHARDS: i32 = 16;
@@ -81,6 +120,13 @@ pub struct Prepared {
     inter_del: PreparedStatement,
     inter_of: PreparedStatement,
     inter_gone: PreparedStatement,
+    push_put: PreparedStatement,
+    push_get: PreparedStatement,
+    push_of: PreparedStatement,
+    push_del: PreparedStatement,
+    vapid_claim: PreparedStatement,
+    vapid_replace: PreparedStatement,
+    vapid_get: PreparedStatement,
 }
 
 impl Statements for Prepared {
@@ -230,6 +276,36 @@ impl Statements for Prepared {
             .await?,
             inter_of: scan("SELECT account_id FROM interactions WHERE status_id = ?".into()).await?,
             inter_gone: p("DELETE FROM interactions WHERE status_id = ?".into(), true).await?,
+            push_put: p(
+                format!("INSERT INTO push_subscriptions ({PUSH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                true,
+            )
+            .await?,
+            push_get: p(
+                format!("SELECT {PUSH_COLUMNS} FROM push_subscriptions WHERE account_id = ? AND session_id = ?"),
+                true,
+            )
+            .await?,
+            push_of: scan(format!("SELECT {PUSH_COLUMNS} FROM push_subscriptions WHERE account_id = ?")).await?,
+            push_del: p("DELETE FROM push_subscriptions WHERE account_id = ? AND session_id = ?".into(), true).await?,
+            vapid_claim: p(
+                "INSERT INTO vapid_keys (name, private_key, public_key, created_at_ms) VALUES ('current', ?, ?, ?) \
+                 IF NOT EXISTS"
+                    .into(),
+                false,
+            )
+            .await?,
+            vapid_replace: p(
+                "INSERT INTO vapid_keys (name, private_key, public_key, created_at_ms) VALUES ('current', ?, ?, ?)"
+                    .into(),
+                true,
+            )
+            .await?,
+            vapid_get: p(
+                "SELECT private_key, public_key, created_at_ms FROM vapid_keys WHERE name = 'current'".into(),
+                true,
+            )
+            .await?,
         })
     }
 }
@@ -585,5 +661,60 @@ impl NotificationStore for ScyllaNotificationStore {
             cql::exec(s, &q.expiry_prune, (shard, before_ms)).await?;
         }
         Ok(removed)
+    }
+
+    async fn put_push_subscription(&self, sub: &PushSubscription) -> StoreResult<()> {
+        let (s, q) = self.ready()?;
+        let values = (
+            sub.account_id,
+            sub.session_id,
+            sub.id,
+            sub.endpoint.as_str(),
+            sub.p256dh.as_str(),
+            sub.auth.as_str(),
+            sub.standard,
+            sub.alerts_text(),
+            sub.policy.as_str(),
+            sub.access_token.as_str(),
+            sub.server_key.as_str(),
+            sub.created_at_ms,
+        );
+        cql::exec(s, &q.push_put, values).await?;
+        Ok(())
+    }
+
+    async fn push_subscription(&self, account_id: i64, session_id: i64) -> StoreResult<Option<PushSubscription>> {
+        let (s, q) = self.ready()?;
+        Ok(cql::row::<PushRow>(s, &q.push_get, (account_id, session_id)).await?.map(subscription))
+    }
+
+    async fn push_subscriptions(&self, account_id: i64) -> StoreResult<Vec<PushSubscription>> {
+        let (s, q) = self.ready()?;
+        let rows: Vec<PushRow> = cql::rows(s, &q.push_of, (account_id,)).await?;
+        Ok(rows.into_iter().map(subscription).collect())
+    }
+
+    async fn delete_push_subscription(&self, account_id: i64, session_id: i64) -> StoreResult<bool> {
+        let (s, q) = self.ready()?;
+        let there = cql::row::<PushRow>(s, &q.push_get, (account_id, session_id)).await?.is_some();
+        cql::exec(s, &q.push_del, (account_id, session_id)).await?;
+        Ok(there)
+    }
+
+    async fn vapid_key(&self) -> StoreResult<Option<VapidKey>> {
+        let (s, q) = self.ready()?;
+        let row = cql::row::<(String, String, i64)>(s, &q.vapid_get, ()).await?;
+        Ok(row.map(|(private_key, public_key, created_at_ms)| VapidKey { private_key, public_key, created_at_ms }))
+    }
+
+    async fn put_vapid_key(&self, key: &VapidKey, replace: bool) -> StoreResult<VapidKey> {
+        let (s, q) = self.ready()?;
+        let values = (key.private_key.as_str(), key.public_key.as_str(), key.created_at_ms);
+        if replace {
+            cql::exec(s, &q.vapid_replace, values).await?;
+        } else {
+            cql::applied(s, &q.vapid_claim, values).await?;
+        }
+        self.vapid_key().await?.ok_or_else(|| StoreError::Unavailable("the VAPID key was not kept".into()))
     }
 }

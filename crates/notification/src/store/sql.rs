@@ -10,6 +10,7 @@ use super::lite;
 
 use super::{NotificationStore, StoreResult};
 use crate::domain::{Change, GROUP_SAMPLE, Group, GroupStats, Kind, Notification, Query};
+use crate::push::{Policy, PushSubscription, VapidKey};
 
 pub(super) const COLUMNS: &str = "id, recipient_id, kind, account_id, status_id, created_at_ms";
 /// A notification is written only while the recipient hears from the actor.
@@ -42,6 +43,58 @@ pub(super) const INTERACTED: &str =
     "INSERT INTO interactions (status_id, account_id, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 pub(super) const UNINTERACTED: &str = "DELETE FROM interactions WHERE status_id = $1 AND account_id = $2 AND kind = $3";
 pub(super) const SUBSCRIBERS: &str = "SELECT follower_id FROM subscriptions WHERE target_id = $1 ORDER BY follower_id";
+
+const PUSH_OF_SESSION: &str = "SELECT account_id, session_id, id, endpoint, p256dh, auth, standard, alerts, policy, \
+     access_token, server_key, created_at_ms FROM push_subscriptions WHERE account_id = $1 AND session_id = $2";
+const PUSH_OF_ACCOUNT: &str = "SELECT account_id, session_id, id, endpoint, p256dh, auth, standard, alerts, policy, \
+     access_token, server_key, created_at_ms FROM push_subscriptions WHERE account_id = $1 ORDER BY session_id";
+const PUT_PUSH: &str = "INSERT INTO push_subscriptions (account_id, session_id, id, endpoint, p256dh, auth, standard, \
+     alerts, policy, access_token, server_key, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (account_id, session_id) DO UPDATE SET id = excluded.id, endpoint = excluded.endpoint, \
+     p256dh = excluded.p256dh, auth = excluded.auth, standard = excluded.standard, alerts = excluded.alerts, \
+     policy = excluded.policy, access_token = excluded.access_token, server_key = excluded.server_key, \
+     created_at_ms = excluded.created_at_ms";
+const PUT_VAPID: &str = "INSERT INTO vapid_keys (name, private_key, public_key, created_at_ms) VALUES ('current', $1, $2, $3) \
+     ON CONFLICT (name) DO NOTHING";
+const REPLACE_VAPID: &str = "INSERT INTO vapid_keys (name, private_key, public_key, created_at_ms) \
+     VALUES ('current', $1, $2, $3) ON CONFLICT (name) DO UPDATE SET private_key = excluded.private_key, \
+     public_key = excluded.public_key, created_at_ms = excluded.created_at_ms";
+const GET_VAPID: &str = "SELECT private_key, public_key, created_at_ms FROM vapid_keys WHERE name = 'current'";
+
+#[derive(sqlx::FromRow)]
+struct PushRow {
+    account_id: i64,
+    session_id: i64,
+    id: i64,
+    endpoint: String,
+    p256dh: String,
+    auth: String,
+    standard: bool,
+    alerts: String,
+    policy: String,
+    access_token: String,
+    server_key: String,
+    created_at_ms: i64,
+}
+
+impl PushRow {
+    fn subscription(self) -> PushSubscription {
+        PushSubscription {
+            id: self.id,
+            account_id: self.account_id,
+            session_id: self.session_id,
+            endpoint: self.endpoint,
+            p256dh: self.p256dh,
+            auth: self.auth,
+            standard: self.standard,
+            alerts: PushSubscription::alerts_from_text(&self.alerts),
+            policy: Policy::parse(&self.policy).unwrap_or(Policy::All),
+            access_token: self.access_token,
+            server_key: self.server_key,
+            created_at_ms: self.created_at_ms,
+        }
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -354,6 +407,73 @@ macro_rules! sql_notification_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(events.rows_affected() + mutes.rows_affected())
+            }
+
+            async fn put_push_subscription(&self, s: &PushSubscription) -> StoreResult<()> {
+                sqlx::query(PUT_PUSH)
+                    .bind(s.account_id)
+                    .bind(s.session_id)
+                    .bind(s.id)
+                    .bind(&s.endpoint)
+                    .bind(&s.p256dh)
+                    .bind(&s.auth)
+                    .bind(s.standard)
+                    .bind(s.alerts_text())
+                    .bind(s.policy.as_str())
+                    .bind(&s.access_token)
+                    .bind(&s.server_key)
+                    .bind(s.created_at_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn push_subscription(
+                &self,
+                account_id: i64,
+                session_id: i64,
+            ) -> StoreResult<Option<PushSubscription>> {
+                let row: Option<PushRow> = sqlx::query_as(PUSH_OF_SESSION)
+                    .bind(account_id)
+                    .bind(session_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(PushRow::subscription))
+            }
+
+            async fn push_subscriptions(&self, account_id: i64) -> StoreResult<Vec<PushSubscription>> {
+                let rows: Vec<PushRow> = sqlx::query_as(PUSH_OF_ACCOUNT).bind(account_id).fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(PushRow::subscription).collect())
+            }
+
+            async fn delete_push_subscription(&self, account_id: i64, session_id: i64) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM push_subscriptions WHERE account_id = $1 AND session_id = $2")
+                    .bind(account_id)
+                    .bind(session_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn vapid_key(&self) -> StoreResult<Option<VapidKey>> {
+                let row: Option<(String, String, i64)> = sqlx::query_as(GET_VAPID).fetch_optional(&self.pool).await?;
+                Ok(row.map(|(private_key, public_key, created_at_ms)| VapidKey {
+                    private_key,
+                    public_key,
+                    created_at_ms,
+                }))
+            }
+
+            async fn put_vapid_key(&self, key: &VapidKey, replace: bool) -> StoreResult<VapidKey> {
+                sqlx::query(if replace { REPLACE_VAPID } else { PUT_VAPID })
+                    .bind(&key.private_key)
+                    .bind(&key.public_key)
+                    .bind(key.created_at_ms)
+                    .execute(&self.pool)
+                    .await?;
+                self.vapid_key()
+                    .await?
+                    .ok_or_else(|| crate::store::StoreError::Unavailable("the VAPID key was not kept".into()))
             }
         }
     };

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use agora_notification::domain::{Change, Group, Interaction, Kind, Notification, Query, Reason};
+use agora_notification::push::{Policy, PushSubscription, VapidKey};
 use agora_notification::store::{self, NotificationStore};
 
 const NOW: i64 = 1_000_000;
@@ -253,6 +254,61 @@ async fn groups_count_their_whole_membership(s: Arc<dyn NotificationStore>) {
     assert_eq!((favs.count, favs.most_recent_id), (9, 18), "an actor the recipient stopped hearing drops out");
 }
 
+fn push_sub(account_id: i64, session_id: i64, endpoint: &str) -> PushSubscription {
+    PushSubscription {
+        id: session_id * 10,
+        account_id,
+        session_id,
+        endpoint: endpoint.to_owned(),
+        p256dh: "BPub".to_owned(),
+        auth: "auth".to_owned(),
+        standard: false,
+        alerts: vec!["favourite".to_owned(), "mention".to_owned()],
+        policy: Policy::Followed,
+        access_token: "token".to_owned(),
+        server_key: "server".to_owned(),
+        created_at_ms: NOW,
+    }
+}
+
+async fn push_subscriptions_are_one_per_session(s: Arc<dyn NotificationStore>) {
+    assert_eq!(s.push_subscription(1, 7).await.unwrap(), None);
+    assert!(s.push_subscriptions(1).await.unwrap().is_empty());
+    let first = push_sub(1, 7, "https://push.example/a");
+    s.put_push_subscription(&first).await.unwrap();
+    assert_eq!(s.push_subscription(1, 7).await.unwrap(), Some(first.clone()), "read back whole");
+    // The same session subscribing again replaces it; another session adds one.
+    let again = PushSubscription {
+        id: 71,
+        standard: true,
+        policy: Policy::All,
+        alerts: vec![],
+        ..push_sub(1, 7, "https://push.example/b")
+    };
+    s.put_push_subscription(&again).await.unwrap();
+    s.put_push_subscription(&push_sub(1, 8, "https://push.example/c")).await.unwrap();
+    s.put_push_subscription(&push_sub(2, 9, "https://push.example/d")).await.unwrap();
+    let mine: Vec<(i64, String)> =
+        s.push_subscriptions(1).await.unwrap().into_iter().map(|p| (p.session_id, p.endpoint)).collect();
+    assert_eq!(mine, [(7, "https://push.example/b".to_owned()), (8, "https://push.example/c".to_owned())]);
+    assert_eq!(s.push_subscription(1, 7).await.unwrap(), Some(again));
+    assert!(s.delete_push_subscription(1, 7).await.unwrap());
+    assert!(!s.delete_push_subscription(1, 7).await.unwrap(), "gone already");
+    assert!(!s.delete_push_subscription(2, 8).await.unwrap(), "another account's session is not touched");
+    assert_eq!(s.push_subscriptions(1).await.unwrap().len(), 1);
+    assert_eq!(s.push_subscriptions(2).await.unwrap().len(), 1);
+}
+
+async fn the_first_vapid_key_wins_until_replaced(s: Arc<dyn NotificationStore>) {
+    assert_eq!(s.vapid_key().await.unwrap(), None);
+    let a = VapidKey { private_key: "a-private".into(), public_key: "a-public".into(), created_at_ms: 1 };
+    let b = VapidKey { private_key: "b-private".into(), public_key: "b-public".into(), created_at_ms: 2 };
+    assert_eq!(s.put_vapid_key(&a, false).await.unwrap(), a);
+    assert_eq!(s.put_vapid_key(&b, false).await.unwrap(), a, "a second first writer gets the key that won");
+    assert_eq!(s.put_vapid_key(&b, true).await.unwrap(), b, "a rotation replaces it");
+    assert_eq!(s.vapid_key().await.unwrap(), Some(b));
+}
+
 async fn sqlite() -> Option<Arc<dyn NotificationStore>> {
     let dir = agora_testkit::scratch_dir().unwrap();
     let url = format!("sqlite://{}/notification.db", dir.display());
@@ -293,5 +349,7 @@ agora_testkit::conformance!(
         subscriptions_and_interactions_are_kept,
         a_renewed_notification_replaces_its_cause,
         groups_count_their_whole_membership,
+        push_subscriptions_are_one_per_session,
+        the_first_vapid_key_wins_until_replaced,
     ]
 );

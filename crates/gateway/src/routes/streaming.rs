@@ -11,7 +11,9 @@
 //!
 //! The live backplane ([`agora_client::live`]) names a new notification or status; the stream
 //! fetches it with its own token (from the notification service, or from the post service,
-//! which applies visibility and blocks) and renders it as the REST API does; a status whose
+//! which applies visibility and blocks) and renders it as the REST API does — one render per
+//! account and event shared by that account's streams on this gateway, and one, without a
+//! viewer (as Mastodon does), for every public and hashtag stream; a status whose
 //! author (or reblogged author) the viewer blocks, is blocked by or mutes is left out, and the
 //! public and hashtag streams send only public statuses, whatever was published.
 //!
@@ -80,10 +82,11 @@ enum Owner {
     Anonymous(IpAddr),
 }
 
-/// Open streaming connections per owner, bounded.
+/// Open streaming connections per owner, bounded, and the renders they share.
 pub struct Streams {
     limit: usize,
     open: Mutex<HashMap<Owner, usize>>,
+    renders: Renders,
 }
 
 /// One open connection's place; freed when it ends.
@@ -94,7 +97,7 @@ pub struct Slot {
 
 impl Streams {
     pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self { limit, open: Mutex::new(HashMap::new()) })
+        Arc::new(Self { limit, open: Mutex::new(HashMap::new()), renders: Renders::default() })
     }
 
     fn acquire(self: &Arc<Self>, owner: Owner) -> Option<Slot> {
@@ -119,6 +122,72 @@ impl Drop for Slot {
             }
         }
         metrics::gauge!("agora_gateway_streams_open").decrement(1.0);
+    }
+}
+
+/// How long a render stays shareable: the streams that hear one event hear it together (one
+/// broadcast), so this only has to outlast their reading it.
+const RENDER_KEEP: Duration = Duration::from_secs(2);
+
+/// An event rendered once for every stream that may share it: its JSON, and the authors (the
+/// status's, a reblogged status's) each viewer's blocks and mutes are checked against.
+#[derive(Clone)]
+struct Rendered {
+    json: Arc<str>,
+    authors: Vec<i64>,
+}
+
+type Render = Result<Option<Rendered>, (StatusCode, String)>;
+
+/// What is rendered, and for whom: `viewer` None for a public stream's status, which is the
+/// same for everyone (Mastodon renders it without a viewer too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RenderKey {
+    viewer: Option<i64>,
+    notification: bool,
+    id: i64,
+    public_only: bool,
+}
+
+struct Held {
+    cell: Arc<tokio::sync::OnceCell<Render>>,
+    born: Instant,
+}
+
+/// Renders shared between the streams of one gateway. Ten streams of one account (a phone and
+/// a laptop, each with `user` and `user:notification`) hearing one event make one call to the
+/// owning service, not ten, and a public status is rendered once for every public and hashtag
+/// stream; each stream still checks its own viewer's filter and scopes.
+#[derive(Default)]
+struct Renders {
+    held: Mutex<(HashMap<RenderKey, Held>, Option<Instant>)>,
+}
+
+impl Renders {
+    /// The render of `key`: one in flight is joined; a finished one is reused only with `reuse`
+    /// (an edit must not be answered with the render of the edit before it).
+    async fn get<F: Future<Output = Render>>(&self, key: RenderKey, reuse: bool, make: F) -> Render {
+        let cell = {
+            let mut guard = self.held.lock();
+            let (held, swept) = &mut *guard;
+            if swept.is_none_or(|t| t.elapsed() >= RENDER_KEEP) {
+                held.retain(|_, h| h.born.elapsed() < RENDER_KEEP);
+                *swept = Some(Instant::now());
+            }
+            match held.get(&key) {
+                Some(h) if h.born.elapsed() < RENDER_KEEP && (reuse || !h.cell.initialized()) => {
+                    metrics::counter!("agora_gateway_stream_renders_total", "result" => "shared").increment(1);
+                    Arc::clone(&h.cell)
+                }
+                _ => {
+                    metrics::counter!("agora_gateway_stream_renders_total", "result" => "rendered").increment(1);
+                    let cell = Arc::new(tokio::sync::OnceCell::new());
+                    held.insert(key, Held { cell: Arc::clone(&cell), born: Instant::now() });
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(|| make).await.clone()
     }
 }
 
@@ -369,20 +438,20 @@ impl Conn {
 
     /// The event as `(event name, payload)` for `kind`'s stream, or None when this stream does
     /// not carry it or its viewer may not see it.
-    async fn render(&self, kind: &Kind, recent: &mut VecDeque<i64>, e: LiveEvent) -> Option<(&'static str, String)> {
+    async fn render(&self, kind: &Kind, recent: &mut VecDeque<i64>, e: LiveEvent) -> Option<(&'static str, Arc<str>)> {
         let caller = self.caller.as_ref();
         let statuses = caller.is_none_or(|c| c.claims.allows("read:statuses"));
         let notifications = caller.is_some_and(|c| c.claims.allows("read:notifications"));
         let public_only = !kind.personal();
         let rendered = match e {
             LiveEvent::Notification(id) if kind.personal() && notifications => {
-                notification(&self.st, caller?, id).await.map(|n| n.map(|json| ("notification", json)))
+                self.notification(id).await.map(|n| n.map(|json| ("notification", json)))
             }
             LiveEvent::Notification(_) => return None,
             _ if !statuses || *kind == Kind::UserNotification => return None,
             LiveEvent::Update(id) if recent.contains(&id) => return None,
             LiveEvent::Update(id) => {
-                let found = status(&self.st, caller, id, public_only).await;
+                let found = self.status(id, public_only, true).await;
                 if matches!(found, Ok(Some(_))) {
                     if recent.len() == RECENT_UPDATES {
                         recent.pop_front();
@@ -392,11 +461,11 @@ impl Conn {
                 found.map(|n| n.map(|json| ("update", json)))
             }
             LiveEvent::StatusUpdate(id) => {
-                status(&self.st, caller, id, public_only).await.map(|n| n.map(|json| ("status.update", json)))
+                self.status(id, public_only, false).await.map(|n| n.map(|json| ("status.update", json)))
             }
             // Mastodon's `delete` payload is the bare id. Nothing is revealed: the id was in
             // the viewer's home, or public.
-            LiveEvent::Delete(id) => Ok(Some(("delete", id.to_string()))),
+            LiveEvent::Delete(id) => Ok(Some(("delete", Arc::from(id.to_string())))),
         };
         let stream = kind.name();
         match rendered {
@@ -417,6 +486,46 @@ impl Conn {
                 None
             }
         }
+    }
+
+    /// Status `id` for this stream's viewer (`public_only`: as a public stream shows it), as a
+    /// JSON string; None when they may not see it.
+    async fn status(&self, id: i64, public_only: bool, reuse: bool) -> ApiResult<Option<Arc<str>>> {
+        let viewer = self.caller.as_ref().and_then(|c| c.claims.account_id());
+        // A home's status is fetched as its viewer, so the post service decides what they may
+        // see; a public stream's is the same for all.
+        let as_caller = if public_only { None } else { self.caller.as_ref() };
+        let fetch = fetch_status(&self.st, as_caller, id, public_only);
+        let render = match (public_only, viewer) {
+            (false, None) => fetch.await,
+            (_, _) => {
+                let key = RenderKey { viewer: as_caller.and(viewer), notification: false, id, public_only };
+                self.st.streams.renders.get(key, reuse, fetch).await
+            }
+        };
+        let Some(r) = render.map_err(|(status, text)| ApiError::new(status, &text))? else { return Ok(None) };
+        if let Some(c) = &self.caller
+            && let Some(viewer) = viewer
+        {
+            let filter = self.st.facts.filter_set(viewer, &c.token).await?;
+            let hidden = |a: i64| {
+                a != viewer
+                    && (filter.blocking.contains(&a) || filter.blocked_by.contains(&a) || filter.muting.contains(&a))
+            };
+            if r.authors.iter().any(|a| hidden(*a)) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(r.json))
+    }
+
+    /// Notification `id` as this stream's viewer may see it, as a JSON string.
+    async fn notification(&self, id: i64) -> ApiResult<Option<Arc<str>>> {
+        let Some(c) = &self.caller else { return Ok(None) };
+        let Some(viewer) = c.claims.account_id() else { return Ok(None) };
+        let key = RenderKey { viewer: Some(viewer), notification: true, id, public_only: false };
+        let render = self.st.streams.renders.get(key, true, fetch_notification(&self.st, c, id)).await;
+        Ok(render.map_err(|(status, text)| ApiError::new(status, &text))?.map(|r| r.json))
     }
 }
 
@@ -457,7 +566,7 @@ async fn next_sse(mut s: SseStream) -> Option<(Result<Event, Infallible>, SseStr
                 return None;
             }
             _ = s.conn.recheck.tick() => {
-                if !s.conn.still_valid().await {
+                if !Box::pin(s.conn.still_valid()).await {
                     return None;
                 }
             }
@@ -468,7 +577,9 @@ async fn next_sse(mut s: SseStream) -> Option<(Result<Event, Infallible>, SseStr
                     metrics::counter!("agora_gateway_streams_closed_total", "reason" => "slow").increment(1);
                     return None;
                 }
-                if let Some((event, json)) = s.conn.render(&s.kind, &mut s.recent, e).await {
+                // Boxed: the render's future is large, and kept inline it would be allocated for
+                // every open stream while it waits, not only while it renders.
+                if let Some((event, json)) = Box::pin(s.conn.render(&s.kind, &mut s.recent, e)).await {
                     return Some((Ok(Event::default().event(event).data(json)), s));
                 }
             }
@@ -576,7 +687,7 @@ impl Socket {
                     break End::Close(close_code::AWAY, "shutdown", "The server is shutting down; reconnect");
                 }
                 _ = self.conn.recheck.tick() => {
-                    if !self.conn.still_valid().await {
+                    if !Box::pin(self.conn.still_valid()).await {
                         break End::Close(close_code::POLICY, "", "The access token is no longer valid");
                     }
                 }
@@ -606,10 +717,10 @@ impl Socket {
                         break End::Close(close_code::POLICY, "slow", "The client fell too far behind");
                     }
                     let mut recent = self.recent.remove(&kind).unwrap_or_default();
-                    let rendered = self.conn.render(&kind, &mut recent, e).await;
+                    let rendered = Box::pin(self.conn.render(&kind, &mut recent, e)).await; // boxed: see next_sse
                     self.recent.insert(kind.clone(), recent);
                     if let Some((event, payload)) = rendered {
-                        let frame = serde_json::json!({ "stream": kind.frame_stream(), "event": event, "payload": payload });
+                        let frame = serde_json::json!({ "stream": kind.frame_stream(), "event": event, "payload": &*payload });
                         if let Err(end) = self.send(Message::Text(frame.to_string().into())).await {
                             break end;
                         }
@@ -709,11 +820,16 @@ fn error_text(e: &ApiError) -> String {
 
 // ---- entities ----------------------------------------------------------------------------
 
-/// The Status entity `id` as the viewer would see it in their home (`public_only`: on a public
-/// timeline), as a JSON string; None when the post service hides it from them, it is not
-/// public where only public ones go, or they block, are blocked by or mute its author (or the
-/// reblogged author).
-async fn status(st: &AppState, c: Option<&Caller>, id: i64, public_only: bool) -> ApiResult<Option<String>> {
+/// An API error as a shared render keeps it.
+fn shareable(e: ApiError) -> (StatusCode, String) {
+    let text = error_text(&e);
+    (e.status, text)
+}
+
+/// The Status entity `id` as `c` would see it in their home (`public_only`: on a public
+/// timeline, where only public originals go), with its authors; None when the post service
+/// hides it from them or it is not public where only public ones go.
+async fn fetch_status(st: &AppState, c: Option<&Caller>, id: i64, public_only: bool) -> Render {
     let page = st
         .post
         .clone()
@@ -721,47 +837,39 @@ async fn status(st: &AppState, c: Option<&Caller>, id: i64, public_only: bool) -
             ppb::GetStatusesRequest { ids: vec![id], with_author_stats: true },
             c.map(|c| c.token.as_str()),
         ))
-        .await?
+        .await
+        .map_err(|s| shareable(s.into()))?
         .into_inner();
     let Some(s) = page.statuses.first() else { return Ok(None) };
     if public_only && (crate::render::visibility_name(s.visibility) != "public" || s.reblog.is_some()) {
         return Ok(None);
     }
-    if let Some(c) = c
-        && let Some(viewer) = c.claims.account_id()
-    {
-        let filter = st.facts.filter_set(viewer, &c.token).await?;
-        let hidden = |a: i64| {
-            a != viewer
-                && (filter.blocking.contains(&a) || filter.blocked_by.contains(&a) || filter.muting.contains(&a))
-        };
-        if hidden(s.account_id) || s.reblog.as_ref().is_some_and(|r| hidden(r.account_id)) {
-            return Ok(None);
-        }
-    }
+    let mut authors = vec![s.account_id];
+    authors.extend(s.reblog.as_ref().map(|r| r.account_id));
     let stats = page.author_stats.into_iter().map(|a| (a.id, a)).collect();
-    let Some(entity) = crate::render::render_statuses(st, &page.statuses, Some(stats)).await?.pop() else {
+    let Some(entity) = crate::render::render_statuses(st, &page.statuses, Some(stats)).await.map_err(shareable)?.pop()
+    else {
         return Ok(None);
     };
-    Ok(Some(
-        serde_json::to_string(&entity).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?,
-    ))
+    let json = serde_json::to_string(&entity).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Some(Rendered { json: json.into(), authors }))
 }
 
 /// The Notification entity `id` as the caller may see it, as a JSON string; None when the
 /// caller may not (someone else's, suppressed, or about a status hidden from them).
-async fn notification(st: &AppState, c: &Caller, id: i64) -> ApiResult<Option<String>> {
+async fn fetch_notification(st: &AppState, c: &Caller, id: i64) -> Render {
     let got =
         st.notification.clone().get_notification(request(npb::NotificationIdRequest { id }, Some(&c.token))).await;
     let n = match got {
         Ok(n) => n.into_inner(),
         Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
-        Err(s) => return Err(s.into()),
+        Err(s) => return Err(shareable(s.into())),
     };
-    let Some(entity) = super::notifications::hydrate(st, c, vec![n]).await?.pop() else { return Ok(None) };
-    Ok(Some(
-        serde_json::to_string(&entity).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?,
-    ))
+    let Some(entity) = super::notifications::hydrate(st, c, vec![n]).await.map_err(shareable)?.pop() else {
+        return Ok(None);
+    };
+    let json = serde_json::to_string(&entity).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Some(Rendered { json: json.into(), authors: Vec::new() }))
 }
 
 #[cfg(test)]

@@ -368,6 +368,61 @@ async fn public_and_hashtag_streams_carry_only_public_statuses_on_redis_and_kafk
     public_and_hashtag_streams_carry_only_public_statuses(builder(backend).start().await.unwrap()).await;
 }
 
+/// Streams hearing one event share its render, yet each edit arrives as it is: two streams of
+/// one account and an anonymous public stream get a status, then its first edit, then (within
+/// the time a render is shared) its second, each `status.update` with its own text.
+async fn shared_renders_follow_each_edit(p: Platform) {
+    let api = Api::new(&p).await;
+    let (_, alice, _) = api.user().await;
+    let (_, bob, _) = api.user().await;
+    let bob_id = api.account_id(&bob).await;
+    api.follow(&alice, &bob_id).await;
+    let phone = Stream::open(&api, "/api/v1/streaming/user", &alice).await;
+    let laptop = Stream::open(&api, "/api/v1/streaming/user", &alice).await;
+    let anonymous = api.http.get(format!("{}/api/v1/streaming/public", api.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::OK);
+    let anonymous = Stream { response: anonymous, buffer: String::new() };
+    let mut streams = [("phone", phone), ("laptop", laptop), ("anonymous", anonymous)];
+
+    let id = post_as(&api, &bob, "first words", "public").await;
+    for (name, s) in &mut streams {
+        let (event, data) = s.event().await;
+        assert_eq!((event.as_str(), status_id(&data)), ("update", id.clone()), "{name}");
+    }
+    for text in ["second words", "third words"] {
+        let r = api
+            .http
+            .put(format!("{}/api/v1/statuses/{id}", api.base))
+            .bearer_auth(&bob)
+            .form(&[("status", text)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        for (name, s) in &mut streams {
+            let (event, data) = s.event().await;
+            assert_eq!(event, "status.update", "{name}");
+            let status: Value = serde_json::from_str(&data).unwrap();
+            let content = status["content"].as_str().unwrap();
+            assert!(content.contains(text), "{name} got {content:?} for the edit to {text:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_renders_follow_each_edit_embedded() {
+    shared_renders_follow_each_edit(builder(Backend::Embedded).start().await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_renders_follow_each_edit_on_redis_and_kafka() {
+    let Some(backend) = Backend::real_from_env() else {
+        let _ = agora_testkit::test_server("AGORA_TEST_REDIS_URL");
+        return;
+    };
+    shared_renders_follow_each_edit(builder(backend).start().await.unwrap()).await;
+}
+
 // ---- WebSocket ------------------------------------------------------------------------------
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

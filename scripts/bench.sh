@@ -15,7 +15,10 @@
 # them invalid). A `floor` run (an
 # axum handler reading 20 ids from Redis, same load generator) comes first, and summary.txt gives
 # every workload as a fraction of it. AGORA_DEV_BIN runs another agora binary (a build from before a
-# change) in the dev shape.
+# change) in the dev shape. STREAMS (0 skips it) adds a streaming run: that many SSE connections
+# held while the open-loop mix runs, on a graph of its own with a 1,000-follower celebrity
+# (STREAM_FOLLOWERS), reporting connections held, the gateway's RSS per 1,000 connections and the
+# delivery latency of the celebrity's statuses to its followers' streams.
 set -uo pipefail
 
 SHAPE=${1:-dev}
@@ -24,6 +27,8 @@ DURATION=${DURATION:-20s}
 CONNECTIONS=${CONNECTIONS:-32}
 MIX_RATE=${MIX_RATE:-500}
 CELEBRITY=${CELEBRITY:-0}
+STREAMS=${STREAMS:-0}
+STREAM_FOLLOWERS=${STREAM_FOLLOWERS:-1000}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/agora/target}
 BIN=$CARGO_TARGET_DIR/release
@@ -61,7 +66,9 @@ log "building release binaries"
 mkdir -p "$OUT"
 
 NO_LIMITS=(AGORA_LOG=warn AGORA_GATEWAY_RATE_LIMIT_IP=off AGORA_GATEWAY_RATE_LIMIT_ACCOUNT=off
-    AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=off AGORA_GATEWAY_RATE_LIMIT_SIGN_IN=off)
+    AGORA_GATEWAY_RATE_LIMIT_REGISTRATION=off AGORA_GATEWAY_RATE_LIMIT_SIGN_IN=off
+    # The streaming run holds thousands of connections from this one address.
+    AGORA_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS=200000 AGORA_GATEWAY_STREAMS_PER_ACCOUNT=1000)
 PORT=${PORT:-$(free_port)}
 URL=http://127.0.0.1:$PORT
 
@@ -129,7 +136,7 @@ run() { # NAME ARGS...
     local name=$1
     shift
     log "$name"
-    "$BIN/agora-bench" --url "$URL" --users "$USERS" --graph power-law --seed 7 --state "$STATE" \
+    "$BIN/agora-bench" --url "$URL" --users "$USERS" --graph power-law --seed 7 --state "${RUN_STATE:-$STATE}" \
         --json "$OUT/$name.json" "$@" 2> >(grep -v '^\[' >&2) | tee "$OUT/$name.txt"
 }
 
@@ -159,6 +166,13 @@ run fanout --fanout-lag 20 --plot "$OUT/fanout.svg"
 if ((CELEBRITY > 0)); then
     USERS=$((CELEBRITY + 1)) run fanout-celebrity --celebrity-followers "$CELEBRITY" --fanout-lag 10 \
         --plot "$OUT/fanout-celebrity.svg"
+fi
+if ((STREAMS > 0)); then
+    # The gateway's process: agora dev itself, or agora-gateway in the services shapes.
+    gw_pid=${DEV_PID:-$(pgrep -n -f "$BIN/agora-gateway" || true)}
+    USERS=$((STREAM_FOLLOWERS + 1)) RUN_STATE=$WORK/state-streams.json run streams \
+        --celebrity-followers "$STREAM_FOLLOWERS" --workload mix --mode open --rate "$MIX_RATE" \
+        --duration "$DURATION" --streams "$STREAMS" ${gw_pid:+--rss-pid "$gw_pid"}
 fi
 # One table for the whole run, each workload also as a fraction of the floor measured with it.
 python3 - "$OUT" "$SHAPE" "$USERS" <<'PY' | tee "$OUT/summary.txt"

@@ -109,6 +109,25 @@ pub struct Args {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub setup_concurrency: u32,
 
+    /// Hold this many streaming connections (SSE /api/v1/streaming/user, the probed author's
+    /// followers first) while the workload runs, and measure how long the probed author's new
+    /// statuses take to arrive on them (see --stream-probes).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub streams: u32,
+
+    /// With --streams: statuses posted by the probed author (the celebrity, or the account with
+    /// the most followers) during the run, one per --stream-probe-interval.
+    #[arg(long, default_value_t = 20)]
+    pub stream_probes: u32,
+
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub stream_probe_interval: Duration,
+
+    /// With --streams: the gateway's process id on this machine, whose resident memory is read
+    /// before and after the streams open.
+    #[arg(long)]
+    pub rss_pid: Option<u32>,
+
     /// Measure fan-out lag instead of running --workload: N statuses by a typical author (and N
     /// by the celebrity, if any), each polled for on sampled followers' home timelines.
     #[arg(long, default_value_t = 0)]

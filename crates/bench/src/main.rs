@@ -19,6 +19,7 @@ mod report;
 mod run;
 mod setup;
 mod social;
+mod streams;
 mod workload;
 
 use std::process::ExitCode;
@@ -81,8 +82,9 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
     if args.fanout_lag > 0 {
         return fanout_lag(&args, &setup, &social, &target).await;
     }
-    // Workloads that post leave fan-out work behind them; they wait for it after the run.
-    let posts = matches!(args.workload, WorkloadKind::ComposePost | WorkloadKind::Mix);
+    // Workloads that post leave fan-out work behind them; they wait for it after the run. Stream
+    // probes post too, and need the social state.
+    let posts = matches!(args.workload, WorkloadKind::ComposePost | WorkloadKind::Mix) || args.streams > 0;
     let (workload, state) = if posts {
         let state = Arc::new(Social::load_or_prepare(&setup, &social).await.context("setup failed")?);
         (args.workload.over(Arc::clone(&state), &setup).await.context("setup failed")?, Some(state))
@@ -102,6 +104,28 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
         args.duration.as_secs_f64()
     );
 
+    let stream_opts = streams::StreamOptions {
+        count: args.streams as usize,
+        probes: args.stream_probes,
+        interval: args.stream_probe_interval,
+        rss_pid: args.rss_pid,
+    };
+    let held = match (&state, args.streams) {
+        (Some(social), n) if n > 0 => Some(Arc::new(streams::open(&args.url, social, stream_opts).await?)),
+        _ => None,
+    };
+    let probing = match (&held, &state) {
+        (Some(h), Some(social)) => {
+            let (h, social, target, warmup) = (Arc::clone(h), Arc::clone(social), target.clone(), args.warmup);
+            Some(tokio::spawn(async move {
+                // Probes start once the warm-up is over.
+                tokio::time::sleep(warmup).await;
+                h.probe(&target, &social, stream_opts).await
+            }))
+        }
+        _ => None,
+    };
+
     let plan = Plan::starting_now(args.warmup, args.duration);
     let live = Arc::new(Live::default());
     let progress = Progress::start(Arc::clone(&live), plan, !args.no_progress);
@@ -112,6 +136,9 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
     progress.finish();
     let result = result?;
 
+    if let Some(p) = probing {
+        p.await.context("stream probes")??;
+    }
     let mut report = Report::from_run(&result, &args);
     if let Some(state) = &state {
         let lag = fanout::drain(&target, state, Duration::from_secs(300)).await?;
@@ -122,8 +149,15 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     print!("{}", report.table());
+    if let Some(h) = &held {
+        print!("{}", h.table(&stream_opts));
+    }
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report.json())?;
+        let mut json = report.json();
+        if let Some(h) = &held {
+            json["streams"] = h.json(&stream_opts);
+        }
+        let text = serde_json::to_string_pretty(&json)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }

@@ -144,7 +144,8 @@ type Render = Result<Option<Rendered>, (StatusCode, String)>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct RenderKey {
     viewer: Option<i64>,
-    notification: bool,
+    /// The event's name: an edit's render never joins one that began before the edit.
+    event: &'static str,
     id: i64,
     public_only: bool,
 }
@@ -451,7 +452,7 @@ impl Conn {
             _ if !statuses || *kind == Kind::UserNotification => return None,
             LiveEvent::Update(id) if recent.contains(&id) => return None,
             LiveEvent::Update(id) => {
-                let found = self.status(id, public_only, true).await;
+                let found = self.status("update", id, public_only).await;
                 if matches!(found, Ok(Some(_))) {
                     if recent.len() == RECENT_UPDATES {
                         recent.pop_front();
@@ -461,7 +462,7 @@ impl Conn {
                 found.map(|n| n.map(|json| ("update", json)))
             }
             LiveEvent::StatusUpdate(id) => {
-                self.status(id, public_only, false).await.map(|n| n.map(|json| ("status.update", json)))
+                self.status("status.update", id, public_only).await.map(|n| n.map(|json| ("status.update", json)))
             }
             // Mastodon's `delete` payload is the bare id. Nothing is revealed: the id was in
             // the viewer's home, or public.
@@ -490,7 +491,9 @@ impl Conn {
 
     /// Status `id` for this stream's viewer (`public_only`: as a public stream shows it), as a
     /// JSON string; None when they may not see it.
-    async fn status(&self, id: i64, public_only: bool, reuse: bool) -> ApiResult<Option<Arc<str>>> {
+    async fn status(&self, event: &'static str, id: i64, public_only: bool) -> ApiResult<Option<Arc<str>>> {
+        // A finished render of an edit is not reused: the next edit's must be fetched again.
+        let reuse = event == "update";
         let viewer = self.caller.as_ref().and_then(|c| c.claims.account_id());
         // A home's status is fetched as its viewer, so the post service decides what they may
         // see; a public stream's is the same for all.
@@ -499,7 +502,7 @@ impl Conn {
         let render = match (public_only, viewer) {
             (false, None) => fetch.await,
             (_, _) => {
-                let key = RenderKey { viewer: as_caller.and(viewer), notification: false, id, public_only };
+                let key = RenderKey { viewer: as_caller.and(viewer), event, id, public_only };
                 self.st.streams.renders.get(key, reuse, fetch).await
             }
         };
@@ -523,7 +526,7 @@ impl Conn {
     async fn notification(&self, id: i64) -> ApiResult<Option<Arc<str>>> {
         let Some(c) = &self.caller else { return Ok(None) };
         let Some(viewer) = c.claims.account_id() else { return Ok(None) };
-        let key = RenderKey { viewer: Some(viewer), notification: true, id, public_only: false };
+        let key = RenderKey { viewer: Some(viewer), event: "notification", id, public_only: false };
         let render = self.st.streams.renders.get(key, true, fetch_notification(&self.st, c, id)).await;
         Ok(render.map_err(|(status, text)| ApiError::new(status, &text))?.map(|r| r.json))
     }

@@ -86,6 +86,27 @@ def test_undoing_the_cause_removes_the_notification(register):
     assert wait_for(alice.api, []) == []
 
 
+def test_emoji_reactions_notify_the_author_until_the_last_is_taken_back(register, base_url, session):
+    """Agora's extension type agora.reaction: one notification per account and status however many
+    emoji it adds, with the status; it goes once the account takes back its last one."""
+    alice, bob = register(), register()
+    b_id = str(me(bob)["id"])
+    s = alice.api.status_post("react to me")
+    url = f"{base_url}/api/v1/agora/statuses/{s['id']}/reactions"
+    thumbs, crab = "%F0%9F%91%8D", "%F0%9F%A6%80"
+    for emoji in (thumbs, crab):
+        r = session.put(f"{url}/{emoji}", headers=bearer(bob.token), timeout=HTTP_TIMEOUT)
+        assert r.status_code == 200, r.text
+    assert wait_for(alice.api, [("agora.reaction", b_id)]) == [("agora.reaction", b_id)]
+    (n,) = alice.api.notifications()
+    assert str(n["status"]["id"]) == str(s["id"])
+    assert kinds(alice.api, types=["agora.reaction"]) == [("agora.reaction", b_id)]
+    for emoji in (thumbs, crab):
+        r = session.delete(f"{url}/{emoji}", headers=bearer(bob.token), timeout=HTTP_TIMEOUT)
+        assert r.status_code == 200, r.text
+    assert wait_for(alice.api, []) == []
+
+
 def test_follow_requests_notify_the_locked_account(register):
     owner, fan = register(), register()
     owner.api.account_update_credentials(locked=True)

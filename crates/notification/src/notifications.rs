@@ -5,7 +5,7 @@ use std::sync::Arc;
 use agora_events::Envelope;
 use agora_events::consumer::{HandlerError, decode};
 use agora_kit::IdGenerator;
-use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, StatusPosted};
+use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, StatusPosted, StatusReacted};
 
 use crate::domain::{Change, Group, GroupStats, Interaction, Kind, Notification, PageGroup, Query, Reason};
 use crate::store::{NotificationStore, StoreError};
@@ -177,6 +177,24 @@ impl Notifications {
                     status_id: f.status_id,
                     account_id: f.account_id,
                     how: Interaction::Favourite,
+                });
+            }
+            // One agora.reaction notification per account and status, however many emoji it
+            // adds; it goes when the account takes back its last one.
+            "post.reacted" => {
+                let r: StatusReacted = decode(env)?;
+                if r.status_account_id != r.account_id {
+                    let n = self.notification(Kind::Reaction, r.status_account_id, r.account_id, r.status_id, at);
+                    out.push(Change::Add(n));
+                }
+            }
+            "post.unreacted" => {
+                let r: StatusReacted = decode(env)?;
+                out.push(Change::Remove {
+                    recipient_id: Some(r.status_account_id),
+                    kind: Kind::Reaction,
+                    account_id: r.account_id,
+                    status_id: r.status_id,
                 });
             }
             "graph.followed" => {

@@ -747,8 +747,24 @@ impl Posts {
             return Err(Error::invalid("emoji", "ERR_INVALID", "Emoji is not a valid emoji"));
         }
         let target = self.visible_target(Some(&caller), req.id).await?;
-        self.store.add_reaction(self.ids.next_id(), target.id, me, emoji).await?;
+        let event = self.reaction_event("post.reacted", &target, me, emoji);
+        if self.store.add_reaction(self.ids.next_id(), target.id, me, emoji, &event).await? {
+            metrics::counter!("agora_post_reactions_total", "change" => "added").increment(1);
+            self.wake_outbox();
+        }
         self.reactions_of(target.id, Some(me)).await
+    }
+
+    /// The event of `me` reacting to `target` with `emoji` (or taking it back).
+    fn reaction_event(&self, kind: &str, target: &StatusRecord, me: i64, emoji: &str) -> Envelope {
+        let payload = ev::StatusReacted {
+            status_id: target.id,
+            status_account_id: target.account_id,
+            account_id: me,
+            emoji: emoji.to_owned(),
+            occurred_at_ms: agora_kit::time::now_ms(),
+        };
+        self.event(kind, target.id, &payload)
     }
 
     pub async fn remove_reaction(
@@ -758,7 +774,12 @@ impl Posts {
     ) -> Result<Vec<pb::Reaction>, Error> {
         let (caller, me) = self.user(token, "write:favourites").await?;
         let target = self.visible_target(Some(&caller), req.id).await?;
-        self.store.remove_reaction(target.id, me, req.emoji.trim()).await?;
+        let emoji = req.emoji.trim();
+        let event = self.reaction_event("post.unreacted", &target, me, emoji);
+        if self.store.remove_reaction(target.id, me, emoji, &event).await? {
+            metrics::counter!("agora_post_reactions_total", "change" => "removed").increment(1);
+            self.wake_outbox();
+        }
         self.reactions_of(target.id, Some(me)).await
     }
 

@@ -7,7 +7,7 @@ use agora_events::Envelope;
 use agora_kit::IdGenerator;
 use agora_notification::Notifications;
 use agora_notification::domain::{Kind, Query};
-use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, StatusPosted};
+use agora_proto::events::v1::{GraphChanged, StatusDeleted, StatusFavourited, StatusPosted, StatusReacted};
 use prost::Message;
 
 const ALICE: i64 = 1;
@@ -58,6 +58,17 @@ impl World {
     async fn favourite(&self, kind: &str, by: i64, status_id: i64, author: i64) {
         let f = StatusFavourited { status_id, status_account_id: author, account_id: by, occurred_at_ms: 0 };
         self.send(kind, f.encode_to_vec()).await;
+    }
+
+    async fn react(&self, kind: &str, by: i64, status_id: i64, author: i64, emoji: &str) {
+        let r = StatusReacted {
+            status_id,
+            status_account_id: author,
+            account_id: by,
+            emoji: emoji.into(),
+            occurred_at_ms: 0,
+        };
+        self.send(kind, r.encode_to_vec()).await;
     }
 
     /// (type, actor, status) of the account's notifications, newest first.
@@ -123,6 +134,21 @@ async fn reblogs_and_favourites_notify_the_author_until_undone() {
     let unreblog = StatusDeleted { id: 200, account_id: BOB, reblog_of_id: 100, deleted_at_ms: 0 };
     w.send("post.deleted", unreblog.encode_to_vec()).await;
     assert!(w.of(ALICE).await.is_empty());
+}
+
+#[tokio::test]
+async fn reactions_notify_the_author_once_per_account_until_the_last_is_taken_back() {
+    let w = World::new().await;
+    w.react("post.reacted", CAROL, 100, ALICE, "👍").await;
+    w.react("post.reacted", CAROL, 100, ALICE, "🦀").await; // a second emoji: still one
+    w.react("post.reacted", ALICE, 100, ALICE, "👍").await; // one's own: nothing
+    w.react("post.reacted", BOB, 100, ALICE, "👍").await;
+    assert_eq!(w.of(ALICE).await, vec![(Kind::Reaction, BOB, 100), (Kind::Reaction, CAROL, 100)]);
+    w.react("post.unreacted", CAROL, 100, ALICE, "🦀").await;
+    assert_eq!(w.of(ALICE).await, vec![(Kind::Reaction, BOB, 100)]);
+    w.graph("graph.blocked", ALICE, BOB).await;
+    w.react("post.reacted", BOB, 101, ALICE, "👍").await;
+    assert!(w.of(ALICE).await.is_empty(), "a blocked account's reactions notify nobody");
 }
 
 #[tokio::test]

@@ -278,8 +278,25 @@ pub trait PostStore: Send + Sync + 'static {
     /// Newest pin first; cursor = pin id.
     async fn pinned_of(&self, account_id: i64) -> StoreResult<Vec<Entry>>;
 
-    async fn add_reaction(&self, id: i64, status_id: i64, account_id: i64, emoji: &str) -> StoreResult<bool>;
-    async fn remove_reaction(&self, status_id: i64, account_id: i64, emoji: &str) -> StoreResult<bool>;
+    /// Adds the reaction and announces `event` with it; false if it was there; NotFound if the
+    /// status is gone.
+    async fn add_reaction(
+        &self,
+        id: i64,
+        status_id: i64,
+        account_id: i64,
+        emoji: &str,
+        event: &Envelope,
+    ) -> StoreResult<bool>;
+    /// Removes the reaction; false if it was not there. `event` is announced with it when the
+    /// account has no reaction to the status left.
+    async fn remove_reaction(
+        &self,
+        status_id: i64,
+        account_id: i64,
+        emoji: &str,
+        event: &Envelope,
+    ) -> StoreResult<bool>;
     /// Counts per emoji, most used first; `me` relative to `viewer`.
     async fn reactions(&self, status_id: i64, viewer: Option<i64>) -> StoreResult<Vec<ReactionCount>>;
 }

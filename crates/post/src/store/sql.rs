@@ -771,7 +771,22 @@ macro_rules! sql_post_store {
                 Ok(rows.into_iter().map(|(cursor, id)| Entry { cursor, id }).collect())
             }
 
-            async fn add_reaction(&self, id: i64, status_id: i64, account_id: i64, emoji: &str) -> StoreResult<bool> {
+            async fn add_reaction(
+                &self,
+                id: i64,
+                status_id: i64,
+                account_id: i64,
+                emoji: &str,
+                event: &Envelope,
+            ) -> StoreResult<bool> {
+                let mut tx = self.write_tx().await?;
+                let live: Option<i64> = sqlx::query_scalar("SELECT id FROM statuses WHERE id = $1 AND deleted = FALSE")
+                    .bind(status_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if live.is_none() {
+                    return Err(StoreError::NotFound);
+                }
                 let done = sqlx::query(
                     "INSERT INTO reactions (id, status_id, account_id, emoji, created_at_ms) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT DO NOTHING",
@@ -780,20 +795,46 @@ macro_rules! sql_post_store {
                 .bind(status_id)
                 .bind(account_id)
                 .bind(emoji)
-                .bind(agora_kit::time::now_ms())
-                .execute(&self.pool)
+                .bind(event.occurred_at_ms)
+                .execute(&mut *tx)
                 .await?;
-                Ok(done.rows_affected() == 1)
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                announce(&mut tx, event).await?;
+                agora_store::commit(tx).await?;
+                Ok(true)
             }
 
-            async fn remove_reaction(&self, status_id: i64, account_id: i64, emoji: &str) -> StoreResult<bool> {
+            async fn remove_reaction(
+                &self,
+                status_id: i64,
+                account_id: i64,
+                emoji: &str,
+                event: &Envelope,
+            ) -> StoreResult<bool> {
+                let mut tx = self.write_tx().await?;
                 let done = sqlx::query("DELETE FROM reactions WHERE status_id = $1 AND account_id = $2 AND emoji = $3")
                     .bind(status_id)
                     .bind(account_id)
                     .bind(emoji)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(done.rows_affected() == 1)
+                if done.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reactions WHERE status_id = $1 AND account_id = $2")
+                    .bind(status_id)
+                    .bind(account_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if left == 0 {
+                    announce(&mut tx, event).await?;
+                }
+                agora_store::commit(tx).await?;
+                Ok(true)
             }
 
             async fn reactions(&self, status_id: i64, viewer: Option<i64>) -> StoreResult<Vec<ReactionCount>> {

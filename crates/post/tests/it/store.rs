@@ -393,18 +393,25 @@ async fn at_most_five_pins(s: Arc<dyn PostStore>) {
 async fn reactions_count_per_emoji(s: Arc<dyn PostStore>) {
     let target = post(&s, status(account(), "react")).await.id;
     let (a, b) = (account(), account());
-    assert!(s.add_reaction(id(), target, a, "👍").await.unwrap());
-    assert!(!s.add_reaction(id(), target, a, "👍").await.unwrap(), "the same emoji once per account");
-    assert!(s.add_reaction(id(), target, b, "👍").await.unwrap());
-    assert!(s.add_reaction(id(), target, a, "❤️").await.unwrap());
+    let (reacted, unreacted) = (|| fav_event(target, "post.reacted"), || fav_event(target, "post.unreacted"));
+    assert!(s.add_reaction(id(), target, a, "👍", &reacted()).await.unwrap());
+    assert!(!s.add_reaction(id(), target, a, "👍", &reacted()).await.unwrap(), "the same emoji once per account");
+    assert!(s.add_reaction(id(), target, b, "👍", &reacted()).await.unwrap());
+    assert!(s.add_reaction(id(), target, a, "❤️", &reacted()).await.unwrap());
+    assert_eq!(events(&s, target, "post.reacted").await, 3, "one event per reaction added, none for a repeat");
     let list = s.reactions(target, Some(b)).await.unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!((list[0].emoji.as_str(), list[0].count, list[0].me), ("👍", 2, true));
     assert_eq!((list[1].emoji.as_str(), list[1].count, list[1].me), ("❤️", 1, false));
-    assert!(s.remove_reaction(target, a, "👍").await.unwrap());
-    assert!(!s.remove_reaction(target, a, "👍").await.unwrap());
+    assert!(s.remove_reaction(target, a, "👍", &unreacted()).await.unwrap());
+    assert_eq!(events(&s, target, "post.unreacted").await, 0, "a still reacts with ❤️");
+    assert!(!s.remove_reaction(target, a, "👍", &unreacted()).await.unwrap());
     let anonymous = s.reactions(target, None).await.unwrap();
     assert!(anonymous.iter().all(|r| r.count == 1 && !r.me));
+    assert!(s.remove_reaction(target, a, "❤️", &unreacted()).await.unwrap());
+    assert_eq!(events(&s, target, "post.unreacted").await, 1, "a's last reaction is gone");
+    s.delete_status(target, 1, &ev("post.deleted")).await.unwrap();
+    assert!(matches!(s.add_reaction(id(), target, b, "🦀", &reacted()).await, Err(StoreError::NotFound)));
 }
 
 async fn account_reads(s: Arc<dyn PostStore>) {

@@ -494,32 +494,35 @@ impl Conn {
     async fn status(&self, event: &'static str, id: i64, public_only: bool) -> ApiResult<Option<Arc<str>>> {
         // A finished render of an edit is not reused: the next edit's must be fetched again.
         let reuse = event == "update";
-        let viewer = self.caller.as_ref().and_then(|c| c.claims.account_id());
-        // A home's status is fetched as its viewer, so the post service decides what they may
-        // see; a public stream's is the same for all.
-        let as_caller = if public_only { None } else { self.caller.as_ref() };
-        let fetch = fetch_status(&self.st, as_caller, id, public_only);
-        let render = match (public_only, viewer) {
-            (false, None) => fetch.await,
-            (_, _) => {
-                let key = RenderKey { viewer: as_caller.and(viewer), event, id, public_only };
-                self.st.streams.renders.get(key, reuse, fetch).await
+        let st = &self.st;
+        let caller = self.caller.as_ref();
+        let viewer = caller.and_then(|c| c.claims.account_id());
+        let render = match (public_only, caller, viewer) {
+            // A public stream's status is the same for all (fetched without a token); each
+            // viewer's filter is applied after.
+            (true, _, _) => {
+                let key = RenderKey { viewer: None, event, id, public_only };
+                let r = st.streams.renders.get(key, reuse, fetch_status(st, None, id, true)).await;
+                match (r.map_err(unshare)?, caller, viewer) {
+                    (Some(r), Some(c), Some(v)) if hidden_from(st, c, v, &r.authors).await? => None,
+                    (r, _, _) => r,
+                }
             }
+            // A home's is fetched as its viewer, so the post service decides what they may see,
+            // and filtered for them once for all their streams here.
+            (false, Some(c), Some(v)) => {
+                let key = RenderKey { viewer: Some(v), event, id, public_only };
+                let make = async move {
+                    match fetch_status(st, Some(c), id, false).await? {
+                        Some(r) if hidden_from(st, c, v, &r.authors).await.map_err(shareable)? => Ok(None),
+                        r => Ok(r),
+                    }
+                };
+                st.streams.renders.get(key, reuse, make).await.map_err(unshare)?
+            }
+            (false, _, _) => fetch_status(st, caller, id, false).await.map_err(unshare)?,
         };
-        let Some(r) = render.map_err(|(status, text)| ApiError::new(status, &text))? else { return Ok(None) };
-        if let Some(c) = &self.caller
-            && let Some(viewer) = viewer
-        {
-            let filter = self.st.facts.filter_set(viewer, &c.token).await?;
-            let hidden = |a: i64| {
-                a != viewer
-                    && (filter.blocking.contains(&a) || filter.blocked_by.contains(&a) || filter.muting.contains(&a))
-            };
-            if r.authors.iter().any(|a| hidden(*a)) {
-                return Ok(None);
-            }
-        }
-        Ok(Some(r.json))
+        Ok(render.map(|r| r.json))
     }
 
     /// Notification `id` as this stream's viewer may see it, as a JSON string.
@@ -528,7 +531,7 @@ impl Conn {
         let Some(viewer) = c.claims.account_id() else { return Ok(None) };
         let key = RenderKey { viewer: Some(viewer), event: "notification", id, public_only: false };
         let render = self.st.streams.renders.get(key, true, fetch_notification(&self.st, c, id)).await;
-        Ok(render.map_err(|(status, text)| ApiError::new(status, &text))?.map(|r| r.json))
+        Ok(render.map_err(unshare)?.map(|r| r.json))
     }
 }
 
@@ -827,6 +830,18 @@ fn error_text(e: &ApiError) -> String {
 fn shareable(e: ApiError) -> (StatusCode, String) {
     let text = error_text(&e);
     (e.status, text)
+}
+
+fn unshare((status, text): (StatusCode, String)) -> ApiError {
+    ApiError::new(status, &text)
+}
+
+/// Whether `viewer` blocks, is blocked by or mutes one of `authors` (never themselves).
+async fn hidden_from(st: &AppState, c: &Caller, viewer: i64, authors: &[i64]) -> ApiResult<bool> {
+    let filter = st.facts.filter_set(viewer, &c.token).await?;
+    Ok(authors.iter().any(|&a| {
+        a != viewer && (filter.blocking.contains(&a) || filter.blocked_by.contains(&a) || filter.muting.contains(&a))
+    }))
 }
 
 /// The Status entity `id` as `c` would see it in their home (`public_only`: on a public

@@ -47,6 +47,17 @@ pub struct FilterSet {
     pub muting: Vec<i64>,
 }
 
+impl FilterSet {
+    /// Whether the viewer whose set this is (`viewer`) must not see `account`: one they block,
+    /// are blocked by or mute. Never themselves.
+    pub fn hides(&self, viewer: i64, account: i64) -> bool {
+        account != viewer
+            && (self.blocking.contains(&account)
+                || self.blocked_by.contains(&account)
+                || self.muting.contains(&account))
+    }
+}
+
 struct Entry {
     epoch: Epoch,
     born: Instant,

@@ -5,7 +5,7 @@
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub body: serde_json::Value,

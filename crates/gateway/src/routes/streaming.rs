@@ -137,7 +137,7 @@ struct Rendered {
     authors: Vec<i64>,
 }
 
-type Render = Result<Option<Rendered>, (StatusCode, String)>;
+type Render = Result<Option<Rendered>, ApiError>;
 
 /// What is rendered, and for whom: `viewer` None for a public stream's status, which is the
 /// same for everyone (Mastodon renders it without a viewer too).
@@ -147,7 +147,6 @@ struct RenderKey {
     /// The event's name: an edit's render never joins one that began before the edit.
     event: &'static str,
     id: i64,
-    public_only: bool,
 }
 
 struct Held {
@@ -501,9 +500,9 @@ impl Conn {
             // A public stream's status is the same for all (fetched without a token); each
             // viewer's filter is applied after.
             (true, _, _) => {
-                let key = RenderKey { viewer: None, event, id, public_only };
+                let key = RenderKey { viewer: None, event, id };
                 let r = st.streams.renders.get(key, reuse, fetch_status(st, None, id, true)).await;
-                match (r.map_err(unshare)?, caller, viewer) {
+                match (r?, caller, viewer) {
                     (Some(r), Some(c), Some(v)) if hidden_from(st, c, v, &r.authors).await? => None,
                     (r, _, _) => r,
                 }
@@ -511,16 +510,16 @@ impl Conn {
             // A home's is fetched as its viewer, so the post service decides what they may see,
             // and filtered for them once for all their streams here.
             (false, Some(c), Some(v)) => {
-                let key = RenderKey { viewer: Some(v), event, id, public_only };
+                let key = RenderKey { viewer: Some(v), event, id };
                 let make = async move {
                     match fetch_status(st, Some(c), id, false).await? {
-                        Some(r) if hidden_from(st, c, v, &r.authors).await.map_err(shareable)? => Ok(None),
+                        Some(r) if hidden_from(st, c, v, &r.authors).await? => Ok(None),
                         r => Ok(r),
                     }
                 };
-                st.streams.renders.get(key, reuse, make).await.map_err(unshare)?
+                st.streams.renders.get(key, reuse, make).await?
             }
-            (false, _, _) => fetch_status(st, caller, id, false).await.map_err(unshare)?,
+            (false, _, _) => fetch_status(st, caller, id, false).await?,
         };
         Ok(render.map(|r| r.json))
     }
@@ -529,9 +528,9 @@ impl Conn {
     async fn notification(&self, id: i64) -> ApiResult<Option<Arc<str>>> {
         let Some(c) = &self.caller else { return Ok(None) };
         let Some(viewer) = c.claims.account_id() else { return Ok(None) };
-        let key = RenderKey { viewer: Some(viewer), event: "notification", id, public_only: false };
+        let key = RenderKey { viewer: Some(viewer), event: "notification", id };
         let render = self.st.streams.renders.get(key, true, fetch_notification(&self.st, c, id)).await;
-        Ok(render.map_err(unshare)?.map(|r| r.json))
+        Ok(render?.map(|r| r.json))
     }
 }
 
@@ -826,22 +825,10 @@ fn error_text(e: &ApiError) -> String {
 
 // ---- entities ----------------------------------------------------------------------------
 
-/// An API error as a shared render keeps it.
-fn shareable(e: ApiError) -> (StatusCode, String) {
-    let text = error_text(&e);
-    (e.status, text)
-}
-
-fn unshare((status, text): (StatusCode, String)) -> ApiError {
-    ApiError::new(status, &text)
-}
-
 /// Whether `viewer` blocks, is blocked by or mutes one of `authors` (never themselves).
 async fn hidden_from(st: &AppState, c: &Caller, viewer: i64, authors: &[i64]) -> ApiResult<bool> {
     let filter = st.facts.filter_set(viewer, &c.token).await?;
-    Ok(authors.iter().any(|&a| {
-        a != viewer && (filter.blocking.contains(&a) || filter.blocked_by.contains(&a) || filter.muting.contains(&a))
-    }))
+    Ok(authors.iter().any(|&a| filter.hides(viewer, a)))
 }
 
 /// The Status entity `id` as `c` would see it in their home (`public_only`: on a public
@@ -855,8 +842,7 @@ async fn fetch_status(st: &AppState, c: Option<&Caller>, id: i64, public_only: b
             ppb::GetStatusesRequest { ids: vec![id], with_author_stats: true },
             c.map(|c| c.token.as_str()),
         ))
-        .await
-        .map_err(|s| shareable(s.into()))?
+        .await?
         .into_inner();
     let Some(s) = page.statuses.first() else { return Ok(None) };
     if public_only && (crate::render::visibility_name(s.visibility) != "public" || s.reblog.is_some()) {
@@ -865,12 +851,10 @@ async fn fetch_status(st: &AppState, c: Option<&Caller>, id: i64, public_only: b
     let mut authors = vec![s.account_id];
     authors.extend(s.reblog.as_ref().map(|r| r.account_id));
     let stats = page.author_stats.into_iter().map(|a| (a.id, a)).collect();
-    let Some(entity) = crate::render::render_statuses(st, &page.statuses, Some(stats)).await.map_err(shareable)?.pop()
-    else {
+    let Some(entity) = crate::render::render_statuses(st, &page.statuses, Some(stats)).await?.pop() else {
         return Ok(None);
     };
-    let json = serde_json::to_string(&entity).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Some(Rendered { json: json.into(), authors }))
+    Ok(Some(Rendered { json: to_json(&entity)?, authors }))
 }
 
 /// The Notification entity `id` as the caller may see it, as a JSON string; None when the
@@ -881,13 +865,16 @@ async fn fetch_notification(st: &AppState, c: &Caller, id: i64) -> Render {
     let n = match got {
         Ok(n) => n.into_inner(),
         Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
-        Err(s) => return Err(shareable(s.into())),
+        Err(s) => return Err(s.into()),
     };
-    let Some(entity) = super::notifications::hydrate(st, c, vec![n]).await.map_err(shareable)?.pop() else {
-        return Ok(None);
-    };
-    let json = serde_json::to_string(&entity).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Some(Rendered { json: json.into(), authors: Vec::new() }))
+    let Some(entity) = super::notifications::hydrate(st, c, vec![n]).await?.pop() else { return Ok(None) };
+    Ok(Some(Rendered { json: to_json(&entity)?, authors: Vec::new() }))
+}
+
+fn to_json(entity: &impl serde::Serialize) -> ApiResult<Arc<str>> {
+    let json =
+        serde_json::to_string(entity).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+    Ok(json.into())
 }
 
 #[cfg(test)]

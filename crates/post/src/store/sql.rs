@@ -262,6 +262,15 @@ macro_rules! sql_post_store {
             Ok(())
         }
 
+        /// NotFound unless status `id` is there and not deleted.
+        async fn require_live(tx: &mut Tx, id: i64) -> StoreResult<()> {
+            let live: Option<i64> = sqlx::query_scalar("SELECT id FROM statuses WHERE id = $1 AND deleted = FALSE")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            live.map(|_| ()).ok_or(StoreError::NotFound)
+        }
+
         async fn announce(tx: &mut Tx, env: &Envelope) -> StoreResult<()> {
             $outbox(&mut **tx, &agora_events::topic_for(&env.r#type), env).await?;
             Ok(())
@@ -629,13 +638,7 @@ macro_rules! sql_post_store {
 
             async fn favourite(&self, fav_id: i64, account_id: i64, status_id: i64, event: &Envelope) -> StoreResult<bool> {
                 let mut tx = self.write_tx().await?;
-                let live: Option<i64> = sqlx::query_scalar("SELECT id FROM statuses WHERE id = $1 AND deleted = FALSE")
-                    .bind(status_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if live.is_none() {
-                    return Err(StoreError::NotFound);
-                }
+                require_live(&mut tx, status_id).await?;
                 let done = sqlx::query(
                     "INSERT INTO favourites (id, account_id, status_id, created_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                 )
@@ -780,13 +783,7 @@ macro_rules! sql_post_store {
                 event: &Envelope,
             ) -> StoreResult<bool> {
                 let mut tx = self.write_tx().await?;
-                let live: Option<i64> = sqlx::query_scalar("SELECT id FROM statuses WHERE id = $1 AND deleted = FALSE")
-                    .bind(status_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if live.is_none() {
-                    return Err(StoreError::NotFound);
-                }
+                require_live(&mut tx, status_id).await?;
                 let done = sqlx::query(
                     "INSERT INTO reactions (id, status_id, account_id, emoji, created_at_ms) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT DO NOTHING",

@@ -35,6 +35,7 @@ BIN=$CARGO_TARGET_DIR/release
 OUT=$REPO/bench-results/$SHAPE-$(date -u +%Y%m%dT%H%M%SZ)
 WORK=$(mktemp -d /tmp/agora-bench.XXXXXX)
 PIDS=()
+declare -A grpc admin
 STARTED_INFRA=0
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -74,7 +75,8 @@ URL=http://127.0.0.1:$PORT
 
 case $SHAPE in
 dev)
-    env "${NO_LIMITS[@]}" "${AGORA_DEV_BIN:-$BIN/agora}" dev --listen "127.0.0.1:$PORT" --data-dir "${DATA_DIR:-$WORK/data}" >"$OUT/agora-dev.log" 2>&1 &
+    admin[dev]=$(free_port)
+    env "${NO_LIMITS[@]}" AGORA_DEV_ADMIN_LISTEN="127.0.0.1:${admin[dev]}" "${AGORA_DEV_BIN:-$BIN/agora}" dev --listen "127.0.0.1:$PORT" --data-dir "${DATA_DIR:-$WORK/data}" >"$OUT/agora-dev.log" 2>&1 &
     PIDS+=($!)
     DEV_PID=$!
     wait_ready "$URL/readyz" || exit 1
@@ -102,7 +104,6 @@ services | services-scylla)
         psql "$AGORA_TEST_POSTGRES_URL" -q -c "CREATE DATABASE bench_${svc}_$suffix" || exit 1
         common+=("AGORA_${up}_DATABASE_URL=$base/bench_${svc}_$suffix")
     done
-    declare -A grpc admin
     for svc in user post graph feed notification gateway; do
         up=${svc^^}
         [[ $svc == gateway ]] || { grpc[$svc]=$(free_port); common+=("AGORA_${up}_LISTEN=127.0.0.1:${grpc[$svc]}"); }
@@ -174,6 +175,11 @@ if ((STREAMS > 0)); then
         --celebrity-followers "$STREAM_FOLLOWERS" --workload mix --mode open --rate "$MIX_RATE" \
         --duration "$DURATION" --streams "$STREAMS" ${gw_pid:+--rss-pid "$gw_pid"}
 fi
+# Each service's metrics as the run left them (where the time went: gRPC durations by method,
+# fan-out seconds, stream renders shared and made).
+for svc in "${!admin[@]}"; do
+    curl -fsS "http://127.0.0.1:${admin[$svc]}/metrics" >"$OUT/metrics-$svc.txt" 2>/dev/null
+done
 # One table for the whole run, each workload also as a fraction of the floor measured with it.
 python3 - "$OUT" "$SHAPE" "$USERS" <<'PY' | tee "$OUT/summary.txt"
 import json, pathlib, sys

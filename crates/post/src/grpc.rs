@@ -40,6 +40,15 @@ impl PostService for PostGrpc {
         Ok(Response::new(pb::GetStatusesResponse { statuses, author_stats }))
     }
 
+    #[tracing::instrument(skip_all, fields(rpc = "GetStatusForViewers", id = req.get_ref().id, viewers = req.get_ref().tokens.len()))]
+    async fn get_status_for_viewers(
+        &self,
+        req: Request<pb::GetStatusForViewersRequest>,
+    ) -> R<pb::GetStatusForViewersResponse> {
+        let r = req.get_ref();
+        Ok(Response::new(self.posts.status_for_viewers(r.id, &r.tokens).await?))
+    }
+
     #[tracing::instrument(skip_all, fields(rpc = "DeleteStatus", id = req.get_ref().id))]
     async fn delete_status(&self, req: Request<pb::StatusIdRequest>) -> R<pb::StatusResponse> {
         status(self.posts.delete_status(bearer_token(&req), req.get_ref().id).await?)

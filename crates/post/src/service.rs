@@ -27,6 +27,8 @@ pub const MAX_TAGS: usize = 30;
 /// Replies reached when walking a thread, at most.
 const MAX_THREAD: usize = 1000;
 const MAX_ANCESTORS: usize = 64;
+/// Most viewers one [`Posts::status_for_viewers`] call may name.
+pub const MAX_VIEWERS: usize = 500;
 
 pub struct Posts {
     pub store: Arc<dyn PostStore>,
@@ -390,6 +392,70 @@ impl Posts {
             self.equalise_missing(viewer.as_ref(), ids[0]).await;
         }
         self.present_read(viewer.as_ref(), page).await
+    }
+
+    /// Status `id` as each of the viewers named by `tokens` sees it (see `GetStatusForViewers`):
+    /// the status read once, each viewer's visibility decided as [`Self::get_statuses`] decides
+    /// it, and all the viewers' marks in one read. A token that does not verify, or lacks
+    /// `read:statuses`, sees nothing.
+    pub async fn status_for_viewers(
+        &self,
+        id: i64,
+        tokens: &[String],
+    ) -> Result<pb::GetStatusForViewersResponse, Error> {
+        if tokens.len() > MAX_VIEWERS {
+            return Err(Error::invalid("tokens", "ERR_TOO_LONG", format!("At most {MAX_VIEWERS} viewers per call")));
+        }
+        let hidden = || pb::GetStatusForViewersResponse {
+            status: None,
+            views: vec![pb::ViewerView::default(); tokens.len()],
+            author_stats: Vec::new(),
+        };
+        let Some(record) = self.store.statuses(&[id]).await?.pop().filter(|r| !r.deleted) else {
+            return Ok(hidden());
+        };
+        let original = match record.reblog_of_id {
+            Some(o) => match self.store.statuses(&[o]).await?.pop().filter(|r| !r.deleted) {
+                Some(o) => Some(o),
+                None => return Ok(hidden()),
+            },
+            None => None,
+        };
+        let records: Vec<&StatusRecord> = std::iter::once(&record).chain(original.as_ref()).collect();
+        let seen = futures::future::join_all(tokens.iter().map(|t| {
+            let records = &records;
+            async move {
+                let viewer = self.viewer(Some(t)).await.ok().flatten()?;
+                let mask = self.visible_mask(Some(&viewer), records).await.ok()?;
+                mask.into_iter().all(|ok| ok).then(|| viewer.claims.account_id())
+            }
+        }))
+        .await;
+        let target = record.reblog_of_id.unwrap_or(record.id);
+        let mut accounts: Vec<i64> = seen.iter().flatten().flatten().copied().collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        let marks = self.store.marks_of_viewers(target, &accounts).await?;
+        let none = ViewerMarks::default();
+        let views = seen
+            .iter()
+            .map(|v| match v {
+                None => pb::ViewerView::default(),
+                Some(account) => {
+                    let m = account.and_then(|a| marks.get(&a)).unwrap_or(&none);
+                    pb::ViewerView {
+                        visible: true,
+                        favourited: m.favourited.contains(&target),
+                        reblogged: m.reblogged.contains(&target),
+                        bookmarked: m.bookmarked.contains(&target),
+                        pinned: m.pinned.contains(&target),
+                    }
+                }
+            })
+            .collect();
+        let status = self.to_pb(&record, original.as_ref(), &none);
+        let author_stats = self.author_stats(std::slice::from_ref(&status)).await?;
+        Ok(pb::GetStatusForViewersResponse { status: Some(status), views, author_stats })
     }
 
     pub async fn delete_status(&self, token: Option<&str>, id: i64) -> Result<pb::Status, Error> {

@@ -55,6 +55,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
 use crate::state::AppState;
 
+mod batch;
+
 /// A comment line (SSE) or a ping (WebSocket) this often keeps proxies from closing a quiet
 /// connection.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -87,6 +89,7 @@ pub struct Streams {
     limit: usize,
     open: Mutex<HashMap<Owner, usize>>,
     renders: Renders,
+    homes: batch::HomeBatches,
 }
 
 /// One open connection's place; freed when it ends.
@@ -97,7 +100,12 @@ pub struct Slot {
 
 impl Streams {
     pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self { limit, open: Mutex::new(HashMap::new()), renders: Renders::default() })
+        Arc::new(Self {
+            limit,
+            open: Mutex::new(HashMap::new()),
+            renders: Renders::default(),
+            homes: batch::HomeBatches::default(),
+        })
     }
 
     fn acquire(self: &Arc<Self>, owner: Owner) -> Option<Slot> {
@@ -507,12 +515,13 @@ impl Conn {
                     (r, _, _) => r,
                 }
             }
-            // A home's is fetched as its viewer, so the post service decides what they may see,
-            // and filtered for them once for all their streams here.
+            // A home's is fetched as its viewer (with the other accounts that want it at the
+            // same moment: see `batch`), so the post service decides what they may see, and
+            // filtered for them once for all their streams here.
             (false, Some(c), Some(v)) => {
                 let key = RenderKey { viewer: Some(v), event, id };
                 let make = async move {
-                    match fetch_status(st, Some(c), id, false).await? {
+                    match st.streams.homes.render(st, event, id, c).await? {
                         Some(r) if hidden_from(st, c, v, &r.authors).await? => Ok(None),
                         r => Ok(r),
                     }

@@ -382,13 +382,21 @@ async fn shared_renders_follow_each_edit(p: Platform) {
     let anonymous = api.http.get(format!("{}/api/v1/streaming/public", api.base)).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::OK);
     let anonymous = Stream { response: anonymous, buffer: String::new() };
-    let mut streams = [("phone", phone), ("laptop", laptop), ("anonymous", anonymous)];
+    // Carol, who favourites the status, hears its edits with her mark; Alice without one.
+    let (_, carol, _) = api.user().await;
+    api.follow(&carol, &bob_id).await;
+    let carols = Stream::open(&api, "/api/v1/streaming/user", &carol).await;
+    let mut streams = [("phone", phone), ("laptop", laptop), ("anonymous", anonymous), ("carol", carols)];
 
     let id = post_as(&api, &bob, "first words", "public").await;
     for (name, s) in &mut streams {
         let (event, data) = s.event().await;
         assert_eq!((event.as_str(), status_id(&data)), ("update", id.clone()), "{name}");
+        let status: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(status["favourited"], Value::Bool(false), "{name}");
     }
+    let r = api.http.post(format!("{}/api/v1/statuses/{id}/favourite", api.base)).bearer_auth(&carol).send().await;
+    assert_eq!(r.unwrap().status(), StatusCode::OK);
     for text in ["second words", "third words"] {
         let r = api
             .http
@@ -400,11 +408,21 @@ async fn shared_renders_follow_each_edit(p: Platform) {
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         for (name, s) in &mut streams {
-            let (event, data) = s.event().await;
+            let (event, data) = if *name == "carol" {
+                // She favourited it, so each edit notifies her too (`update`), in either order.
+                let (first, second) = (s.event().await, s.event().await);
+                let (notification, update) = if first.0 == "notification" { (first, second) } else { (second, first) };
+                let n: Value = serde_json::from_str(&notification.1).unwrap();
+                assert_eq!((notification.0.as_str(), n["type"].as_str()), ("notification", Some("update")), "{name}");
+                update
+            } else {
+                s.event().await
+            };
             assert_eq!(event, "status.update", "{name}");
             let status: Value = serde_json::from_str(&data).unwrap();
             let content = status["content"].as_str().unwrap();
             assert!(content.contains(text), "{name} got {content:?} for the edit to {text:?}");
+            assert_eq!(status["favourited"], Value::Bool(*name == "carol"), "{name}'s own mark");
         }
     }
 }

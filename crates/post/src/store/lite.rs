@@ -134,6 +134,19 @@ pub fn viewer_marks(c: &Connection, viewer: i64, ids: &[i64]) -> rusqlite::Resul
     st.query_map((viewer, id_list(ids)), |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
 }
 
+/// `(viewer, kind)` rows for the viewers among `viewers` with a mark on `status_id` (kinds as in
+/// [`viewer_marks`]).
+pub fn viewers_marks(c: &Connection, status_id: i64, viewers: &[i64]) -> rusqlite::Result<Vec<(i64, i64)>> {
+    let mut st = c.prepare_cached(
+        "WITH v(id) AS (SELECT value FROM json_each(?2)) \
+         SELECT account_id, 0 FROM statuses WHERE reblog_of_id = ?1 AND account_id IN (SELECT id FROM v) \
+         UNION ALL SELECT account_id, 1 FROM favourites WHERE status_id = ?1 AND account_id IN (SELECT id FROM v) \
+         UNION ALL SELECT account_id, 2 FROM bookmarks WHERE status_id = ?1 AND account_id IN (SELECT id FROM v) \
+         UNION ALL SELECT account_id, 3 FROM pins WHERE status_id = ?1 AND account_id IN (SELECT id FROM v)",
+    )?;
+    st.query_map((status_id, id_list(viewers)), |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+}
+
 /// Writes a new status, its mentions, its tags, the parent's reply count and its event as one
 /// unit on the writer's thread (see `PostStore::create_status`). `None` when the row was already
 /// there (the same idempotency key within the window, or an id collision): nothing is written

@@ -9,6 +9,7 @@ mod lite;
 mod pg;
 mod sql;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -251,6 +252,9 @@ pub trait PostStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<StatusRecord>>;
     async fn account_stats(&self, account_ids: &[i64]) -> StoreResult<Vec<AccountStats>>;
     async fn viewer_marks(&self, viewer: i64, status_ids: &[i64]) -> StoreResult<ViewerMarks>;
+    /// Each of `viewers`' marks on one status, in one read: the viewers who reblogged,
+    /// favourited, bookmarked or pinned it (viewers with none are absent).
+    async fn marks_of_viewers(&self, status_id: i64, viewers: &[i64]) -> StoreResult<HashMap<i64, ViewerMarks>>;
     /// What rendering `ids` for `viewer` needs from the store: the statuses, the originals of
     /// their reblogs and the viewer's marks, in one unit of work where the store allows (SQLite:
     /// one read on the calling thread).

@@ -65,6 +65,21 @@ pub(super) async fn viewer_marks(pool: &PgPool, viewer: i64, ids: &[i64]) -> Sto
     .await?)
 }
 
+/// `(viewer, kind)` rows for the viewers among `viewers` who reblogged, favourited, bookmarked or
+/// pinned `status_id` (kinds as in [`viewer_marks`]).
+pub(super) async fn viewers_marks(pool: &PgPool, status_id: i64, viewers: &[i64]) -> StoreResult<Vec<(i64, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT account_id, CAST(0 AS BIGINT) FROM statuses WHERE reblog_of_id = $1 AND account_id = ANY($2) \
+         UNION ALL SELECT account_id, CAST(1 AS BIGINT) FROM favourites WHERE status_id = $1 AND account_id = ANY($2) \
+         UNION ALL SELECT account_id, CAST(2 AS BIGINT) FROM bookmarks WHERE status_id = $1 AND account_id = ANY($2) \
+         UNION ALL SELECT account_id, CAST(3 AS BIGINT) FROM pins WHERE status_id = $1 AND account_id = ANY($2)",
+    )
+    .bind(status_id)
+    .bind(viewers)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// (account, statuses, newest status time) rows for the accounts among `ids` that have posted.
 pub(super) async fn account_stats(pool: &PgPool, ids: &[i64]) -> StoreResult<Vec<(i64, i64, Option<i64>)>> {
     Ok(sqlx::query_as(

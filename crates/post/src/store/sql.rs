@@ -90,17 +90,24 @@ fn stats_from(ids: &[i64], rows: Vec<(i64, i64, Option<i64>)>) -> Vec<AccountSta
 
 /// A viewer's marks from (kind, status id) rows: 0 reblogged, 1 favourited, 2 bookmarked,
 /// 3 pinned.
+/// Marks from `(kind, status id)` rows: 0 reblogged, 1 favourited, 2 bookmarked, 3 pinned.
 fn marks_from(rows: Vec<(i64, i64)>) -> ViewerMarks {
     let mut marks = ViewerMarks::default();
-    for (kind, id) in rows {
-        match kind {
-            0 => marks.reblogged.insert(id),
-            1 => marks.favourited.insert(id),
-            2 => marks.bookmarked.insert(id),
-            _ => marks.pinned.insert(id),
-        };
-    }
+    marks.extend(rows);
     marks
+}
+
+impl Extend<(i64, i64)> for ViewerMarks {
+    fn extend<T: IntoIterator<Item = (i64, i64)>>(&mut self, rows: T) {
+        for (kind, id) in rows {
+            match kind {
+                0 => self.reblogged.insert(id),
+                1 => self.favourited.insert(id),
+                2 => self.bookmarked.insert(id),
+                _ => self.pinned.insert(id),
+            };
+        }
+    }
 }
 
 /// A new status as the store holds it once inserted: no counts yet, mentions once per account by
@@ -625,6 +632,21 @@ macro_rules! sql_post_store {
                 Ok(marks_from(self.hot_marks(viewer, ids).await?))
             }
 
+            async fn marks_of_viewers(
+                &self,
+                status_id: i64,
+                viewers: &[i64],
+            ) -> StoreResult<HashMap<i64, ViewerMarks>> {
+                if viewers.is_empty() {
+                    return Ok(HashMap::new());
+                }
+                let mut out: HashMap<i64, ViewerMarks> = HashMap::new();
+                for (viewer, kind) in self.hot_viewers_marks(status_id, viewers).await? {
+                    out.entry(viewer).or_default().extend(std::iter::once((kind, status_id)));
+                }
+                Ok(out)
+            }
+
             async fn page_for(&self, viewer: Option<i64>, ids: &[i64]) -> StoreResult<PageRead> {
                 if ids.is_empty() {
                     return Ok(PageRead::default());
@@ -893,6 +915,10 @@ impl PgPostStore {
         super::pg::viewer_marks(&self.pool, viewer, ids).await
     }
 
+    async fn hot_viewers_marks(&self, status_id: i64, viewers: &[i64]) -> StoreResult<Vec<(i64, i64)>> {
+        super::pg::viewers_marks(&self.pool, status_id, viewers).await
+    }
+
     fn writer(&self) -> Option<&SqliteWriter> {
         None
     }
@@ -952,6 +978,10 @@ impl SqlitePostStore {
 
     async fn hot_marks(&self, viewer: i64, ids: &[i64]) -> StoreResult<Vec<(i64, i64)>> {
         Ok(self.reader.read(|c| lite::viewer_marks(c, viewer, ids))?)
+    }
+
+    async fn hot_viewers_marks(&self, status_id: i64, viewers: &[i64]) -> StoreResult<Vec<(i64, i64)>> {
+        Ok(self.reader.read(|c| lite::viewers_marks(c, status_id, viewers))?)
     }
 
     fn writer(&self) -> Option<&SqliteWriter> {

@@ -305,6 +305,59 @@ async fn favourites_bookmarks_and_pins_show_on_the_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_status_for_many_viewers_is_what_each_would_get_alone() {
+    let w = World::new().await;
+    let private = w.post(AUTHOR, "followers only, @mentioned", pb::Visibility::Private).await;
+    w.posts.favourite(Some(&w.token(FOLLOWER)), private.id).await.unwrap();
+    let tokens = vec![
+        w.token(FOLLOWER),
+        w.token(STRANGER),
+        w.token(MENTIONED),
+        w.token(BLOCKED),
+        w.token(AUTHOR),
+        "not a token".to_owned(),
+        w.token_with(Some(FOLLOWER), "write"),
+    ];
+    let got = w.posts.status_for_viewers(private.id, &tokens).await.unwrap();
+    let status = got.status.expect("the status is there");
+    assert_eq!(status.id, private.id);
+    assert!(!status.favourited, "the shared status carries nobody's marks");
+    let visible: Vec<bool> = got.views.iter().map(|v| v.visible).collect();
+    // Each as get_statuses decides it alone: the follower, the mentioned and the author see a
+    // private status; a stranger, a blocked account, a bad token and one without
+    // read:statuses do not.
+    assert_eq!(visible, vec![true, false, true, false, true, false, false]);
+    for (token, view) in tokens.iter().zip(&got.views) {
+        let alone = w.posts.get_statuses(Some(token), &[private.id]).await.map(|mut v| v.pop());
+        let alone = alone.ok().flatten();
+        assert_eq!(view.visible, alone.is_some());
+        if let Some(alone) = alone {
+            assert_eq!(
+                (view.favourited, view.reblogged, view.bookmarked, view.pinned),
+                (alone.favourited, alone.reblogged, alone.bookmarked, alone.pinned)
+            );
+        }
+    }
+    assert!(got.views[0].favourited && !got.views[2].favourited);
+    assert_eq!(got.author_stats.iter().map(|a| a.id).collect::<Vec<_>>(), vec![AUTHOR]);
+
+    // A reblog's marks are its original's; a deleted status is nobody's.
+    let public = w.post(AUTHOR, "boost me", pb::Visibility::Public).await;
+    let stranger = w.token(STRANGER);
+    let reblog = w.posts.reblog(Some(&stranger), pb::ReblogRequest { id: public.id, ..Default::default() });
+    let reblog = reblog.await.unwrap();
+    let got = w.posts.status_for_viewers(reblog.id, &[w.token(STRANGER), w.token(FOLLOWER)]).await.unwrap();
+    assert_eq!(got.status.unwrap().reblog.unwrap().id, public.id);
+    assert!(got.views[0].reblogged && !got.views[1].reblogged);
+    w.posts.delete_status(Some(&w.token(AUTHOR)), public.id).await.unwrap();
+    let gone = w.posts.status_for_viewers(public.id, &[w.token(AUTHOR)]).await.unwrap();
+    assert!(gone.status.is_none() && !gone.views[0].visible);
+    let too_many = vec![w.token(FOLLOWER); agora_post::service::MAX_VIEWERS + 1];
+    let err = w.posts.status_for_viewers(private.id, &too_many).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thread_reads_in_order_without_what_the_viewer_may_not_see() {
     let w = World::new().await;
     let reply = |author: i64, to: i64, text: &'static str, visibility: pb::Visibility| {

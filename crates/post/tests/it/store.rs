@@ -551,9 +551,37 @@ async fn a_page_comes_with_originals_and_the_viewers_marks(s: Arc<dyn PostStore>
     assert!(s.page_for(Some(viewer), &[]).await.unwrap().records.is_empty());
 }
 
+async fn many_viewers_marks_on_one_status_come_in_one_read(s: Arc<dyn PostStore>) {
+    let author = account();
+    let st = post(&s, status(author, "for everyone")).await;
+    let other = post(&s, status(author, "another")).await;
+    let (fan, booster, taken_back, nobody) = (account(), account(), account(), account());
+    assert!(s.favourite(id(), fan, st.id, &fav_event(st.id, "post.favourited")).await.unwrap());
+    assert!(s.bookmark(id(), fan, st.id).await.unwrap());
+    let Inserted::New(_) = s.reblog(&reblog_of(booster, st.id), &ev("post.created")).await.unwrap() else {
+        panic!("a first reblog is new");
+    };
+    assert!(s.pin(id(), author, st.id).await.unwrap());
+    assert!(s.favourite(id(), taken_back, st.id, &fav_event(st.id, "post.favourited")).await.unwrap());
+    assert!(s.unfavourite(taken_back, st.id, &fav_event(st.id, "post.unfavourited")).await.unwrap());
+    // Marks on another status are not this one's.
+    assert!(s.favourite(id(), nobody, other.id, &fav_event(other.id, "post.favourited")).await.unwrap());
+
+    let marks = s.marks_of_viewers(st.id, &[fan, booster, author, taken_back, nobody]).await.unwrap();
+    let fan_marks = &marks[&fan];
+    assert!(fan_marks.favourited.contains(&st.id) && fan_marks.bookmarked.contains(&st.id));
+    assert!(fan_marks.reblogged.is_empty() && fan_marks.pinned.is_empty());
+    assert!(marks[&booster].reblogged.contains(&st.id) && marks[&booster].favourited.is_empty());
+    assert!(marks[&author].pinned.contains(&st.id));
+    assert!(!marks.contains_key(&taken_back), "an unfavourite takes the mark away");
+    assert!(!marks.contains_key(&nobody), "a mark on another status is not on this one");
+    assert!(s.marks_of_viewers(st.id, &[]).await.unwrap().is_empty());
+}
+
 agora_testkit::conformance!(
     backends: [sqlite, postgres],
     cases: [
+        many_viewers_marks_on_one_status_come_in_one_read,
         creating_writes_the_status_and_its_event,
         a_page_comes_with_originals_and_the_viewers_marks,
         an_idempotency_key_returns_the_first_status,

@@ -411,16 +411,13 @@ impl Posts {
             views: vec![pb::ViewerView::default(); tokens.len()],
             author_stats: Vec::new(),
         };
-        let Some(record) = self.store.statuses(&[id]).await?.pop().filter(|r| !r.deleted) else {
+        // The status and, for a reblog, its original, in one read (no viewer: no marks).
+        let PageRead { mut records, mut originals, .. } = self.store.page_for(None, &[id]).await?;
+        let Some(record) = records.pop().filter(|r| !r.deleted) else { return Ok(hidden()) };
+        let original = originals.pop();
+        if record.reblog_of_id.is_some() && original.as_ref().is_none_or(|o| o.deleted) {
             return Ok(hidden());
-        };
-        let original = match record.reblog_of_id {
-            Some(o) => match self.store.statuses(&[o]).await?.pop().filter(|r| !r.deleted) {
-                Some(o) => Some(o),
-                None => return Ok(hidden()),
-            },
-            None => None,
-        };
+        }
         let records: Vec<&StatusRecord> = std::iter::once(&record).chain(original.as_ref()).collect();
         let seen = futures::future::join_all(tokens.iter().map(|t| {
             let records = &records;

@@ -857,13 +857,17 @@ async fn fetch_status(st: &AppState, c: Option<&Caller>, id: i64, public_only: b
     if public_only && (crate::render::visibility_name(s.visibility) != "public" || s.reblog.is_some()) {
         return Ok(None);
     }
-    let mut authors = vec![s.account_id];
-    authors.extend(s.reblog.as_ref().map(|r| r.account_id));
+    let authors = authors_of(s);
     let stats = page.author_stats.into_iter().map(|a| (a.id, a)).collect();
     let Some(entity) = crate::render::render_statuses(st, &page.statuses, Some(stats)).await?.pop() else {
         return Ok(None);
     };
     Ok(Some(Rendered { json: to_json(&entity)?, authors }))
+}
+
+/// The authors a viewer's filter is checked against: the status's, and a reblogged status's.
+fn authors_of(s: &ppb::Status) -> Vec<i64> {
+    std::iter::once(s.account_id).chain(s.reblog.as_ref().map(|r| r.account_id)).collect()
 }
 
 /// The Notification entity `id` as the caller may see it, as a JSON string; None when the

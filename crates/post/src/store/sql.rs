@@ -90,24 +90,21 @@ fn stats_from(ids: &[i64], rows: Vec<(i64, i64, Option<i64>)>) -> Vec<AccountSta
 
 /// A viewer's marks from (kind, status id) rows: 0 reblogged, 1 favourited, 2 bookmarked,
 /// 3 pinned.
-/// Marks from `(kind, status id)` rows: 0 reblogged, 1 favourited, 2 bookmarked, 3 pinned.
 fn marks_from(rows: Vec<(i64, i64)>) -> ViewerMarks {
     let mut marks = ViewerMarks::default();
-    marks.extend(rows);
+    for (kind, id) in rows {
+        add_mark(&mut marks, kind, id);
+    }
     marks
 }
 
-impl Extend<(i64, i64)> for ViewerMarks {
-    fn extend<T: IntoIterator<Item = (i64, i64)>>(&mut self, rows: T) {
-        for (kind, id) in rows {
-            match kind {
-                0 => self.reblogged.insert(id),
-                1 => self.favourited.insert(id),
-                2 => self.bookmarked.insert(id),
-                _ => self.pinned.insert(id),
-            };
-        }
-    }
+fn add_mark(marks: &mut ViewerMarks, kind: i64, id: i64) {
+    match kind {
+        0 => marks.reblogged.insert(id),
+        1 => marks.favourited.insert(id),
+        2 => marks.bookmarked.insert(id),
+        _ => marks.pinned.insert(id),
+    };
 }
 
 /// A new status as the store holds it once inserted: no counts yet, mentions once per account by
@@ -642,7 +639,7 @@ macro_rules! sql_post_store {
                 }
                 let mut out: HashMap<i64, ViewerMarks> = HashMap::new();
                 for (viewer, kind) in self.hot_viewers_marks(status_id, viewers).await? {
-                    out.entry(viewer).or_default().extend(std::iter::once((kind, status_id)));
+                    add_mark(out.entry(viewer).or_default(), kind, status_id);
                 }
                 Ok(out)
             }

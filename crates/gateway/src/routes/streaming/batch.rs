@@ -41,9 +41,9 @@ impl HomeBatches {
     pub(super) async fn render(&self, st: &AppState, event: &'static str, id: i64, c: &Caller) -> Render {
         let (tx, rx) = oneshot::channel();
         let key = (event, id);
+        let waiter = Waiter { token: c.token.clone(), tx };
         let lead = {
             let mut pending = self.pending.lock();
-            let waiter = Waiter { token: c.token.clone(), tx };
             match pending.get_mut(&key) {
                 Some(queue) => {
                     queue.push(waiter);
@@ -66,16 +66,16 @@ impl HomeBatches {
 
 /// Removes the queue if its driver ends early (a panic), so later viewers start a new one
 /// rather than wait on a queue nobody takes; their waiters' senders drop, and they get an error.
-struct Driving {
-    st: AppState,
+struct Driving<'a> {
+    homes: &'a HomeBatches,
     key: Key,
     done: bool,
 }
 
-impl Drop for Driving {
+impl Drop for Driving<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.st.streams.homes.pending.lock().remove(&self.key);
+            self.homes.pending.lock().remove(&self.key);
         }
     }
 }
@@ -83,10 +83,11 @@ impl Drop for Driving {
 /// Takes the queue of `key` a batch at a time until it is empty, then removes it (under the
 /// lock, so a viewer arriving then starts a new one).
 async fn drive(st: AppState, key: Key) {
-    let mut guard = Driving { st: st.clone(), key, done: false };
+    let homes = &st.streams.homes;
+    let mut guard = Driving { homes, key, done: false };
     loop {
         let batch: Vec<Waiter> = {
-            let mut pending = st.streams.homes.pending.lock();
+            let mut pending = homes.pending.lock();
             let Some(queue) = pending.get_mut(&key) else { break };
             if queue.is_empty() {
                 pending.remove(&key);
@@ -125,40 +126,45 @@ async fn fetch(st: &AppState, id: i64, tokens: Vec<String>) -> Result<Vec<Option
         .await?
         .into_inner();
     let Some(base) = got.status else { return Ok(vec![None; n]) };
-    let mut authors = vec![base.account_id];
-    authors.extend(base.reblog.as_ref().map(|r| r.account_id));
+    let authors = super::authors_of(&base);
     let marks = |v: &ppb::ViewerView| (v.favourited, v.reblogged, v.bookmarked, v.pinned);
-    let mut distinct: Vec<(bool, bool, bool, bool)> = got.views.iter().filter(|v| v.visible).map(marks).collect();
+    let mut distinct: Vec<Marks> = got.views.iter().filter(|v| v.visible).map(marks).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    let variants: Vec<ppb::Status> = distinct
-        .iter()
-        .map(|&(favourited, reblogged, bookmarked, pinned)| {
-            let mark = |s: &mut ppb::Status| {
-                s.favourited = favourited;
-                s.reblogged = reblogged;
-                s.bookmarked = bookmarked;
-                s.pinned = pinned;
-            };
-            let mut s = base.clone();
-            mark(&mut s);
-            if let Some(r) = s.reblog.as_deref_mut() {
-                mark(r);
-            }
-            s
-        })
-        .collect();
+    let variants: Vec<ppb::Status> = distinct.iter().map(|m| marked(&base, *m)).collect();
     let stats = got.author_stats.into_iter().map(|a| (a.id, a)).collect();
     let entities = crate::render::render_statuses(st, &variants, Some(stats)).await?;
     if entities.len() != variants.len() {
         // The author is gone (a deleted account): nobody sees it.
         return Ok(vec![None; n]);
     }
-    let mut rendered: HashMap<(bool, bool, bool, bool), Rendered> = HashMap::with_capacity(distinct.len());
+    let mut rendered: Vec<(Marks, Rendered)> = Vec::with_capacity(distinct.len());
     for (m, e) in distinct.into_iter().zip(entities) {
-        rendered.insert(m, Rendered { json: to_json(&e)?, authors: authors.clone() });
+        rendered.push((m, Rendered { json: to_json(&e)?, authors: authors.clone() }));
     }
-    let out: Vec<Option<Rendered>> =
-        got.views.iter().map(|v| if v.visible { rendered.get(&marks(v)).cloned() } else { None }).collect();
+    let view = |v: &ppb::ViewerView| {
+        let m = marks(v);
+        v.visible.then(|| rendered.iter().find(|(k, _)| *k == m).map(|(_, r)| r.clone())).flatten()
+    };
+    let out: Vec<Option<Rendered>> = got.views.iter().map(view).collect();
     Ok(if out.len() == n { out } else { vec![None; n] })
+}
+
+/// A viewer's marks: favourited, reblogged, bookmarked, pinned.
+type Marks = (bool, bool, bool, bool);
+
+/// `base` with one viewer's marks, on a reblog's original too (as the post service marks it).
+fn marked(base: &ppb::Status, (favourited, reblogged, bookmarked, pinned): Marks) -> ppb::Status {
+    let mark = |s: &mut ppb::Status| {
+        s.favourited = favourited;
+        s.reblogged = reblogged;
+        s.bookmarked = bookmarked;
+        s.pinned = pinned;
+    };
+    let mut s = base.clone();
+    mark(&mut s);
+    if let Some(r) = s.reblog.as_deref_mut() {
+        mark(r);
+    }
+    s
 }

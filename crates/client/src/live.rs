@@ -237,7 +237,8 @@ pub fn named(name: &str) -> Arc<MemoryLive> {
     l
 }
 
-/// The backplane on Redis pub/sub: channel `agora:live:KEY` per topic (see [`Topic::key`]).
+/// The backplane on Redis pub/sub: channel `agora:live:[SPACE:]KEY` per topic (see
+/// [`Topic::key`] and [`channel_prefix`]).
 pub struct RedisLive {
     publisher: crate::redis::Client,
     subscriber: fred::clients::SubscriberClient,
@@ -245,28 +246,60 @@ pub struct RedisLive {
     /// Held while a channel is subscribed or unsubscribed, so a topic's last stream closing
     /// and a new one opening cannot leave the channel unsubscribed.
     channels: Arc<tokio::sync::Mutex<()>>,
+    prefix: Arc<str>,
 }
 
-const CHANNEL_PREFIX: &str = "agora:live:";
-
-fn channel(topic: &Topic) -> String {
-    format!("{CHANNEL_PREFIX}{}", topic.key())
+/// The channel prefix for a backplane URL, and the URL without our `namespace` parameter.
+/// Redis pub/sub has no databases (a channel is heard from every database), so a URL's
+/// database number, when not 0, and its `namespace=NAME` query parameter go into the channel
+/// names: two deployments on one Redis, or two test platforms, never hear each other.
+fn channel_prefix(url: &str) -> (String, String) {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut namespace = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| match p.strip_prefix("namespace=") {
+            Some(n) => {
+                namespace = Some(n);
+                false
+            }
+            None => !p.is_empty(),
+        })
+        .collect();
+    let after_host = base.split_once("://").map_or("", |(_, rest)| rest);
+    let db = after_host.split_once('/').map_or("", |(_, db)| db.trim_matches('/'));
+    let mut prefix = String::from("agora:live:");
+    for part in [(db != "0").then_some(db), namespace] {
+        if let Some(p) = part.filter(|p| !p.is_empty()) {
+            prefix.push_str(p);
+            prefix.push(':');
+        }
+    }
+    let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    (prefix, url)
 }
 
 impl RedisLive {
+    fn channel(&self, topic: &Topic) -> String {
+        format!("{}{}", self.prefix, topic.key())
+    }
+
     pub async fn connect(url: &str) -> Result<Self, LiveError> {
         let err = |e: fred::error::Error| LiveError(e.to_string());
-        let publisher = crate::redis::connect(url, std::time::Duration::from_millis(500)).await.map_err(err)?;
-        let subscriber = crate::redis::subscriber(url).await.map_err(err)?;
+        let (prefix, url) = channel_prefix(url);
+        let prefix: Arc<str> = prefix.into();
+        let publisher = crate::redis::connect(&url, std::time::Duration::from_millis(500)).await.map_err(err)?;
+        let subscriber = crate::redis::subscriber(&url).await.map_err(err)?;
         let hub = Arc::new(Hub::default());
         let mut messages = fred::interfaces::EventInterface::message_rx(&subscriber);
         let weak = Arc::downgrade(&hub);
+        let ours = Arc::clone(&prefix);
         tokio::spawn(async move {
             loop {
                 match messages.recv().await {
                     Ok(m) => {
                         let Some(hub) = weak.upgrade() else { return };
-                        let topic = m.channel.strip_prefix(CHANNEL_PREFIX).and_then(Topic::from_key);
+                        let topic = m.channel.strip_prefix(&*ours).and_then(Topic::from_key);
                         let event = m.value.as_str().and_then(|raw| LiveEvent::decode(&raw));
                         if let (Some(topic), Some(event)) = (topic, event) {
                             hub.deliver(&topic, event);
@@ -279,7 +312,7 @@ impl RedisLive {
                 }
             }
         });
-        Ok(Self { publisher, subscriber, hub, channels: Arc::new(tokio::sync::Mutex::new(())) })
+        Ok(Self { publisher, subscriber, hub, channels: Arc::new(tokio::sync::Mutex::new(())), prefix })
     }
 }
 
@@ -288,7 +321,7 @@ impl Live for RedisLive {
     async fn publish(&self, topic: &Topic, event: LiveEvent) -> Result<(), LiveError> {
         use fred::interfaces::PubsubInterface as _;
         let _: i64 =
-            self.publisher.publish(channel(topic), event.encode()).await.map_err(|e| LiveError(e.to_string()))?;
+            self.publisher.publish(self.channel(topic), event.encode()).await.map_err(|e| LiveError(e.to_string()))?;
         Ok(())
     }
 
@@ -297,19 +330,20 @@ impl Live for RedisLive {
         let _channels = self.channels.lock().await;
         let (rx, first) = self.hub.join(topic);
         let (subscriber, hub, channels) = (self.subscriber.clone(), self.hub.clone(), self.channels.clone());
+        let name = self.channel(topic);
         let on_last: Box<dyn FnOnce(Topic) + Send + Sync> = Box::new(move |topic| {
             tokio::spawn(async move {
                 let _channels = channels.lock().await;
                 // A stream of the topic may have opened since: then the channel stays.
                 if !hub.topics.lock().contains_key(&topic) {
-                    let _ = subscriber.unsubscribe(channel(&topic)).await;
+                    let _ = subscriber.unsubscribe(name).await;
                 }
             });
         });
         let membership = Membership { hub: self.hub.clone(), topic: topic.clone(), on_last: Some(on_last) };
         if first {
             // On failure the membership is dropped, which unsubscribes again.
-            self.subscriber.subscribe(channel(topic)).await.map_err(|e| LiveError(e.to_string()))?;
+            self.subscriber.subscribe(self.channel(topic)).await.map_err(|e| LiveError(e.to_string()))?;
         }
         Ok(Subscription { rx, lost: 0, _membership: membership })
     }
@@ -338,6 +372,19 @@ pub fn url_from_env(env: &dyn agora_kit::config::Env) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_number_or_namespace_keeps_deployments_apart_on_one_redis() {
+        let p = |url: &str| channel_prefix(url);
+        assert_eq!(p("redis://r:6379"), ("agora:live:".into(), "redis://r:6379".into()));
+        assert_eq!(p("redis://r:6379/0"), ("agora:live:".into(), "redis://r:6379/0".into()));
+        assert_eq!(p("redis://r:6379/3"), ("agora:live:3:".into(), "redis://r:6379/3".into()));
+        assert_eq!(
+            p("redis://r:6379/3?namespace=blue&timeout=5"),
+            ("agora:live:3:blue:".into(), "redis://r:6379/3?timeout=5".into())
+        );
+        assert_eq!(p("redis://r:6379?namespace=t1"), ("agora:live:t1:".into(), "redis://r:6379".into()));
+    }
 
     #[test]
     fn events_survive_the_wire_and_unknown_ones_are_skipped() {

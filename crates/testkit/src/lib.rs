@@ -241,10 +241,14 @@ impl PlatformBuilder {
             env = env.with("AGORA_EPOCHS_URL", &epochs_url);
         }
         // The live backplane from the notification service to the gateway's streams: in-process
-        // for embedded stores, Redis pub/sub beside the real engines.
+        // for embedded stores, Redis pub/sub beside the real engines, in a namespace of this
+        // platform's (the public topics are the same name on every platform sharing the server).
         let live_url = match &self.backend {
             Backend::Embedded => format!("memory://live-{tag}"),
-            Backend::Real { redis_url, .. } => redis_url.clone(),
+            Backend::Real { redis_url, .. } => {
+                let sep = if redis_url.contains('?') { '&' } else { '?' };
+                format!("{redis_url}{sep}namespace={tag}")
+            }
         };
         if env.get("AGORA_LIVE_URL").is_none() {
             env = env.with("AGORA_LIVE_URL", &live_url);

@@ -122,6 +122,24 @@ async fn redis_live_reaches_another_process_handle() {
 }
 
 #[tokio::test]
+async fn redis_namespaces_never_hear_each_other() {
+    // Two deployments (or two test platforms) on one Redis server: pub/sub ignores databases,
+    // so the namespace keeps their public topics apart.
+    let Some(url) = agora_testkit::test_server("AGORA_TEST_REDIS_URL") else { return };
+    let [a, _] = accounts();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let blue = live::connect(&format!("{url}{sep}namespace=blue{a}")).await.unwrap().unwrap();
+    let green = live::connect(&format!("{url}{sep}namespace=green{a}")).await.unwrap().unwrap();
+    let also_blue = live::connect(&format!("{url}{sep}namespace=blue{a}")).await.unwrap().unwrap();
+    let mut green_public = green.subscribe(&Topic::Public).await.unwrap();
+    let mut blue_public = also_blue.subscribe(&Topic::Public).await.unwrap();
+    blue.publish(&Topic::Public, LiveEvent::Update(1)).await.unwrap();
+    green.publish(&Topic::Public, LiveEvent::Update(2)).await.unwrap();
+    assert_eq!(next(&mut blue_public).await, LiveEvent::Update(1), "one namespace, two connections");
+    nothing_before(&mut green_public, LiveEvent::Update(2)).await;
+}
+
+#[tokio::test]
 async fn named_memory_live_is_shared_in_the_process_and_a_bad_url_is_refused() {
     let one = live::connect("memory://live-shared-test").await.unwrap().unwrap();
     let two = live::connect("memory://live-shared-test").await.unwrap().unwrap();

@@ -32,6 +32,8 @@ pub enum LiveEvent {
     Delete(i64),
     /// A status the topic carried was edited.
     StatusUpdate(i64),
+    /// One of the account's conversations (its id) gained a status or changed otherwise.
+    Conversation(i64),
 }
 
 /// Who an event is for.
@@ -79,6 +81,7 @@ impl LiveEvent {
             LiveEvent::Update(id) => format!("update:{id}"),
             LiveEvent::Delete(id) => format!("delete:{id}"),
             LiveEvent::StatusUpdate(id) => format!("status.update:{id}"),
+            LiveEvent::Conversation(id) => format!("conversation:{id}"),
         }
     }
 
@@ -90,6 +93,7 @@ impl LiveEvent {
             "update" => id.parse().ok().map(LiveEvent::Update),
             "delete" => id.parse().ok().map(LiveEvent::Delete),
             "status.update" => id.parse().ok().map(LiveEvent::StatusUpdate),
+            "conversation" => id.parse().ok().map(LiveEvent::Conversation),
             _ => None,
         }
     }
@@ -388,7 +392,13 @@ mod tests {
 
     #[test]
     fn events_survive_the_wire_and_unknown_ones_are_skipped() {
-        for e in [LiveEvent::Notification(42), LiveEvent::Update(7), LiveEvent::Delete(9), LiveEvent::StatusUpdate(3)] {
+        for e in [
+            LiveEvent::Notification(42),
+            LiveEvent::Update(7),
+            LiveEvent::Delete(9),
+            LiveEvent::StatusUpdate(3),
+            LiveEvent::Conversation(5),
+        ] {
             assert_eq!(LiveEvent::decode(&e.encode()), Some(e));
         }
         assert_eq!(LiveEvent::decode("reaction:1"), None);

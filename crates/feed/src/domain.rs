@@ -249,6 +249,29 @@ pub struct Marker {
     pub updated_at_ms: i64,
 }
 
+/// One account's Mastodon conversation: the direct statuses of one thread that it takes part in
+/// with one set of other accounts (a new participant makes a new conversation, as in Mastodon).
+/// Its id is the id of the status that began it for this account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    pub id: i64,
+    pub account_id: i64,
+    /// The other accounts, ascending; empty for a message to oneself.
+    pub participant_ids: Vec<i64>,
+    pub last_status_id: i64,
+    pub last_author_id: i64,
+    pub unread: bool,
+}
+
+/// The participants of `status` as `account` sees them: its author and the accounts it
+/// mentions, without `account`, ascending.
+pub fn participants(account: i64, author: i64, mentions: &[i64]) -> Vec<i64> {
+    let mut out: Vec<i64> = std::iter::once(author).chain(mentions.iter().copied()).filter(|a| *a != account).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 pub const MARKER_TIMELINES: [&str; 2] = ["home", "notifications"];
 
 /// One use of a tag by an account, for trends.

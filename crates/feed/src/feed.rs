@@ -20,6 +20,9 @@ use crate::domain::{
 use crate::hotset::{HotEntry, HotSet, HotSetError};
 use crate::store::{AuthorScope, Recorded, StoreError, TimelineStore};
 
+mod conversations;
+use conversations::Filing;
+
 /// The consumer name under which handled events are remembered.
 pub const CONSUMER: &str = "feed";
 /// Followers asked for per page during fan-out.
@@ -68,6 +71,9 @@ pub enum FeedError {
     Dependency(#[from] DependencyError),
     #[error(transparent)]
     HotSet(#[from] HotSetError),
+    /// The reader has no such thing (never someone else's: theirs is not found either).
+    #[error("{0} not found")]
+    NotFound(&'static str),
 }
 
 impl From<FeedError> for agora_kit::Error {
@@ -83,6 +89,7 @@ impl From<FeedError> for agora_kit::Error {
                 agora_kit::Error::unavailable("A service the feed depends on is unavailable")
             }
             FeedError::HotSet(e) => agora_kit::Error::internal(e),
+            FeedError::NotFound(what) => agora_kit::Error::not_found(what),
         }
     }
 }
@@ -320,6 +327,9 @@ impl Feed {
             to.sort_unstable();
             to.dedup();
             delivered += self.deliver(&to, &entry, how).await?;
+            if how == Delivery::Write {
+                self.converse(s, Filing::Live).await?;
+            }
         } else {
             delivered += self.fan_out_to_followers(s, &entry, how).await?;
         }
@@ -426,6 +436,7 @@ impl Feed {
     #[tracing::instrument(skip_all, fields(status.id = d.id))]
     async fn status_deleted(&self, d: &StatusDeleted) -> FeedResult<()> {
         let removed = self.store.delete_status(d.id, d.account_id).await?;
+        self.leave_conversations(d.id).await?;
         let mut told = Vec::new();
         for r in removed {
             if let Some(account) = r.timeline.strip_prefix("home:").and_then(|a| a.parse::<i64>().ok()) {
@@ -787,6 +798,7 @@ impl Feed {
             None => self.store.known_accounts().await?,
         };
         let mut report = RebuildReport { accounts: accounts.len(), ..Default::default() };
+        let mut direct = Vec::new();
         for account in &accounts {
             let mut max_id = 0;
             let mut copied = 0;
@@ -808,6 +820,7 @@ impl Feed {
                         let mut to = s.mention_ids.clone();
                         to.push(s.account_id);
                         self.store.insert_home(&to, &entry).await?;
+                        direct.push(s);
                     }
                     report.statuses += 1;
                 }
@@ -817,6 +830,11 @@ impl Feed {
                 }
                 max_id = last;
             }
+        }
+        // Oldest first, so a reply finds the thread its parent is in.
+        direct.sort_by_key(|s| s.id);
+        for s in &direct {
+            self.converse(s, Filing::Quiet).await?;
         }
         for account in &accounts {
             report.home_entries += self.rebuild_home(*account, None).await?;

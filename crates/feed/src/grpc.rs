@@ -19,6 +19,7 @@ pub struct FeedGrpc {
 
 const READ: &str = "read:statuses";
 const WRITE: &str = "write:statuses";
+const CONVERSATIONS: &str = "write:conversations";
 
 fn window(page: Option<pb::Page>) -> Result<Window, Status> {
     let p = page.unwrap_or_default();
@@ -28,6 +29,15 @@ fn window(page: Option<pb::Page>) -> Result<Window, Status> {
 
 fn page(ids: Vec<i64>) -> Response<pb::TimelinePage> {
     Response::new(pb::TimelinePage { status_ids: ids })
+}
+
+fn conversation_pb(c: crate::domain::Conversation) -> pb::Conversation {
+    pb::Conversation {
+        id: c.id,
+        participant_ids: c.participant_ids,
+        last_status_id: c.last_status_id,
+        unread: c.unread,
+    }
 }
 
 fn marker_pb(m: crate::domain::Marker) -> pb::Marker {
@@ -153,5 +163,44 @@ impl FeedService for FeedGrpc {
         let wanted: Vec<(String, i64)> = r.markers.into_iter().map(|m| (m.timeline, m.last_read_id)).collect();
         let markers = self.feed.save_markers(account, &wanted).await?;
         Ok(Response::new(pb::GetMarkersResponse { markers: markers.into_iter().map(marker_pb).collect() }))
+    }
+
+    async fn get_conversations(
+        &self,
+        req: Request<pb::GetConversationsRequest>,
+    ) -> Result<Response<pb::GetConversationsResponse>, Status> {
+        let (caller, account) = agora_client::user_with_scope(&self.verifier, &req, READ).await?;
+        let w = window(req.into_inner().page)?;
+        let list = self.feed.conversations(account, &caller.token, w).await?;
+        Ok(Response::new(pb::GetConversationsResponse {
+            conversations: list.into_iter().map(conversation_pb).collect(),
+        }))
+    }
+
+    async fn get_conversation(
+        &self,
+        req: Request<pb::ConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let (caller, account) = agora_client::user_with_scope(&self.verifier, &req, READ).await?;
+        let id = req.into_inner().id;
+        Ok(Response::new(conversation_pb(self.feed.conversation(account, &caller.token, id).await?)))
+    }
+
+    async fn read_conversation(
+        &self,
+        req: Request<pb::ConversationRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let (caller, account) = agora_client::user_with_scope(&self.verifier, &req, CONVERSATIONS).await?;
+        let id = req.into_inner().id;
+        Ok(Response::new(conversation_pb(self.feed.read_conversation(account, &caller.token, id).await?)))
+    }
+
+    async fn delete_conversation(
+        &self,
+        req: Request<pb::ConversationRequest>,
+    ) -> Result<Response<pb::DeleteConversationResponse>, Status> {
+        let (_, account) = agora_client::user_with_scope(&self.verifier, &req, CONVERSATIONS).await?;
+        self.feed.delete_conversation(account, req.into_inner().id).await?;
+        Ok(Response::new(pb::DeleteConversationResponse {}))
     }
 }

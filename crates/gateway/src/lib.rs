@@ -208,7 +208,9 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> http::Response<
 /// The public API router (without trailing-slash normalisation, which wraps it in [`serve`]).
 pub fn router(state: AppState, health: Health) -> Router {
     use axum::routing::{delete, put};
-    use routes::{accounts, graph, instance, notifications, oauth, push, statuses, streaming, timelines};
+    use routes::{
+        accounts, conversations, graph, instance, notifications, oauth, push, statuses, streaming, timelines,
+    };
     let api = Router::new()
         .route("/api/v1/apps", post(oauth::create_app))
         .route("/api/v1/apps/verify_credentials", get(oauth::verify_app))
@@ -266,6 +268,9 @@ pub fn router(state: AppState, health: Health) -> Router {
         .route("/api/v1/trends/tags", get(timelines::trending_tags))
         .route("/api/v1/trends/statuses", get(timelines::trending_statuses))
         .route("/api/v1/markers", get(timelines::get_markers).post(timelines::save_markers))
+        .route("/api/v1/conversations", get(conversations::list))
+        .route("/api/v1/conversations/{id}", delete(conversations::remove))
+        .route("/api/v1/conversations/{id}/read", post(conversations::read))
         .route("/api/v1/notifications", get(notifications::list))
         .route("/api/v1/notifications/clear", post(notifications::clear))
         .route("/api/v1/notifications/unread_count", get(notifications::unread_count))
@@ -276,6 +281,7 @@ pub fn router(state: AppState, health: Health) -> Router {
         .route("/api/v1/streaming/health", get(streaming::health))
         .route("/api/v1/streaming/user", get(streaming::user))
         .route("/api/v1/streaming/user/notification", get(streaming::user_notification))
+        .route("/api/v1/streaming/direct", get(streaming::direct))
         .route("/api/v1/streaming/public", get(streaming::public))
         .route("/api/v1/streaming/public/local", get(streaming::public_local))
         .route("/api/v1/streaming/public/media", get(streaming::public_media))

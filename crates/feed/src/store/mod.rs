@@ -2,6 +2,7 @@
 //! Everything in it is derived from post and graph events and can be rebuilt. Every backend
 //! passes the conformance suite in `tests/it/store.rs`.
 
+mod conversations;
 mod lite;
 mod scylla;
 mod sql;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{Entry, EntryFilter, Marker, StatusFacts, TagUse, Window};
+use crate::domain::{Conversation, Entry, EntryFilter, Marker, StatusFacts, TagUse, Window};
 
 pub use scylla::ScyllaTimelineStore;
 pub use sql::{PgTimelineStore, SqliteTimelineStore};
@@ -75,8 +76,50 @@ pub enum AuthorScope {
     Everything,
 }
 
+/// What removing a status did to one account's conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationChange {
+    pub account_id: i64,
+    pub conversation_id: i64,
+    /// The conversation as it is now; None when its last status went and it went with it.
+    pub now: Option<Conversation>,
+}
+
+/// Mastodon conversations (direct statuses grouped per account by thread and participants).
+/// Part of every timeline store; the rules that decide who gets which are the feed's.
 #[async_trait]
-pub trait TimelineStore: Send + Sync + 'static {
+pub trait ConversationStore: Send + Sync + 'static {
+    /// Adds `status_id` (by `author_id`) to `account_id`'s conversation of `thread_id` with
+    /// exactly `participants` (ascending), creating it with the status's id if there is none.
+    /// The conversation becomes unread or read as `unread` says, and its last status is the
+    /// newest it holds. None when it already held the status (a redelivery changes nothing).
+    async fn add_to_conversation(
+        &self,
+        account_id: i64,
+        thread_id: i64,
+        participants: &[i64],
+        status_id: i64,
+        author_id: i64,
+        unread: bool,
+    ) -> StoreResult<Option<Conversation>>;
+    /// The thread a status of some conversation belongs to.
+    async fn thread_of(&self, status_id: i64) -> StoreResult<Option<i64>>;
+    /// Takes a (deleted) status out of every conversation holding it; a conversation left
+    /// without statuses goes.
+    async fn remove_from_conversations(&self, status_id: i64) -> StoreResult<Vec<ConversationChange>>;
+    /// The account's conversations inside `window`, which bounds their last status ids, in
+    /// walk order (newest last status first, or oldest first for ascending windows).
+    async fn conversations(&self, account_id: i64, window: &Window) -> StoreResult<Vec<Conversation>>;
+    async fn conversation(&self, account_id: i64, id: i64) -> StoreResult<Option<Conversation>>;
+    /// Marks the conversation read; None when the account has no such conversation.
+    async fn read_conversation(&self, account_id: i64, id: i64) -> StoreResult<Option<Conversation>>;
+    /// Removes the conversation for the account alone (its statuses stay); false when there was
+    /// none. A later status of the thread begins a new one.
+    async fn delete_conversation(&self, account_id: i64, id: i64) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait TimelineStore: ConversationStore + Send + Sync + 'static {
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
 

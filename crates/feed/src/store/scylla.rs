@@ -15,8 +15,16 @@ use scylla::statement::prepared::PreparedStatement;
 use super::{Activity, AuthorScope, Recorded, Removed, StoreError, StoreResult, TimelineStore};
 use crate::domain::{Entry, EntryFilter, Marker, StatusFacts, TagUse, TimelineKey, Visibility, Window};
 
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "init", cql: include_str!("../../migrations/scylla/0001_init.cql") }];
+mod conversations;
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "init", cql: include_str!("../../migrations/scylla/0001_init.cql") },
+    Migration {
+        version: 2,
+        name: "conversations",
+        cql: include_str!("../../migrations/scylla/0002_conversations.cql"),
+    },
+];
 
 /// Trend and bookkeeping rows are spread over this many partitions.
 const SHARDS: i32 = 16;
@@ -156,6 +164,7 @@ pub struct Prepared {
     processed_time_put: PreparedStatement,
     processed_time_before: PreparedStatement,
     processed_time_prune: PreparedStatement,
+    conv: conversations::Statements,
 }
 
 impl Statements for Prepared {
@@ -386,6 +395,7 @@ impl Statements for Prepared {
                 true,
             )
             .await?,
+            conv: conversations::Statements::prepare(s).await?,
         })
     }
 }

@@ -687,7 +687,7 @@ macro_rules! sql_timeline_store {
 
 /// Timeline store on PostgreSQL.
 pub struct PgTimelineStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl PgTimelineStore {
@@ -718,7 +718,7 @@ mod pg_impl {
 /// read on the calling thread through [`SqliteReader`]; the fan-out's writes are units on the
 /// [`SqliteWriter`]'s thread (see `lite.rs`); the rarer writes go through the sqlx pool.
 pub struct SqliteTimelineStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     reader: SqliteReader,
     writer: SqliteWriter,
 }

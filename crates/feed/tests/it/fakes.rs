@@ -57,6 +57,10 @@ impl FakeGraph {
         self.mutes.lock().insert((a, b));
     }
 
+    pub fn unmute(&self, a: i64, b: i64) {
+        self.mutes.lock().remove(&(a, b));
+    }
+
     fn followers_of(&self, account: i64) -> Vec<i64> {
         self.follows.lock().iter().filter(|(_, t)| t.contains(&account)).map(|(f, _)| *f).collect()
     }

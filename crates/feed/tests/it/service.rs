@@ -239,6 +239,80 @@ async fn markers_need_the_statuses_scopes_and_bump_versions() {
     s.stop().await;
 }
 
+/// Direct statuses become conversations for everyone they are between: unread for the
+/// recipients, read for the author, a reply in the same one, a deletion taking its status out,
+/// and nobody else's id answering anything but not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_statuses_make_conversations_for_those_they_are_between() {
+    let s = start().await;
+    let mut c = s.client.clone();
+    let dm = |id: i64, author: i64, mentions: Vec<i64>, in_reply_to_id: i64| StatusPosted {
+        id,
+        account_id: author,
+        visibility: "direct".into(),
+        mention_ids: mentions,
+        in_reply_to_id,
+        created_at_ms: agora_kit::time::now_ms(),
+        ..Default::default()
+    };
+    let lister = s.client.clone();
+    let list = |token: String| {
+        let mut c = lister.clone();
+        let req = s.with(pb::GetConversationsRequest::default(), Some(&token));
+        async move { c.get_conversations(req).await.unwrap().into_inner().conversations }
+    };
+    let (alice, bob, carol) = (s.token(1, "read write"), s.token(2, "read write"), s.token(3, "read write"));
+    s.publish("agora.post.v1", "post.created", 11, &dm(100, 1, vec![2], 0)).await;
+    s.publish("agora.post.v1", "post.created", 12, &dm(101, 2, vec![1], 100)).await;
+    eventually(|| {
+        let l = list(alice.clone());
+        async move { l.await.first().map(|c| c.last_status_id) == Some(101) }
+    })
+    .await;
+    let mine = list(alice.clone()).await;
+    assert_eq!(mine.len(), 1, "the reply is in the same conversation");
+    assert_eq!((mine[0].id, mine[0].participant_ids.clone(), mine[0].unread), (100, vec![2], true));
+    let theirs = list(bob.clone()).await;
+    assert_eq!((theirs[0].participant_ids.clone(), theirs[0].unread), (vec![1], false), "bob wrote the last one");
+    assert!(list(carol.clone()).await.is_empty(), "a third party has none");
+
+    // Someone else's conversation is not found, to read, mark or remove.
+    let one = |id| pb::ConversationRequest { id };
+    for err in [
+        c.get_conversation(s.with(one(100), Some(&carol))).await.unwrap_err(),
+        c.read_conversation(s.with(one(100), Some(&carol))).await.unwrap_err(),
+        c.delete_conversation(s.with(one(100), Some(&carol))).await.unwrap_err(),
+    ] {
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    }
+    // Marking read takes write:conversations (or write).
+    let read_only = s.token(1, "read:statuses");
+    let err = c.read_conversation(s.with(one(100), Some(&read_only))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    let read = c.read_conversation(s.with(one(100), Some(&alice))).await.unwrap().into_inner();
+    assert!(!read.unread);
+
+    // A muted author's conversation is left out while their status is the last one.
+    s.graph.mute(1, 2);
+    assert!(list(alice.clone()).await.is_empty());
+    let err = c.get_conversation(s.with(one(100), Some(&alice))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    s.graph.unmute(1, 2);
+
+    // Deleting the reply makes the first status the last again.
+    let deleted = agora_proto::events::v1::StatusDeleted { id: 101, account_id: 2, ..Default::default() };
+    s.publish("agora.post.v1", "post.deleted", 13, &deleted).await;
+    eventually(|| {
+        let l = list(bob.clone());
+        async move { l.await.first().map(|c| c.last_status_id) == Some(100) }
+    })
+    .await;
+    c.delete_conversation(s.with(one(100), Some(&alice))).await.unwrap();
+    assert!(list(alice.clone()).await.is_empty());
+    assert_eq!(list(bob.clone()).await.len(), 1, "removing it is for alice alone");
+    s.stop().await;
+}
+
 #[test]
 fn config_defaults_and_validation() {
     let config = Config::from_env(&MapEnv::new().with("AGORA_DATA_DIR", "/data")).unwrap();

@@ -236,6 +236,68 @@ async fn markers_bump_versions(s: Arc<dyn TimelineStore>) {
     assert_eq!(mine.iter().map(|m| m.timeline.as_str()).collect::<Vec<_>>(), vec!["home", "notifications"]);
 }
 
+async fn conversations_group_by_thread_and_participants(s: Arc<dyn TimelineStore>) {
+    let all = Window::newest(20);
+    // Account 1 writes to 2 (status 10), 2 answers in the thread (11), 1 writes to 2 and 3 (12).
+    let c = s.add_to_conversation(1, 10, &[2], 10, 1, false).await.unwrap().unwrap();
+    assert_eq!((c.id, c.participant_ids.clone(), c.last_status_id, c.unread), (10, vec![2], 10, false));
+    assert_eq!(s.add_to_conversation(1, 10, &[2], 10, 1, false).await.unwrap(), None, "a redelivery changes nothing");
+    s.add_to_conversation(2, 10, &[1], 10, 1, true).await.unwrap().unwrap();
+    let c = s.add_to_conversation(1, 10, &[2], 11, 2, true).await.unwrap().unwrap();
+    assert_eq!((c.id, c.last_status_id, c.last_author_id, c.unread), (10, 11, 2, true));
+    s.add_to_conversation(2, 10, &[1], 11, 2, false).await.unwrap().unwrap();
+    let other = s.add_to_conversation(1, 10, &[2, 3], 12, 1, false).await.unwrap().unwrap();
+    assert_eq!(other.id, 12, "another set of participants is another conversation");
+    assert_eq!(s.thread_of(11).await.unwrap(), Some(10));
+    assert_eq!(s.thread_of(99).await.unwrap(), None);
+    // An older status arriving late does not become the last one.
+    let late = s.add_to_conversation(1, 10, &[2], 9, 2, true).await.unwrap().unwrap();
+    assert_eq!((late.last_status_id, late.last_author_id), (11, 2));
+
+    let mine = s.conversations(1, &all).await.unwrap();
+    assert_eq!(mine.iter().map(|c| (c.id, c.last_status_id)).collect::<Vec<_>>(), vec![(12, 12), (10, 11)]);
+    let w = Window { upper: Some(12), lower: None, ascending: false, limit: 20 };
+    assert_eq!(s.conversations(1, &w).await.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), vec![10]);
+    let w = Window { upper: None, lower: Some(11), ascending: true, limit: 20 };
+    assert_eq!(s.conversations(1, &w).await.unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), vec![12]);
+    assert_eq!(s.conversations(1, &Window::newest(1)).await.unwrap().len(), 1);
+    assert!(s.conversations(3, &all).await.unwrap().is_empty());
+
+    // Reading is per account; another account's id is not found.
+    assert!(!s.read_conversation(1, 10).await.unwrap().unwrap().unread);
+    assert!(s.conversation(2, 10).await.unwrap().is_some());
+    assert_eq!(s.read_conversation(3, 10).await.unwrap(), None);
+    assert_eq!(s.conversation(3, 10).await.unwrap(), None);
+
+    // Deleting the last status moves the conversation back to the one before it; deleting its
+    // only status removes it.
+    let changes = s.remove_from_conversations(11).await.unwrap();
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0].account_id, 1);
+    let now = changes[0].now.clone().unwrap();
+    assert_eq!((now.id, now.last_status_id, now.last_author_id), (10, 10, 1));
+    assert_eq!(s.conversation(1, 10).await.unwrap().unwrap().last_status_id, 10);
+    let changes = s.remove_from_conversations(12).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].now, None);
+    assert_eq!(s.conversation(1, 12).await.unwrap(), None);
+    assert!(s.remove_from_conversations(12).await.unwrap().is_empty());
+    let mine = s.conversations(1, &all).await.unwrap();
+    assert_eq!(mine.iter().map(|c| (c.id, c.last_status_id)).collect::<Vec<_>>(), vec![(10, 10)]);
+
+    // Removing a conversation is for that account alone; the thread's next status begins anew.
+    assert!(s.delete_conversation(1, 10).await.unwrap());
+    assert!(!s.delete_conversation(1, 10).await.unwrap());
+    assert!(s.conversations(1, &all).await.unwrap().is_empty());
+    assert!(s.conversation(2, 10).await.unwrap().is_some());
+    let again = s.add_to_conversation(1, 10, &[2], 13, 2, true).await.unwrap().unwrap();
+    assert_eq!((again.id, again.last_status_id, again.unread), (13, 13, true));
+    // A conversation with oneself has no other participants.
+    let alone = s.add_to_conversation(4, 20, &[], 20, 4, false).await.unwrap().unwrap();
+    assert!(alone.participant_ids.is_empty());
+    assert_eq!(s.conversation(4, 20).await.unwrap(), Some(alone));
+}
+
 async fn sqlite() -> Option<Arc<dyn TimelineStore>> {
     let dir = agora_testkit::scratch_dir().unwrap();
     let url = format!("sqlite://{}/feed.db", dir.display());
@@ -276,5 +338,6 @@ agora_testkit::conformance!(
         trends_inputs,
         markers_bump_versions,
         pruning_forgets_only_old_bookkeeping,
+        conversations_group_by_thread_and_participants,
     ]
 );

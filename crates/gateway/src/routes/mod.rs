@@ -1,4 +1,5 @@
 pub mod accounts;
+pub mod conversations;
 pub mod graph;
 pub mod instance;
 pub mod notifications;

@@ -3,7 +3,8 @@
 //! `update` — edited in it — `status.update` — and deleted from it — `delete`, the payload the
 //! bare id), `/user/notification` (only the notifications), `/public`, `/public/local` and
 //! `/public/media` (public statuses as they are posted; `?only_media=true` too), `/hashtag` and
-//! `/hashtag/local` (`?tag=`: public statuses with that hashtag). And the multiplexed WebSocket
+//! `/hashtag/local` (`?tag=`: public statuses with that hashtag), `/direct` (the caller's
+//! conversations as they change: `conversation`, which `/user` carries too). And the multiplexed WebSocket
 //! at `/api/v1/streaming`: `?stream=` opens one stream at once, `{"type":"subscribe",
 //! "stream":…, "tag":…}` and `unsubscribe` messages add and remove streams, and each event is a
 //! frame `{"stream":[name(, tag)],"event":…,"payload":"<JSON string>"}`. `/api/v1/streaming/health`
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use agora_client::live::{LiveEvent, Subscription, Topic};
 use agora_kit::grpc::request;
+use agora_proto::feed::v1 as fpb;
 use agora_proto::notification::v1 as npb;
 use agora_proto::post::v1 as ppb;
 use axum::Extension;
@@ -204,6 +206,7 @@ impl Renders {
 pub enum Kind {
     User,
     UserNotification,
+    Direct,
     Public { local: bool, media: bool },
     Hashtag { tag: String, local: bool },
 }
@@ -217,6 +220,7 @@ impl Kind {
         match name {
             "user" => Ok(Kind::User),
             "user:notification" => Ok(Kind::UserNotification),
+            "direct" => Ok(Kind::Direct),
             "public" => public(false, false),
             "public:media" => public(false, true),
             "public:local" => public(true, false),
@@ -230,6 +234,7 @@ impl Kind {
         match self {
             Kind::User => "user",
             Kind::UserNotification => "user:notification",
+            Kind::Direct => "direct",
             Kind::Public { local: false, media: false } => "public",
             Kind::Public { local: false, media: true } => "public:media",
             Kind::Public { local: true, media: false } => "public:local",
@@ -249,12 +254,14 @@ impl Kind {
 
     /// The caller's own streams, which need an account.
     fn personal(&self) -> bool {
-        matches!(self, Kind::User | Kind::UserNotification)
+        matches!(self, Kind::User | Kind::UserNotification | Kind::Direct)
     }
 
     fn topic(&self, account_id: Option<i64>) -> ApiResult<Topic> {
         Ok(match self {
-            Kind::User | Kind::UserNotification => Topic::Account(account_id.ok_or_else(ApiError::unauthorized)?),
+            Kind::User | Kind::UserNotification | Kind::Direct => {
+                Topic::Account(account_id.ok_or_else(ApiError::unauthorized)?)
+            }
             Kind::Public { media: false, .. } => Topic::Public,
             Kind::Public { media: true, .. } => Topic::PublicMedia,
             Kind::Hashtag { tag, .. } => Topic::Tag(tag.clone()),
@@ -266,7 +273,8 @@ impl Kind {
     /// came.
     fn authorize(&self, caller: Option<&Caller>) -> ApiResult<()> {
         match (self, caller) {
-            (Kind::User | Kind::UserNotification, None) => Err(ApiError::unauthorized()),
+            (Kind::User | Kind::UserNotification | Kind::Direct, None) => Err(ApiError::unauthorized()),
+            (Kind::Direct, Some(c)) => c.require_user("read:statuses"),
             (Kind::User, Some(c)) => {
                 c.account_id()?;
                 if c.claims.allows("read:statuses") || c.claims.allows("read:notifications") {
@@ -317,6 +325,16 @@ pub async fn user_notification(
     p: Params,
 ) -> ApiResult<Response> {
     sse(st, ip, h, p, Kind::UserNotification).await
+}
+
+/// `GET /api/v1/streaming/direct`: the caller's conversations.
+pub async fn direct(
+    st: State<AppState>,
+    ip: Option<Extension<ClientIp>>,
+    h: HeaderMap,
+    p: Params,
+) -> ApiResult<Response> {
+    sse(st, ip, h, p, Kind::Direct).await
 }
 
 /// `GET /api/v1/streaming/public` (`?only_media=true`: `public:media`).
@@ -456,7 +474,11 @@ impl Conn {
                 self.notification(id).await.map(|n| n.map(|json| ("notification", json)))
             }
             LiveEvent::Notification(_) => return None,
-            _ if !statuses || *kind == Kind::UserNotification => return None,
+            LiveEvent::Conversation(id) if statuses && matches!(kind, Kind::User | Kind::Direct) => {
+                self.conversation(id).await.map(|n| n.map(|json| ("conversation", json)))
+            }
+            LiveEvent::Conversation(_) => return None,
+            _ if !statuses || matches!(kind, Kind::UserNotification | Kind::Direct) => return None,
             LiveEvent::Update(id) if recent.contains(&id) => return None,
             LiveEvent::Update(id) => {
                 let found = self.status("update", id, public_only).await;
@@ -531,6 +553,16 @@ impl Conn {
             (false, _, _) => fetch_status(st, caller, id, false).await?,
         };
         Ok(render.map(|r| r.json))
+    }
+
+    /// The viewer's conversation `id` as it is now, as a JSON string. Never reused once rendered:
+    /// the next change's must be fetched again.
+    async fn conversation(&self, id: i64) -> ApiResult<Option<Arc<str>>> {
+        let Some(c) = &self.caller else { return Ok(None) };
+        let Some(viewer) = c.claims.account_id() else { return Ok(None) };
+        let key = RenderKey { viewer: Some(viewer), event: "conversation", id };
+        let render = self.st.streams.renders.get(key, false, fetch_conversation(&self.st, c, id)).await;
+        Ok(render?.map(|r| r.json))
     }
 
     /// Notification `id` as this stream's viewer may see it, as a JSON string.
@@ -884,6 +916,17 @@ async fn fetch_notification(st: &AppState, c: &Caller, id: i64) -> Render {
     Ok(Some(Rendered { json: to_json(&entity)?, authors: Vec::new() }))
 }
 
+async fn fetch_conversation(st: &AppState, c: &Caller, id: i64) -> Render {
+    let got = st.feed.clone().get_conversation(request(fpb::ConversationRequest { id }, Some(&c.token))).await;
+    let found = match got {
+        Ok(found) => found.into_inner(),
+        Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+        Err(s) => return Err(s.into()),
+    };
+    let Some(entity) = super::conversations::one(st, c, found).await? else { return Ok(None) };
+    Ok(Some(Rendered { json: to_json(&entity)?, authors: Vec::new() }))
+}
+
 fn to_json(entity: &impl serde::Serialize) -> ApiResult<Arc<str>> {
     let json =
         serde_json::to_string(entity).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
@@ -896,7 +939,9 @@ mod tests {
 
     #[test]
     fn stream_names_round_trip_and_unknown_ones_are_refused() {
-        for name in ["user", "user:notification", "public", "public:media", "public:local", "public:local:media"] {
+        for name in
+            ["user", "user:notification", "direct", "public", "public:media", "public:local", "public:local:media"]
+        {
             assert_eq!(Kind::parse(name, None).unwrap().name(), name);
         }
         let tag = Kind::parse("hashtag:local", Some("#Rust")).unwrap();

@@ -640,5 +640,11 @@ async fn rebuild_recomputes_timelines_from_the_post_and_graph_services() {
     assert_eq!(fresh.stored_home(BOB).await, vec![p, a]);
     assert_eq!(fresh.stored_home(CAROL).await, vec![d]);
     assert_eq!(public(&fresh).await, vec![a]);
+    // The direct status's conversation is back for both, and a rebuild makes nothing unread.
+    for (account, other) in [(CAROL, ALICE), (ALICE, CAROL)] {
+        let convs = fresh.feed.store().conversations(account, &Window::newest(20)).await.unwrap();
+        let got: Vec<_> = convs.iter().map(|c| (c.participant_ids.clone(), c.last_status_id, c.unread)).collect();
+        assert_eq!(got, vec![(vec![other], d, false)], "account {account}");
+    }
     let _ = TimelineKey::PUBLIC;
 }
